@@ -1,0 +1,145 @@
+"""Command line: ``python -m gan_adapt <command> ...`` (run with ``--help`` for each command)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _threads(n: int | None) -> None:
+    import torch
+    if n:
+        torch.set_num_threads(n)
+
+
+def cmd_generate(args) -> int:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from adapt_common.image_io import save_grid, save_image
+    from .formats import load_generator
+    from .seeds import parse_seeds, z_from_seeds
+
+    _threads(args.threads)
+    seeds = parse_seeds(args.seeds)
+    g = load_generator(args.ckpt, device=args.device)
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    raw = []
+    with torch.no_grad():
+        for i in tqdm(range(0, len(seeds), args.batch), desc="generate", unit="batch",
+                      disable=not sys.stderr.isatty()):
+            batch = seeds[i:i + args.batch]
+            z = z_from_seeds(batch, g.style_dim).to(args.device)
+            img = g.generate(z, truncation=args.truncation, noise_mode=args.noise_mode)
+            raw.append(img.float().cpu())
+            for seed, im in zip(batch, img):
+                save_image(im, outdir / f"seed{seed:04d}.png")
+    images = torch.cat(raw)
+    save_grid(images, outdir / "grid.png")
+    if args.save_raw:
+        Path(args.save_raw).parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.save_raw, images.numpy().astype(np.float32))
+    print(f"wrote {len(seeds)} images and grid.png to {outdir}" + (f"; raw output to {args.save_raw}"
+                                                                     if args.save_raw else ""))
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .formats import convert
+    ckpt = convert(args.src, args.dst, args.format)
+    parts = ["g_ema"] + [n for n in ("g", "d") if getattr(ckpt, n) is not None]
+    print(f"converted {args.src} ({ckpt.source_format}) -> {args.dst}: {', '.join(parts)}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .formats import load_checkpoint
+    ckpt = load_checkpoint(args.ckpt)
+    g = ckpt.g_ema
+    info = {
+        "file": str(args.ckpt),
+        "format": ckpt.source_format,
+        "generator": g.config.to_dict(),
+        "generator_parameters": sum(p.numel() for p in g.parameters()),
+        "n_latent": g.n_latent,
+        "stylespace_conv": g.style_dims(include_torgb=False),
+        "stylespace_with_torgb": g.style_dims(include_torgb=True),
+        "has_training_generator": ckpt.g is not None,
+        "discriminator": ckpt.d.config.to_dict() if ckpt.d is not None else None,
+        "meta": ckpt.meta,
+    }
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def cmd_init(args) -> int:
+    import torch
+
+    from .formats import StyleGANCheckpoint, save_checkpoint
+    from .networks import Discriminator, Generator, GeneratorConfig
+    torch.manual_seed(args.seed)
+    cfg = GeneratorConfig(size=args.size, style_dim=args.style_dim, n_mlp=args.n_mlp,
+                          channel_base=args.channel_base, channel_max=args.channel_max)
+    g = Generator(config=cfg)
+    g.set_latent_avg(g.mean_latent(4096, seed=args.seed))
+    d = Discriminator(args.size, channel_base=args.channel_base, channel_max=args.channel_max) if args.with_d else None
+    save_checkpoint(StyleGANCheckpoint(g_ema=g.eval(), d=d, meta={"init_seed": args.seed}), args.out)
+    print(f"wrote a randomly initialised {args.size}px generator to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gan_adapt", description="StyleGAN2 domain adaptation tools")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="render images for seeds from a checkpoint")
+    g.add_argument("--ckpt", required=True, help="rosinality .pt, NVIDIA .pkl or native .safetensors")
+    g.add_argument("--seeds", default="0-7", help="e.g. 0-7 or 1,5,9 (NVIDIA generate.py seeding)")
+    g.add_argument("--truncation", type=float, default=1.0, help="psi; < 1 pulls w towards latent_avg")
+    g.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
+    g.add_argument("--outdir", required=True)
+    g.add_argument("--save-raw", metavar="FILE.npy", help="also save the raw float32 N x 3 x H x W output")
+    g.add_argument("--batch", type=int, default=4)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.set_defaults(func=cmd_generate)
+
+    c = sub.add_parser("convert", help="convert a checkpoint between formats (.pkl/.pt/.safetensors -> .pt/.safetensors)")
+    c.add_argument("src")
+    c.add_argument("dst")
+    c.add_argument("--format", choices=["rosinality", "native"], help="default: from the extension of dst")
+    c.set_defaults(func=cmd_convert)
+
+    i = sub.add_parser("info", help="print a checkpoint's architecture and contents as JSON")
+    i.add_argument("ckpt")
+    i.set_defaults(func=cmd_info)
+
+    n = sub.add_parser("init", help="write a randomly initialised generator (to test pipelines at any scale)")
+    n.add_argument("--out", required=True, help=".pt or .safetensors")
+    n.add_argument("--size", type=int, default=256)
+    n.add_argument("--style-dim", type=int, default=512)
+    n.add_argument("--n-mlp", type=int, default=8)
+    n.add_argument("--channel-base", type=int, default=32768)
+    n.add_argument("--channel-max", type=int, default=512)
+    n.add_argument("--with-d", action="store_true", help="also write a discriminator")
+    n.add_argument("--seed", type=int, default=0)
+    n.set_defaults(func=cmd_init)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .formats import CheckpointError
+    from adapt_common.image_io import ImageReadError
+    try:
+        return args.func(args)
+    except (CheckpointError, ImageReadError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
