@@ -1,0 +1,41 @@
+import os
+
+# Small models run far faster single-threaded on the shared 2-core machines (shared/specs/ecosystem.md).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+#: A tiny generator config with every code path of the real one (5 resolutions, 2 mapping layers).
+TINY = dict(size=32, style_dim=32, n_mlp=2, channel_base=256, channel_max=32)
+
+
+def perturb_zero_inits(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give the zero-initialised tensors (noise strengths, biases) values so bugs in them show."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("noise.weight") or name.endswith("bias") and "modulation" not in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    return module
+
+
+@pytest.fixture
+def tiny_generator():
+    from gan_adapt.networks import Generator
+    torch.manual_seed(0)
+    g = perturb_zero_inits(Generator(**TINY))
+    g.set_latent_avg(g.mean_latent(256, seed=0))
+    return g.eval()
+
+
+@pytest.fixture(scope="session")
+def rosinality_fixture():
+    return torch.load(os.path.join(FIXTURES, "rosinality_tiny.pt"), weights_only=True)
