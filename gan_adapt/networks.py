@@ -194,20 +194,28 @@ class ModulatedConv2d(nn.Module):
                 f"down={self.downsample}, demod={self.demodulate}")
 
     def forward(self, x, s, weight_mult=None):
-        batch = x.shape[0]
-        if self.impl == "ref" or x.is_cuda or (batch == 1 and weight_mult is None):
-            return self._forward_fused(x, s, weight_mult)
+        out, demod = self.forward_parts(x, s, weight_mult)
+        return out if demod is None else out * demod.reshape(out.shape[0], self.out_channel, 1, 1)
+
+    def forward_parts(self, x, s, weight_mult=None):
+        """(output, demod): demod [B, O] is still to be multiplied into the output, or None when it has
+        already been folded into the weights. Lets :class:`StyledConv` fuse it with what follows."""
+        if self.impl == "ref" or x.is_cuda or (x.shape[0] == 1 and weight_mult is None):
+            return self._forward_fused(x, s, weight_mult), None
         return self._forward_activations(x, s, weight_mult)
 
     def _forward_fused(self, x, s, weight_mult):
         """Textbook path: per-sample weights, one grouped convolution over the batch."""
         batch, in_ch, h, w_ = x.shape
-        weight = self.scale * self.weight * s.view(batch, 1, in_ch, 1, 1)
-        if self.demodulate:
-            demod = torch.rsqrt(weight.square().sum([2, 3, 4]) + 1e-8)
-            weight = weight * demod.view(batch, self.out_channel, 1, 1, 1)
-        if weight_mult is not None:
-            weight = weight * weight_mult.reshape(-1, 1, in_ch, 1, 1)
+        if self.impl != "ref" and batch == 1:
+            weight = self._modulated_weight_single(s, weight_mult)
+        else:
+            weight = self.scale * self.weight * s.view(batch, 1, in_ch, 1, 1)
+            if self.demodulate:
+                demod = torch.rsqrt(weight.square().sum([2, 3, 4]) + 1e-8)
+                weight = weight * demod.view(batch, self.out_channel, 1, 1, 1)
+            if weight_mult is not None:
+                weight = weight * weight_mult.reshape(-1, 1, in_ch, 1, 1)
         k = self.kernel_size
         if self.upsample:
             x = x.reshape(1, batch * in_ch, h, w_)
@@ -227,6 +235,19 @@ class ModulatedConv2d(nn.Module):
             out = out.reshape(batch, self.out_channel, out.shape[2], out.shape[3])
         return out
 
+    def _modulated_weight_single(self, s, weight_mult):
+        """One sample's modulated (and demodulated) weight [1, O, I, k, k] in two passes over the weights:
+        the per-(o, i) factor scale * s_i * demod_o * mult_i is formed first, on the small [O, I] matrix."""
+        w = self.weight[0]
+        factor = s.reshape(1, -1) * self.scale  # [1, I]
+        if self.demodulate:
+            # sum_{i,k,k} (scale W s_i)^2 = sum_i (scale s_i)^2 sum_{k,k} W^2
+            demod = torch.rsqrt(factor.square() @ w.square().sum([2, 3]).t() + 1e-8)  # [1, O]
+            factor = factor * demod.reshape(-1, 1)  # [O, I]
+        if weight_mult is not None:
+            factor = factor * weight_mult.reshape(1, -1)
+        return (w * factor.reshape(factor.shape[0], -1, 1, 1))[None]
+
     def _forward_activations(self, x, s, weight_mult):
         """CPU batch path: scale the input by s, one shared conv for the whole batch, scale by demod.
 
@@ -243,11 +264,10 @@ class ModulatedConv2d(nn.Module):
             out = F.conv2d(self.blur(x), w, stride=2)
         else:
             out = F.conv2d(x, w, padding=self.padding)
-        if self.demodulate:
-            # sum_{i,k,k} (W s_i)^2 = sum_i s_i^2 sum_{k,k} W^2; the domain multiplier comes after demodulation
-            demod = torch.rsqrt(s.square() @ w.square().sum([2, 3]).t() + 1e-8)
-            out = out * demod.reshape(x.shape[0], self.out_channel, 1, 1)
-        return out
+        if not self.demodulate:
+            return out, None
+        # sum_{i,k,k} (W s_i)^2 = sum_i s_i^2 sum_{k,k} W^2; the domain multiplier comes after demodulation
+        return out, torch.rsqrt(s.square() @ w.square().sum([2, 3]).t() + 1e-8)
 
 
 class NoiseInjection(nn.Module):
@@ -280,7 +300,27 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_ch, clamp=clamp)
 
     def forward(self, x, s, noise=None, weight_mult=None):
-        return self.activate(self.noise(self.conv(x, s, weight_mult), noise))
+        if self.conv.impl == "ref" or x.is_cuda:
+            return self.activate(self.noise(self.conv(x, s, weight_mult), noise))
+        return self._forward_fused_epilogue(x, s, noise, weight_mult)
+
+    def _forward_fused_epilogue(self, x, s, noise, weight_mult):
+        """CPU path: demodulation, noise, bias, gain and leaky ReLU in three passes over the activations
+        instead of five, with no extra full-size temporary. Uses lrelu(a) * g == lrelu(a * g) for g > 0."""
+        out, demod = self.conv.forward_parts(x, s, weight_mult)
+        batch, channels, h, w = out.shape
+        gain = math.sqrt(2)
+        if noise is None:
+            noise = out.new_empty(batch, 1, h, w).normal_()
+        bias = self.activate.bias
+        bias = out.new_zeros(1, channels, 1, 1) if bias is None else bias.reshape(1, -1, 1, 1) * gain
+        if demod is None:
+            y = torch.add(bias, out, alpha=gain)  # pass 1: broadcast bias + scaled conv output
+        else:
+            y = torch.addcmul(bias, out, (demod * gain).reshape(batch, -1, 1, 1))
+        y = y.add_(self.noise.weight * gain * noise)  # pass 2: noise (broadcast over channels)
+        y = F.leaky_relu(y, 0.2, inplace=True)  # in-place lrelu's backward reads its output: allowed
+        return y if self.activate.clamp is None else y.clamp(-self.activate.clamp, self.activate.clamp)
 
 
 class ToRGB(nn.Module):
