@@ -1,0 +1,268 @@
+"""Train the small SynthFaces CLIP: the ``clip`` package's own ``CLIP`` (ViT image tower) and real tokenizer,
+contrastively on freshly rendered SynthFaces image-caption pairs across all domains and attributes.
+
+    python -m adapt_common.clip_train --config configs/clip_synthfaces.yaml [key=value ...] [--resume]
+
+Data is a pure function of the step (faces ``step*batch ...`` of the train stream, domains drawn from a
+generator seeded by the step), so a resumed run sees exactly the batches an uninterrupted one would.
+Captions that agree word for word are positives of each other (soft targets), which avoids the false
+negatives a small world produces. The result is written in OpenAI's state-dict format (float16), so
+:func:`adapt_common.clip_models.load_clip` (and ``clip.load``) read it like a real ViT-B/32.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .clip_models import ClipModel, _import_clip
+from .config import describe, load_config, save_config, to_dict
+from .files import atomic_path
+from .training import CsvLogger, load_training_state, progress, rng_state, save_training_state, set_rng_state
+
+
+@dataclass
+class ModelConfig:
+    embed_dim: int = 128
+    image_resolution: int = 64
+    vision_layers: int = 4
+    vision_width: int = 128  # heads = width // 64 (the clip package's rule)
+    vision_patch_size: int = 8
+    context_length: int = 32
+    transformer_width: int = 128
+    transformer_layers: int = 4
+
+
+@dataclass
+class DataConfig:
+    size: int = 64
+    batch: int = 128
+    domains: list[str] = field(default_factory=list)  # empty: every SynthFaces domain, distractors included
+    stream_seed: int = 0  # the train stream of faces
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 2000
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    warmup: int = 100
+    min_lr_ratio: float = 0.05
+
+
+@dataclass
+class LoggingConfig:
+    run_dir: str = "runs/clip_synthfaces"
+    log_every: int = 25
+    eval_every: int = 250
+    eval_per_domain: int = 32
+    checkpoint_every: int = 100
+
+
+@dataclass
+class ClipTrainConfig:
+    exp_name: str = "synthfaces_clip"
+    seed: int = 0
+    threads: int = 2
+    output: str = "checkpoints/synthfaces_clip.pt"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def build_model(cfg: ModelConfig) -> torch.nn.Module:
+    clip = _import_clip()
+    return clip.model.CLIP(cfg.embed_dim, cfg.image_resolution, cfg.vision_layers, cfg.vision_width,
+                           cfg.vision_patch_size, cfg.context_length, 49408, cfg.transformer_width,
+                           max(1, cfg.transformer_width // 64), cfg.transformer_layers).float()
+
+
+def training_domains(cfg: DataConfig) -> list[str]:
+    from . import synthfaces as sf
+    names = list(cfg.domains) or list(sf.DOMAINS)
+    unknown = [n for n in names if n not in sf.DOMAINS]
+    if unknown:
+        raise ValueError(f"unknown SynthFaces domains {unknown}; known: {sorted(sf.DOMAINS)}")
+    return names
+
+
+def make_batch(step: int, cfg: ClipTrainConfig, domains: list[str]) -> tuple[torch.Tensor, list[str]]:
+    """The images and captions of one step: a pure function of (config, step)."""
+    from . import synthfaces as sf
+    b = cfg.data.batch
+    params = sf.sample_params(b, seed=cfg.data.stream_seed, offset=step * b)
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    which = torch.randint(len(domains), (b,), generator=gen)
+    images = torch.empty(b, 3, cfg.data.size, cfg.data.size)
+    texts: list[str] = [""] * b
+    for k, name in enumerate(domains):
+        idx = (which == k).nonzero().flatten()
+        if len(idx) == 0:
+            continue
+        sub = params[idx]
+        images[idx] = sf.render_domain(sub, name, size=cfg.data.size)
+        for i, t in zip(idx.tolist(), sf.captions(sub, name, seed=step)):
+            texts[i] = t
+    return images, texts
+
+
+def contrastive_loss(img_emb, txt_emb, texts, logit_scale):
+    """Symmetric InfoNCE with soft targets: identical captions are positives of each other."""
+    logits = logit_scale * img_emb @ txt_emb.t()
+    keys = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+    ids = torch.tensor([keys[t] for t in texts])
+    target = (ids[:, None] == ids[None, :]).float()
+    target = target / target.sum(1, keepdim=True)
+    return 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                  + torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean())
+
+
+def lr_at(step: int, cfg: OptimConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+@torch.no_grad()
+def evaluate_clip(clip: ClipModel, per_domain: int = 64, size: int = 64, domains: list[str] | None = None,
+                  attribute_domains: tuple[str, ...] = ("photo",)) -> dict:
+    """Zero-shot domain classification and attribute retrieval on held-out SynthFaces (the eval stream).
+
+    Domain accuracy: each image is classified among all domains by ``domain_prompt``. Attribute retrieval:
+    for each attribute, each image is classified among that attribute's values by ``attribute_prompt``.
+    """
+    from . import synthfaces as sf
+    domains = domains or list(sf.DOMAINS)
+    text = clip.encode_texts([sf.domain_prompt(d) for d in domains])
+    per = {}
+    confusion = {}
+    for k, name in enumerate(domains):
+        params = sf.sample_params(per_domain, seed=sf.SPLITS["eval"], offset=k * per_domain)
+        emb = clip.encode_images(sf.render_domain(params, name, size=size))
+        pred = (emb @ text.t()).argmax(1)
+        per[name] = (pred == k).float().mean().item()
+        confusion[name] = {domains[j]: int((pred == j).sum()) for j in pred.unique().tolist()}
+    main = [d for d in domains if sf.DOMAINS[d].kind != "distractor"]
+    attrs = {}
+    for dom in attribute_domains:
+        params = sf.sample_params(per_domain * 4, seed=sf.SPLITS["eval"], offset=10_000)
+        emb = clip.encode_images(sf.render_domain(params, dom, size=size))
+        labels = sf.attributes(params)
+        for attr, values in sf.ATTRIBUTE_VALUES.items():
+            t = clip.encode_texts([sf.attribute_prompt(attr, v, dom) for v in values])
+            pred = (emb @ t.t()).argmax(1)
+            acc = (pred == labels[attr]).float().mean().item()
+            chance = 1 / len(values)
+            attrs[f"{dom}/{attr}"] = {"accuracy": acc, "chance": chance}
+    return {
+        "domain_accuracy": sum(per[d] for d in main) / len(main),
+        "domain_accuracy_with_distractors": sum(per.values()) / len(per),
+        "per_domain": per,
+        "confusion": confusion,
+        "attribute_retrieval": attrs,
+        "attribute_accuracy_mean": sum(v["accuracy"] for v in attrs.values()) / max(1, len(attrs)),
+        "per_domain_images": per_domain,
+        "image_size": size,
+    }
+
+
+def export_state_dict(model: torch.nn.Module, path: str | Path) -> Path:
+    """OpenAI's state-dict layout in float16 (what ``clip.model.build_model`` and ``clip.load`` read)."""
+    sd = {k: (v.half() if v.is_floating_point() else v).clone() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save(sd, tmp)
+    return Path(path)
+
+
+def train(cfg: ClipTrainConfig, resume: bool = False) -> dict:
+    torch.set_num_threads(cfg.threads)
+    run = Path(cfg.logging.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run / "checkpoint.pt"
+    domains = training_domains(cfg.data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr, betas=(0.9, 0.98), eps=1e-6)
+    step, elapsed = 0, 0.0
+    if resume and ckpt_path.exists():
+        state = load_training_state(ckpt_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        step, elapsed = state["step"], state["elapsed_s"]
+        print(f"resumed from {ckpt_path} at step {step}")
+    elif ckpt_path.exists():
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose another "
+                              "logging.run_dir")
+    save_config(cfg, run / "config.yaml")
+    log = CsvLogger(run / "log.csv", resume_step=step if resume else None)
+    bar = progress(cfg.optim.steps, initial=step, desc="clip")
+    t0 = time.time() - elapsed
+    model.train()
+    while step < cfg.optim.steps:
+        images, texts = make_batch(step, cfg, domains)
+        clipm = ClipModel(model)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg.optim)
+        img = F.normalize(model.encode_image(clipm.preprocess(images)), dim=-1)
+        txt = F.normalize(model.encode_text(clipm.tokenize(texts)), dim=-1)
+        loss = contrastive_loss(img, txt, texts, model.logit_scale.exp())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        row = {"step": step, "loss": loss.item(), "lr": lr_at(step - 1, cfg.optim),
+               "logit_scale": model.logit_scale.exp().item(), "elapsed_s": time.time() - t0}
+        if step % cfg.logging.eval_every == 0 or step == cfg.optim.steps:
+            model.eval()
+            ev = evaluate_clip(ClipModel(model), per_domain=cfg.logging.eval_per_domain, size=cfg.data.size,
+                               domains=domains)
+            model.train()
+            row.update(domain_accuracy=ev["domain_accuracy"], attribute_accuracy=ev["attribute_accuracy_mean"])
+            print(f"step {step}: loss {loss.item():.3f}, domain accuracy {ev['domain_accuracy']:.3f}, "
+                  f"attribute accuracy {ev['attribute_accuracy_mean']:.3f}", flush=True)
+        if step % cfg.logging.log_every == 0 or "domain_accuracy" in row:
+            log.log(**row)
+        if step % cfg.logging.checkpoint_every == 0 or step == cfg.optim.steps:
+            save_training_state(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                            "rng": rng_state(), "step": step, "elapsed_s": time.time() - t0})
+    bar.close()
+    wall = time.time() - t0
+    model.eval()
+    export_state_dict(model, cfg.output)
+    return {"wall_time_s": wall, "steps": step, "output": cfg.output}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m adapt_common.clip_train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="config keys and defaults:\n" + describe(ClipTrainConfig))
+    ap.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order")
+    ap.add_argument("--resume", action="store_true", help="continue the run in logging.run_dir")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.steps=500")
+    args = ap.parse_args(argv)
+    cfg = load_config(ClipTrainConfig, args.config, args.overrides)
+    result = train(cfg, resume=args.resume)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
