@@ -169,3 +169,18 @@ def test_atomic_save_leaves_old_file_on_failure(tmp_path, models, monkeypatch):
         save_checkpoint(StyleGANCheckpoint(g_ema=g), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_native_detected_whatever_its_header_length(tmp_path, models):
+    """Regression: a safetensors header length whose first byte is 0x80 (a pickle's first byte)."""
+    g, _ = models
+    ckpt = StyleGANCheckpoint(g_ema=g)
+    for pad in range(0, 2048, 8):
+        ckpt.meta = {"pad": "x" * pad}
+        path = save_checkpoint(ckpt, tmp_path / "m.safetensors")
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("could not make a header length starting with 0x80")
+    assert detect_format(path) == "native"
+    _same_images(load_generator(path), g)

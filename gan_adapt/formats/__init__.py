@@ -35,6 +35,9 @@ def detect_format(path: str | Path) -> str:
         head = f.read(16)
     if size == 0:
         raise CheckpointError(f"{path}: the file is empty")
+    # safetensors first: its little-endian u64 header length may well start with the byte 0x80 of a pickle.
+    if len(head) >= 9 and head[8:9] == b"{" and 8 < int.from_bytes(head[:8], "little") < size:
+        return "native"  # safetensors: u64 header length + JSON
     if head[:4] == b"PK\x03\x04":
         return "rosinality"  # torch.save zip archive
     if head[:2] == b"\x1f\x8b":
@@ -42,8 +45,6 @@ def detect_format(path: str | Path) -> str:
     if head[:1] == b"\x80":
         # A raw pickle: NVIDIA's, or torch's legacy (pre-1.6) serialisation, which starts with a magic number.
         return "rosinality" if head[2:3] == b"\x8a" else "nvidia"
-    if len(head) >= 9 and int.from_bytes(head[:8], "little") < size and head[8:9] == b"{":
-        return "native"  # safetensors: u64 header length + JSON
     raise CheckpointError(f"{path}: unknown checkpoint format (not a torch .pt, NVIDIA .pkl or safetensors "
                           f"file; it starts with {head[:8]!r})")
 
