@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from . import _plugin
+from .upfirdn2d import _grad_pad, _pair, _quad
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16)
 ACTIVATIONS = ("linear", "relu", "lrelu")
@@ -32,28 +33,6 @@ kernel_impl = 0
 def _device_ok(x: torch.Tensor) -> bool:
     """Whether ``x`` lives where the kernels run (tests swap this to drive the glue with an emulated plugin)."""
     return x.is_cuda
-
-
-def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    a, b = (int(i) for i in v)
-    return (a, b)
-
-
-def _quad(v: int | Sequence[int]) -> tuple[int, int, int, int]:
-    if isinstance(v, int):
-        return (v, v, v, v)
-    v = tuple(int(i) for i in v)
-    if len(v) == 2:
-        return (v[0], v[0], v[1], v[1])
-    a, b, c, d = v
-    return (a, b, c, d)
-
-
-def grad_pad(in_size: int, out_size: int, up: int, down: int, p0: int, k: int) -> tuple[int, int]:
-    """Padding (before, after) of the upfirdn2d computing the input gradient, for one axis."""
-    return k - p0 - 1, in_size * up - out_size * down + p0 - up + 1
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -77,8 +56,8 @@ class _Upfirdn2d(torch.autograd.Function):
         dx = None
         if ctx.needs_input_grad[0]:
             kh, kw = f.shape
-            gx = grad_pad(in_w, dy.shape[3], up[0], down[0], pad[0], kw)
-            gy = grad_pad(in_h, dy.shape[2], up[1], down[1], pad[2], kh)
+            gx = _grad_pad(in_w, dy.shape[3], up[0], down[0], pad[0], pad[1], kw)
+            gy = _grad_pad(in_h, dy.shape[2], up[1], down[1], pad[2], pad[3], kh)
             dx = _Upfirdn2d.apply(dy, f, down, up, (gx[0], gx[1], gy[0], gy[1]), not flip)
             assert dx.shape[2:] == (in_h, in_w), (dx.shape, in_h, in_w)
         return dx, None, None, None, None, None
