@@ -1,0 +1,1 @@
+"""Adversarial StyleGAN2 training: losses, regularisers, EMA (the engine arrives with issue #4)."""
