@@ -91,6 +91,30 @@ def cmd_init(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    """Metrics of a generator on a SynthFaces domain (adapt_common.metrics.evaluate). The source generator
+    defaults to the target checkpoint itself: the unadapted case, whose domain error is the identity baseline
+    (gap closed 0); pass --source-ckpt with the adapted generator's source to measure an adaptation."""
+    from adapt_common.metrics.evaluate import evaluate, gan_sampler, summary_lines
+    from .formats import load_generator
+
+    _threads(args.threads)
+    g = load_generator(args.ckpt, device=args.device)
+    make_batch, sample_target = gan_sampler(g, truncation=args.truncation, noise_mode=args.noise_mode)
+    source_ckpt = args.source_ckpt or args.ckpt
+    gs = g if source_ckpt == args.ckpt else load_generator(source_ckpt, device=args.device)
+    _, sample_source = gan_sampler(gs, truncation=args.truncation, noise_mode=args.noise_mode)
+    report = evaluate(sample_target, args.domain, sample_source=sample_source, make_batch=make_batch, n=args.n,
+                      batch=args.batch, clip=args.clip, features=args.features, out_dir=args.out, seed=args.seed,
+                      n_eval=args.n_eval, settings={"ckpt": str(args.ckpt), "source_ckpt": str(source_ckpt),
+                                                    "source_is_target": source_ckpt == args.ckpt,
+                                                    "truncation": args.truncation, "noise_mode": args.noise_mode})
+    for line in summary_lines(report):
+        print(line)
+    print(f"wrote {report['files']['report']} and {report['files']['samples']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gan_adapt", description="StyleGAN2 domain adaptation tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,6 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--with-d", action="store_true", help="also write a discriminator")
     n.add_argument("--seed", type=int, default=0)
     n.set_defaults(func=cmd_init)
+
+    e = sub.add_parser("evaluate", help="metrics on a SynthFaces domain: FID/KID, intra-cluster diversity, CLIP "
+                                        "quality/diversity, domain accuracy and ground-truth domain error")
+    e.add_argument("--ckpt", required=True, help="the (adapted) generator to evaluate")
+    e.add_argument("--domain", required=True, help="SynthFaces domain name, e.g. sketch")
+    e.add_argument("--source-ckpt", help="the source generator, for the domain error against T(source) of the "
+                                         "same latents (default: --ckpt itself, the unadapted case)")
+    e.add_argument("--clip", default="synthfaces", help="CLIP judge: name or path (default: bundled synthfaces)")
+    e.add_argument("--features", default="auto", choices=["auto", "inception", "clip"],
+                   help="FID/KID features; auto: Inception-v3 if its weights are local, else CLIP")
+    e.add_argument("--n", type=int, default=256, help="generated images (seeds SEED .. SEED+n-1)")
+    e.add_argument("--n-eval", type=int, default=None, help="eval-set images (default: --n)")
+    e.add_argument("--truncation", type=float, default=1.0)
+    e.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
+    e.add_argument("--seed", type=int, default=0, help="first seed; also seeds KID subsets and pair sampling")
+    e.add_argument("--batch", type=int, default=32)
+    e.add_argument("--out", required=True, help="folder for report.json and samples.png")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    e.set_defaults(func=cmd_evaluate)
     return p
 
 

@@ -1,0 +1,325 @@
+"""One call that evaluates an adapted model on a SynthFaces domain and writes ``report.json`` + ``samples.png``.
+
+``evaluate(sample_target, domain, sample_source=..., ...)`` draws ``n`` images for the seeds
+``seed .. seed+n-1`` from the target sampler (and, when given, the source sampler **for the same seeds**), and
+reports:
+
+- ``fid`` / ``kid``: against the domain's SynthFaces eval set (``eval_set(domain, n_eval, size)``), with the
+  feature extractor's name;
+- ``intra_cluster_diversity``: Intra-LPIPS around the domain's 10-shot set (LPIPS when the AlexNet weights are
+  local, else the CLIP-feature cosine distance; the metric name is in the result);
+- ``clip_quality`` / ``clip_diversity`` (HyperDomainNet): target = the domain prompt under the stated templates;
+- ``domain_accuracy``: zero-shot classification among every domain's prompt (distractors included);
+- ``domain_error`` (similar domains with a source sampler): the ground-truth error of G_t(w) against T(G_s(w)),
+  with the identity baseline (the unadapted source against T(source)) and the gap closed. This is the headline
+  number (see shared/specs/synthfaces_feasibility.md): CLIP scores can be won by shortcut features.
+- ``reference`` (similar domains with a source sampler): the same FID/KID/CLIP numbers for T(G_s(w)), what a
+  perfect adaptation of this source generator would score; ``source``: the numbers of the source images.
+
+Samplers map a batch to images [B, 3, H, W] in [-1, 1]; the batch is ``make_batch(seeds)`` (default: a LongTensor
+of the seeds). For a GAN pass ``make_batch=lambda s: z_from_seeds(s, G.style_dim)`` and
+``sample_target=lambda z: G.generate(z, truncation=1)``, or use :func:`gan_sampler`. Images are clamped to
+[-1, 1] (as saving them would) and resized to ``size`` (default: the generated size) before every metric.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .clip_scores import PROMPT_ONLY, diversity as clip_diversity, quality as clip_quality, template_set, text_target
+from .diversity import intra_cluster_lpips
+from .domain import domain_accuracy, domain_error
+from .features import ClipFeatures, feature_extractor
+from .fid import fid as fid_fn, kid as kid_fn
+
+SHOTS = 10
+
+
+@dataclass
+class EvalDomain:
+    """What evaluation needs to know about a domain (SynthFaces builds one with :func:`synthfaces_domain`;
+    tests and other worlds can build their own).
+
+    ``eval_images(n, size)``: the real images of the domain (FID/KID reference); ``shot_images(size)``: the few-shot
+    set (the cluster centres of Intra-LPIPS), or None; ``transform``: the ground-truth map from the source domain
+    (similar domains), or None; ``all_prompts``: every domain's prompt, for the zero-shot domain accuracy."""
+    name: str
+    kind: str
+    prompt: str
+    eval_images: Callable[[int, int], torch.Tensor]
+    shot_images: Callable[[int], torch.Tensor] | None = None
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    all_prompts: dict[str, str] = field(default_factory=dict)
+    world: str = "custom"
+
+
+def _images_of(x) -> torch.Tensor:
+    """Images from what a world function returns: a tensor, an (images, params) pair, or an object with
+    ``.images``."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
+        return x[0]
+    if hasattr(x, "images"):
+        return x.images
+    raise TypeError(f"expected images, got {type(x).__name__}")
+
+
+def synthfaces_domain(name: str, shots: int = SHOTS) -> EvalDomain:
+    """The :class:`EvalDomain` of a SynthFaces domain (imports ``adapt_common.synthfaces`` lazily): eval set
+    ``eval_set(name, n, size)`` (the eval stream), few-shot set ``fewshot_set(name, shots, size)``, ground truth
+    ``apply_domain(images, name)`` for similar domains, and every domain's ``domain_prompt`` for the accuracy."""
+    from .. import synthfaces as sf
+    if name not in sf.DOMAINS:
+        raise ValueError(f"unknown SynthFaces domain {name!r}; known: {', '.join(sf.DOMAINS)}")
+    kind = sf.DOMAINS[name].kind
+
+    def eval_images(n: int, size: int) -> torch.Tensor:
+        return _images_of(sf.eval_set(name, n, size))
+
+    def shot_images(size: int) -> torch.Tensor:
+        return _images_of(sf.fewshot_set(name, shots, size))
+
+    def transform(images: torch.Tensor) -> torch.Tensor:
+        return sf.apply_domain(images, name).clamp(-1, 1)  # as render_domain does
+
+    return EvalDomain(name=name, kind=kind, prompt=sf.domain_prompt(name), eval_images=eval_images,
+                      shot_images=shot_images, transform=transform if kind == "similar" else None,
+                      all_prompts={d: sf.domain_prompt(d) for d in sf.DOMAINS}, world="synthfaces")
+
+
+def gan_sampler(G, truncation: float = 1.0, noise_mode: str = "const") -> tuple[Callable, Callable]:
+    """``(make_batch, sample)`` for a StyleGAN2 generator: seeds -> z (NVIDIA seeding) -> images."""
+    from gan_adapt.seeds import z_from_seeds
+    dev = next(G.parameters()).device
+
+    def make_batch(seeds):
+        return z_from_seeds(list(seeds), G.style_dim).to(dev)
+
+    def sample(z):
+        return G.generate(z, truncation=truncation, noise_mode=noise_mode)
+    return make_batch, sample
+
+
+def _fit(images: torch.Tensor, size: int) -> torch.Tensor:
+    images = images.detach().float().cpu().clamp(-1, 1)
+    if images.shape[-1] != size or images.shape[-2] != size:
+        scale = size / min(images.shape[-2:])
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                               antialias=scale < 1)
+    return images
+
+
+def _clean(x):
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+#: Eval-set features by (domain, n, size, extractor): rendering and encoding them is the same every time.
+_EVAL_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def _eval_features(domain: EvalDomain, n_eval: int, size: int, extractor) -> tuple[np.ndarray, torch.Tensor | None]:
+    key = (domain.world, domain.name, n_eval, size, extractor.name)
+    if domain.world != "custom" and key in _EVAL_CACHE:
+        return _EVAL_CACHE[key], None
+    images = _fit(domain.eval_images(n_eval, size), size)
+    feats = extractor(images)
+    if domain.world != "custom":
+        while len(_EVAL_CACHE) >= 8:
+            _EVAL_CACHE.pop(next(iter(_EVAL_CACHE)))
+        _EVAL_CACHE[key] = feats
+    return feats, images
+
+
+@torch.no_grad()
+def _clip_embed(clip, images: torch.Tensor, batch: int) -> torch.Tensor:
+    dev = next(clip.parameters()).device
+    return torch.cat([clip.encode_images(images[i:i + batch].to(dev)).float().cpu()
+                      for i in range(0, images.shape[0], batch)])
+
+
+def _set_scores(feats, eval_feats, emb, target_text, domain, clip, kid_subsets, kid_subset_size, seed) -> dict:
+    out = {"fid": fid_fn(feats, eval_feats),
+           "kid": kid_fn(feats, eval_feats, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed),
+           "clip_quality": clip_quality(emb, target_text),
+           "clip_diversity": clip_diversity(emb)}
+    if domain.all_prompts:
+        names = list(domain.all_prompts)
+        out["domain_accuracy"] = domain_accuracy(clip, emb, names, [domain.all_prompts[k] for k in names],
+                                                 target=domain.name)
+    return out
+
+
+def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDomain, *,
+             sample_source: Callable[[Any], torch.Tensor] | None = None, n: int = 256, batch: int = 32,
+             clip="synthfaces", features="auto", out_dir: str | Path | None = None, seed: int = 0,
+             make_batch: Callable[[list[int]], Any] | None = None, n_eval: int | None = None,
+             size: int | None = None, templates: str | Sequence[str] = PROMPT_ONLY, diversity_metric="auto",
+             kid_subsets: int = 100, kid_subset_size: int = 1000, baselines: bool = True,
+             settings: dict | None = None, quiet: bool = False) -> dict:
+    """Evaluate a target sampler on a domain; see the module docstring for what is reported.
+
+    ``domain``: a SynthFaces domain name or an :class:`EvalDomain`. ``clip``: a ClipModel or a name/path for
+    :func:`load_clip` (default the bundled SynthFaces CLIP). ``features``: "auto" (Inception when its weights are
+    local, else CLIP), "inception", "clip", or an extractor. ``n_eval``: eval-set size (default ``n``).
+    ``templates``: "prompt-only" (default: SynthFaces prompts are whole captions), "small", or a list of ``{}``
+    templates. ``baselines``: also score the source images and T(source). ``settings``: extra entries for the
+    report (checkpoint names, truncation ...). Returns the report dict (also written to ``out_dir/report.json``).
+    """
+    from ..training import progress
+
+    t0 = time.time()
+    if n < 2:
+        raise ValueError("n must be at least 2")
+    if isinstance(domain, str):
+        domain = synthfaces_domain(domain)
+    if clip is None or isinstance(clip, (str, Path)):
+        from ..clip_models import load_clip
+        clip = load_clip(str(clip or "synthfaces"))
+    clip_feats = ClipFeatures(clip)
+    extractor = clip_feats if features == "clip" else feature_extractor(features, clip)
+    tset_name, tset = template_set(templates)
+    make_batch = make_batch or (lambda s: torch.tensor(list(s), dtype=torch.long))
+    seeds = list(range(seed, seed + n))
+
+    # 1. samples for the same seeds
+    tgt, src = [], []
+    bar = progress(n, desc=f"evaluate {domain.name}: sampling", quiet=quiet)
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            chunk = seeds[i:i + batch]
+            inp = make_batch(chunk)
+            tgt.append(sample_target(inp).detach().float().cpu())
+            if sample_source is not None:
+                src.append(sample_source(inp).detach().float().cpu())
+            bar.update(len(chunk))
+    bar.close()
+    gen_size = int(tgt[0].shape[-1])
+    size = int(size or gen_size)
+    target = _fit(torch.cat(tgt), size)
+    source = _fit(torch.cat(src), size) if src else None
+    transformed = None
+    if source is not None and domain.transform is not None:
+        transformed = _fit(domain.transform(source), size)
+
+    # 2. features, eval set, CLIP embeddings
+    stage = progress(6, desc=f"evaluate {domain.name}: metrics", quiet=quiet)
+    n_eval = int(n_eval or n)
+    eval_feats, _ = _eval_features(domain, n_eval, size, extractor)
+    feats = extractor(target)
+    stage.update()
+    emb = _clip_embed(clip, target, batch)
+    target_text = text_target(clip, domain.prompt, tset)
+    report: dict[str, Any] = {"domain": {"name": domain.name, "kind": domain.kind, "prompt": domain.prompt,
+                                         "world": domain.world}}
+    report.update(_set_scores(feats, eval_feats, emb, target_text, domain, clip, kid_subsets, kid_subset_size,
+                              seed))
+    stage.update()
+
+    # 3. intra-cluster diversity around the few-shot set
+    if domain.shot_images is not None:
+        shots = _fit(domain.shot_images(size), size)
+        report["intra_cluster_diversity"] = intra_cluster_lpips(target, shots, diversity_metric,
+                                                                features=clip_feats, seed=seed)
+    else:
+        report["intra_cluster_diversity"] = None
+    stage.update()
+
+    # 4. ground truth (similar domains)
+    if transformed is not None:
+        report["domain_error"] = domain_error(target, source, domain.transform, extractor,
+                                              transformed_source=transformed)
+    else:
+        report["domain_error"] = None
+        report["domain_error_skipped"] = ("no source sampler" if source is None else
+                                          f"domain kind {domain.kind!r} has no ground-truth transform")
+    stage.update()
+
+    # 5. baselines: the source images as they are, and T(source) (the ideal adaptation of this source)
+    if baselines and source is not None:
+        report["source"] = _set_scores(extractor(source), eval_feats, _clip_embed(clip, source, batch),
+                                       target_text, domain, clip, kid_subsets, kid_subset_size, seed)
+        if transformed is not None:
+            report["reference"] = _set_scores(extractor(transformed), eval_feats,
+                                              _clip_embed(clip, transformed, batch), target_text, domain, clip,
+                                              kid_subsets, kid_subset_size, seed)
+    stage.update()
+
+    report["settings"] = {
+        "n": n, "seeds": f"{seeds[0]}-{seeds[-1]}", "seed": seed, "batch": batch, "image_size": size,
+        "generated_size": gen_size, "n_eval": n_eval, "eval_set": f"{domain.world}:{domain.name} eval set",
+        "n_shots": None if domain.shot_images is None else int(shots.shape[0]),
+        "feature_extractor": extractor.name, "clip": getattr(clip, "name", None),
+        "template_set": tset_name, "templates": list(tset),
+        "diversity_metric": (report["intra_cluster_diversity"] or {}).get("metric"),
+        "kid_subsets": kid_subsets, "kid_subset_size": report["kid"]["subset_size"],
+        "has_source": source is not None, "images_clamped_to": [-1, 1],
+        "pixel_error_scale": "0..1 (|difference of [-1, 1] images| / 2)",
+        **(settings or {}),
+    }
+    report["seconds"] = round(time.time() - t0, 2)
+    report = _clean(report)
+
+    # 6. files
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_samples(out / "samples.png", target, source, transformed)
+        from ..files import atomic_path
+        with atomic_path(out / "report.json") as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+        report["files"] = {"report": str(out / "report.json"), "samples": str(out / "samples.png")}
+    stage.update()
+    stage.close()
+    return report
+
+
+def write_samples(path: Path, target: torch.Tensor, source: torch.Tensor | None = None,
+                  transformed: torch.Tensor | None = None, k: int = 8) -> Path:
+    """A grid of the first ``k`` seeds: one row each of source / target / T(source) (those present)."""
+    from ..image_io import save_grid
+    rows = [r[:k] for r in (source, target, transformed) if r is not None]
+    k = min(r.shape[0] for r in rows)
+    return save_grid(torch.cat([r[:k] for r in rows]), path, nrow=k)
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A few human-readable lines of a report (the CLI prints them)."""
+    s = report["settings"]
+    f = lambda v, p=4: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
+    lines = [f"domain {report['domain']['name']} ({report['domain']['kind']}), n={s['n']}, seeds {s['seeds']}, "
+             f"{s['image_size']} px",
+             f"FID {f(report['fid'], 3)}  KID {f(report['kid']['mean'], 5)} ± {f(report['kid']['std'], 5)}  "
+             f"[{s['feature_extractor']}, eval set n={s['n_eval']}]"]
+    icd = report.get("intra_cluster_diversity")
+    if icd:
+        lines.append(f"intra-cluster diversity {f(icd['value'])} [{icd['metric']}, {icd['n_clusters_used']} clusters]")
+    lines.append(f"CLIP quality {f(report['clip_quality'])}  diversity {f(report['clip_diversity'])}  "
+                 f"[{s['clip']}, templates {s['template_set']}]")
+    acc = report.get("domain_accuracy")
+    if acc:
+        lines.append(f"domain accuracy {f(acc['accuracy'], 3)} (classified as {acc['target']} among "
+                     f"{len(acc['counts'])} domains)")
+    de = report.get("domain_error")
+    if de:
+        b, g = de["identity_baseline"], de["gap_closed"]
+        lines.append(f"domain error L1 {f(de['pixel_l1'])} (identity {f(b['pixel_l1'])}, gap closed "
+                     f"{f(g['pixel_l1'], 3)})  RMSE {f(de['pixel_rmse'])} (identity {f(b['pixel_rmse'])})")
+    return lines
