@@ -1,0 +1,172 @@
+"""What trains when a generator is adapted: the parameterizations of StyleDomain and its baselines.
+
+Each parameterization owns a copy of the source generator. The baselines (Full, Mapping, SyntConv, Affine)
+unfreeze a subset of the copy's own tensors; the others add small offsets through
+``torch.nn.utils.parametrize``, so the generator code stays the one in :mod:`gan_adapt.networks`:
+
+| name | what trains | config-f 1024 |
+|---|---|---|
+| ``full`` | every generator parameter | 30,370,060 |
+| ``mapping`` | the mapping network | 2,101,248 |
+| ``syntconv`` | conv and toRGB kernels, their biases, noise strengths | 23,598,476 |
+| ``affine`` | every affine (modulation) layer, weight and bias | 4,662,144 |
+| ``stylespace`` | an additive offset Δs on every style vector, toRGB included | 9,088 |
+| ``affine_plus`` | Affine + additive (O, I, 1, 1) offsets of the block-64 convs and toRGB | 5,187,968 |
+| ``affine_light_plus`` | rank-r (5) additive offsets U·V of every affine + the same block offsets | 637,824 |
+
+The additive StyleSpace offset is an offset of the modulation bias: ``s = A w + b`` so ``s + Δs = A w + (b +
+Δs)``. Weight offsets act on the stored weight before modulation and demodulation, as in StyleDomain's
+DissimilarDomains code; they are shared across the 3x3 kernel.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .networks import Generator
+
+PARAMETERIZATIONS = ("full", "mapping", "syntconv", "affine", "stylespace", "affine_plus", "affine_light_plus")
+
+
+class AddOffset(nn.Module):
+    """x -> x + alpha * offset (offset broadcast over x)."""
+
+    def __init__(self, shape: Iterable[int], device=None):
+        super().__init__()
+        self.offset = nn.Parameter(torch.zeros(*shape, device=device))
+        self.alpha = 1.0
+
+    def forward(self, x):
+        return x + self.alpha * self.offset.to(x.dtype)
+
+
+class AddLowRank(nn.Module):
+    """W [O, I] -> W + alpha * U @ V, U [O, r] zero-initialised, V [r, I] with unit-norm random rows."""
+
+    def __init__(self, out_dim: int, in_dim: int, rank: int, device=None, generator: torch.Generator | None = None):
+        super().__init__()
+        self.u = nn.Parameter(torch.zeros(out_dim, rank, device=device))
+        v = torch.randn(rank, in_dim, generator=generator)
+        self.v = nn.Parameter((v / v.norm(dim=1, keepdim=True)).to(device))
+        self.alpha = 1.0
+
+    def forward(self, w):
+        return w + self.alpha * (self.u @ self.v).to(w.dtype)
+
+
+def _block_layers(g: Generator, resolution: int) -> list[str]:
+    """Module paths of the two convs and the toRGB of the block at ``resolution`` (rosinality naming)."""
+    k = int(math.log2(resolution)) - 3
+    if k < 0 or k >= len(g.to_rgbs):
+        raise ValueError(f"the generator ({g.size}px) has no block at {resolution}px; blocks: "
+                         f"{[2 ** (i + 3) for i in range(len(g.to_rgbs))]}")
+    return [f"convs.{2 * k}", f"convs.{2 * k + 1}", f"to_rgbs.{k}"]
+
+
+class Parameterization(nn.Module):
+    """A trainable view of a frozen source generator. ``self.generator`` is the adapted generator (use it
+    like any :class:`Generator`); :meth:`trainable_parameters` are all that get gradients."""
+
+    def __init__(self, name: str, source: Generator, *, block: int = 64, rank: int = 5, seed: int = 0):
+        super().__init__()
+        if name not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown parameterization {name!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
+        self.name = name
+        self.block, self.rank = block, rank
+        g = copy.deepcopy(source)
+        g.requires_grad_(False)
+        g.latent_avg_known = source.latent_avg_known
+        self.generator = g
+        self._unfrozen: list[str] = []  # names of the generator's own tensors that train (baselines)
+        device = next(g.parameters()).device
+        gen = torch.Generator().manual_seed(seed)
+        layers = g.style_layers()
+
+        if name == "full":
+            self._unfrozen = [n for n, _ in g.named_parameters()]
+        elif name == "mapping":
+            self._unfrozen = [n for n, _ in g.named_parameters() if n.startswith("style.")]
+        elif name == "syntconv":
+            self._unfrozen = [n for n, _ in g.named_parameters()
+                              if not n.startswith("style.") and ".modulation." not in n and n != "input.input"]
+        elif name in ("affine", "affine_plus"):
+            self._unfrozen = [n for n, _ in g.named_parameters() if ".modulation." in n]
+        for n in self._unfrozen:
+            g.get_parameter(n).requires_grad_(True)
+
+        if name == "stylespace":
+            for layer in layers:
+                mod = g.get_submodule(layer.name).conv.modulation
+                parametrize.register_parametrization(mod, "bias", AddOffset((layer.channels,), device))
+        if name == "affine_light_plus":
+            for layer in layers:
+                mod = g.get_submodule(layer.name).conv.modulation
+                out_dim, in_dim = mod.weight.shape
+                parametrize.register_parametrization(mod, "weight", AddLowRank(out_dim, in_dim, rank, device, gen))
+        if name in ("affine_plus", "affine_light_plus"):
+            for path in _block_layers(g, block):
+                conv = g.get_submodule(path).conv
+                _, out_ch, in_ch, _, _ = conv.weight.shape
+                parametrize.register_parametrization(conv, "weight", AddOffset((1, out_ch, in_ch, 1, 1), device))
+        for p in self._offset_parameters():
+            p.requires_grad_(True)
+
+    # -- what trains -----------------------------------------------------------------------------------------
+
+    def _offset_modules(self) -> list[tuple[str, nn.Module]]:
+        return [(n, m) for n, m in self.generator.named_modules() if isinstance(m, (AddOffset, AddLowRank))]
+
+    def _offset_parameters(self) -> list[nn.Parameter]:
+        return [p for _, m in self._offset_modules() for p in m.parameters()]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [self.generator.get_parameter(n) for n in self._unfrozen] + self._offset_parameters()
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.num_trainable():,} trainable parameters"
+
+    # -- strength, export, merge ---------------------------------------------------------------------------
+
+    def set_strength(self, alpha: float) -> None:
+        """Scale every offset (StyleDomain's direction strength α); baselines have none."""
+        for _, m in self._offset_modules():
+            m.alpha = float(alpha)
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only what trains: the unfrozen tensors by their generator names and the offsets by their paths."""
+        out = {n: self.generator.get_parameter(n).detach().clone() for n in self._unfrozen}
+        for path, m in self._offset_modules():
+            for pn, p in m.named_parameters():
+                out[f"{path}.{pn}"] = p.detach().clone()
+        return out
+
+    def load_trained_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        expected = {n: t.shape for n, t in self.trained_state_dict().items()}
+        if set(sd) != set(expected):
+            missing, extra = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
+            raise ValueError(f"these trained parameters do not fit a {self.name} parameterization of this "
+                             f"generator: missing {missing[:4]}, unexpected {extra[:4]}")
+        with torch.no_grad():
+            for n, t in sd.items():
+                if t.shape != expected[n]:
+                    raise ValueError(f"{n}: shape {tuple(t.shape)}, expected {tuple(expected[n])}")
+                target = self.generator.get_parameter(n)
+                target.copy_(t)
+
+    def merged_generator(self) -> Generator:
+        """A plain :class:`Generator` with the offsets baked into its weights (at the current strength)."""
+        g = copy.deepcopy(self.generator)
+        for _, m in list(g.named_modules()):
+            if parametrize.is_parametrized(m):
+                for tensor_name in list(m.parametrizations.keys()):
+                    parametrize.remove_parametrizations(m, tensor_name, leave_parametrized=True)
+        g.latent_avg_known = self.generator.latent_avg_known
+        return g.requires_grad_(False).eval()
