@@ -115,6 +115,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from adapt_common.config import load_config
+    from .training.engine import GanTrainConfig, train
+    cfg = load_config(GanTrainConfig, args.config, args.overrides)
+    trainer = train(cfg, resume=args.resume)
+    if trainer.rank == 0:
+        out = Path(cfg.exp.run_dir)
+        if args.export_generator:
+            trainer.export_generator(args.export_generator)
+            print(f"wrote the adapted generator (EMA, merged) to {args.export_generator}")
+        print(f"done: {trainer.step} steps; samples, log.csv and checkpoint.pt in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gan_adapt", description="StyleGAN2 domain adaptation tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -140,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a checkpoint's architecture and contents as JSON")
     i.add_argument("ckpt")
     i.set_defaults(func=cmd_info)
+
+    from adapt_common.config import describe
+    from .training.engine import GanTrainConfig
+    t = sub.add_parser("train", help="adversarial training: pretraining or few-shot adaptation (config-driven)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="config keys and defaults:\n" + describe(GanTrainConfig))
+    t.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order")
+    t.add_argument("--resume", action="store_true", help="continue the run in exp.run_dir from its checkpoint")
+    t.add_argument("--export-generator", metavar="FILE", help="also write the merged EMA generator (.pt/.safetensors)")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.iters=500")
+    t.set_defaults(func=cmd_train)
 
     n = sub.add_parser("init", help="write a randomly initialised generator (to test pipelines at any scale)")
     n.add_argument("--out", required=True, help=".pt or .safetensors")
@@ -180,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     from adapt_common.image_io import ImageReadError
     try:
         return args.func(args)
-    except (CheckpointError, ImageReadError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, ImageReadError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -162,11 +162,19 @@ class Parameterization(nn.Module):
                 target.copy_(t)
 
     def merged_generator(self) -> Generator:
-        """A plain :class:`Generator` with the offsets baked into its weights (at the current strength)."""
-        g = copy.deepcopy(self.generator)
-        for _, m in list(g.named_modules()):
-            if parametrize.is_parametrized(m):
-                for tensor_name in list(m.parametrizations.keys()):
-                    parametrize.remove_parametrizations(m, tensor_name, leave_parametrized=True)
+        """A plain :class:`Generator` with the offsets baked into its weights (at the current strength).
+
+        Built fresh and filled with the parametrized values: removing parametrizations from a deep copy would
+        break this one too (parametrize injects a class that the copy shares).
+        """
+        g = Generator(config=self.generator.config).to(next(self.generator.parameters()).device)
+        sd = {}
+        with torch.no_grad():
+            for name in g.state_dict():
+                path, _, attr = name.rpartition(".")
+                module = self.generator.get_submodule(path) if path else self.generator
+                sd[name] = getattr(module, attr).detach().clone()
+        g.load_state_dict(sd)
+        g.latent_avg.copy_(self.generator.latent_avg)
         g.latent_avg_known = self.generator.latent_avg_known
         return g.requires_grad_(False).eval()

@@ -82,6 +82,7 @@ def test_export_import_and_merge(source, name):
     merged = p.merged_generator()
     assert type(merged) is Generator and set(merged.state_dict()) == set(source.state_dict())
     torch.testing.assert_close(merged.generate(z), adapted, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(p.generator.generate(z), adapted)  # merging leaves the parameterization intact
     with pytest.raises(ValueError, match="do not fit"):
         fresh.load_trained_state_dict({"nope": torch.zeros(1)})
 

@@ -1,0 +1,374 @@
+"""Adversarial StyleGAN2 training: pretraining from scratch and few-shot adaptation with any parameterization.
+
+    python -m gan_adapt train --config configs/<name>.yaml [key=value ...] [--resume]
+    torchrun --nproc_per_node 2 -m gan_adapt train --config ...        # several processes (gloo on CPU)
+
+One loop, rosinality/StyleGAN2-ADA style: non-saturating logistic loss, lazy R1 on reals every
+``r1_every`` steps, optional lazy path-length regularisation, style mixing, a generator EMA, and ADA
+(adaptive discriminator augmentation) for few images. Under torchrun every process takes its own slice of
+each batch and gradients are averaged across processes before every optimiser step (the data-parallel
+scheme of DistributedDataParallel, written out so the R1 double-backward needs no special casing).
+
+Every ``checkpoint_every`` steps the whole state (trained tensors, EMA, discriminator, optimisers, ADA,
+RNG) is written atomically to ``<run_dir>/checkpoint.pt``; ``--resume`` continues from it and gives the
+same result as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from adapt_common.config import save_config, to_dict
+from adapt_common.files import tensors_hash
+from adapt_common.image_io import save_grid
+from adapt_common.training import CsvLogger, load_training_state, progress, rng_state, save_training_state, set_rng_state
+from ..networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from ..parameterizations import Parameterization
+from .augment import AdaController, AugmentPipe
+from .data import ImageSource
+from .losses import accumulate_ema, d_logistic_loss, ema_decay_for, g_nonsaturating_loss, path_length_penalty, r1_penalty
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class ExpConfig:
+    name: str = "gan"
+    seed: int = 0
+    run_dir: str = "runs/gan"
+    threads: int = 2
+    device: str = "cpu"
+
+
+@dataclass
+class GeneratorArgs:
+    ckpt: str = ""  # source checkpoint (any format); empty: a new generator of the architecture below
+    size: int = 64
+    style_dim: int = 128
+    n_mlp: int = 4
+    channel_base: int = 4096
+    channel_max: int = 128
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthfaces:photo"  # a folder, "synthfaces:<domain>" or "synthfaces:<domain>@<shots>"
+
+
+@dataclass
+class TrainingConfig:
+    parameterization: str = "full"
+    block: int = 64  # the block of the Affine+ / AffineLight+ weight offsets
+    rank: int = 5  # AffineLight+ rank
+    iters: int = 1000
+    batch: int = 8  # per process
+    lr_g: float = 0.002
+    lr_d: float = 0.002
+    r1_gamma: float = 10.0
+    r1_every: int = 16
+    pl_weight: float = 0.0  # path-length regularisation (2.0 in StyleGAN2; off by default for adaptation)
+    pl_every: int = 4
+    mixing: float = 0.9
+    ema_kimg: float = 10.0  # EMA half-life in thousands of images
+    train_d: bool = True
+
+
+@dataclass
+class AdaConfig:
+    enabled: bool = False
+    target: float = 0.6
+    interval: int = 4
+    kimg: float = 500.0  # images (thousands) for p to go 0 -> 1 at the most
+    p_init: float = 0.0
+
+
+@dataclass
+class LoggingConfig:
+    log_every: int = 10
+    sample_every: int = 100
+    checkpoint_every: int = 100
+    n_samples: int = 16
+    sample_seed: int = 12345
+    tensorboard: bool = False
+
+
+@dataclass
+class GanTrainConfig:
+    exp: ExpConfig = field(default_factory=ExpConfig)
+    generator_args: GeneratorArgs = field(default_factory=GeneratorArgs)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    ada: AdaConfig = field(default_factory=AdaConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Distributed helpers
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> None:
+    """Join the torchrun process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _average_gradients(params: list[torch.nn.Parameter]) -> None:
+    _, world = _world()
+    if world == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The trainer
+
+
+def _fake(G: Generator, batch: int, prob: float, device) -> torch.Tensor:
+    """Images from fresh z, with style mixing at a random layer with probability ``prob`` (all randomness
+    from torch's generator, so checkpoints that save its state resume exactly)."""
+    if prob > 0 and torch.rand(()) < prob:
+        z = list(torch.randn(2, batch, G.style_dim, device=device).unbind(0))
+        return G(z, inject_index=int(torch.randint(1, G.n_latent, ())), randomize_noise=True)[0]
+    return G([torch.randn(batch, G.style_dim, device=device)], randomize_noise=True)[0]
+
+
+class GanTrainer:
+    def __init__(self, cfg: GanTrainConfig, *, quiet: bool = False):
+        self.cfg = cfg
+        self.rank, self.world = _world()
+        self.quiet = quiet or self.rank != 0
+        torch.set_num_threads(cfg.exp.threads)
+        torch.manual_seed(cfg.exp.seed)
+        random.seed(cfg.exp.seed)
+        np.random.seed(cfg.exp.seed)
+        self.device = torch.device(cfg.exp.device)
+        ga, tr = cfg.generator_args, cfg.training
+
+        if ga.ckpt:
+            from ..formats import load_checkpoint
+            ck = load_checkpoint(ga.ckpt)
+            source, d = ck.g_ema, ck.d
+            if d is None:
+                d = Discriminator(config=DiscriminatorConfig(size=source.size, channel_base=source.config.channel_base,
+                                                             channel_max=source.config.channel_max))
+                self._log(f"note: {ga.ckpt} has no discriminator; starting one from scratch")
+            self.source_desc = f"{ga.ckpt} ({ck.source_format})"
+        else:
+            gcfg = GeneratorConfig(size=ga.size, style_dim=ga.style_dim, n_mlp=ga.n_mlp, channel_base=ga.channel_base,
+                                   channel_max=ga.channel_max)
+            source = Generator(config=gcfg)
+            source.set_latent_avg(source.mean_latent(4096, seed=cfg.exp.seed))
+            d = Discriminator(config=DiscriminatorConfig(size=ga.size, channel_base=ga.channel_base,
+                                                         channel_max=ga.channel_max))
+            self.source_desc = f"new {ga.size}px generator"
+        self.source_hash = tensors_hash(source.state_dict())
+        self.param = Parameterization(tr.parameterization, source.to(self.device), block=tr.block, rank=tr.rank,
+                                      seed=cfg.exp.seed)
+        self.param.generator.train()
+        self.ema = copy.deepcopy(self.param).eval()
+        self.ema.requires_grad_(False)
+        self.d = d.to(self.device).train().requires_grad_(tr.train_d)
+        self.data = ImageSource(cfg.data.source, self.param.generator.size, quiet=self.quiet)
+
+        g_ratio = tr.pl_every / (tr.pl_every + 1) if tr.pl_weight > 0 else 1.0
+        d_ratio = tr.r1_every / (tr.r1_every + 1)
+        self.g_opt = torch.optim.Adam(self.param.trainable_parameters(), lr=tr.lr_g * g_ratio,
+                                      betas=(0.0, 0.99 ** g_ratio))
+        self.d_opt = torch.optim.Adam(self.d.parameters(), lr=tr.lr_d * d_ratio, betas=(0.0, 0.99 ** d_ratio))
+        self.augment = AugmentPipe(cfg.ada.p_init if cfg.ada.enabled else 0.0).to(self.device)
+        self.ada = AdaController(self.augment, cfg.ada.target, cfg.ada.interval, cfg.ada.kimg) if cfg.ada.enabled \
+            else None
+        self.step = 0
+        self.elapsed = 0.0
+        self.mean_path_length = torch.zeros(())
+        gen = torch.Generator().manual_seed(cfg.logging.sample_seed)
+        self.sample_z = torch.randn(cfg.logging.n_samples, self.param.generator.style_dim, generator=gen)
+        self.run_dir = Path(cfg.exp.run_dir)
+
+    def _log(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, flush=True)
+
+    # -- one step ------------------------------------------------------------------------------------------
+
+    def train_step(self) -> dict:
+        cfg, tr = self.cfg, self.cfg.training
+        G, D = self.param.generator, self.d
+        dim = G.style_dim
+        real = self.data.batch(self.step, tr.batch, self.rank, self.world, cfg.exp.seed).to(self.device)
+        stats: dict = {}
+
+        # Discriminator
+        if tr.train_d:
+            self.param.requires_grad_(False)
+            with torch.no_grad():
+                fake = _fake(G, tr.batch, tr.mixing, self.device)
+            real_pred = D(self.augment(real))
+            fake_pred = D(self.augment(fake))
+            d_loss = d_logistic_loss(real_pred, fake_pred)
+            self.d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            _average_gradients(list(D.parameters()))
+            self.d_opt.step()
+            if self.ada is not None:
+                self.ada.accumulate(real_pred)
+                self.ada.step(tr.batch * self.world, self.step + 1)
+            stats.update(d_loss=d_loss.item(), real_score=real_pred.mean().item(), fake_score=fake_pred.mean().item())
+            if tr.r1_gamma > 0 and self.step % tr.r1_every == 0:
+                real_in = real.detach().requires_grad_(True)
+                real_pred = D(self.augment(real_in))
+                r1 = r1_penalty(real_pred, real_in)
+                self.d_opt.zero_grad(set_to_none=True)
+                (tr.r1_gamma / 2 * r1 * tr.r1_every + 0 * real_pred[0, 0]).backward()
+                _average_gradients(list(D.parameters()))
+                self.d_opt.step()
+                stats["r1"] = r1.item()
+            D.requires_grad_(False)
+
+        # Generator
+        for p in self.param.trainable_parameters():
+            p.requires_grad_(True)
+        fake = _fake(G, tr.batch, tr.mixing, self.device)
+        g_loss = g_nonsaturating_loss(D(self.augment(fake)))
+        self.g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        _average_gradients(self.param.trainable_parameters())
+        self.g_opt.step()
+        stats["g_loss"] = g_loss.item()
+        if tr.pl_weight > 0 and self.step % tr.pl_every == 0:
+            n = max(1, tr.batch // 2)
+            w = G.to_wplus(G.get_latent(torch.randn(n, dim, device=self.device)))
+            w = w.detach().requires_grad_(True)
+            img = G.synthesis(G.styles_from_latent(w), "random")
+            pl, self.mean_path_length, _ = path_length_penalty(img, w, self.mean_path_length)
+            self.g_opt.zero_grad(set_to_none=True)
+            (tr.pl_weight * tr.pl_every * pl + 0 * img[0, 0, 0, 0]).backward()
+            _average_gradients(self.param.trainable_parameters())
+            self.g_opt.step()
+            stats["pl"] = pl.item()
+        if tr.train_d:
+            D.requires_grad_(True)
+        accumulate_ema(self.ema.generator, G, ema_decay_for(tr.batch * self.world, tr.ema_kimg))
+        if self.ada is not None:
+            stats["ada_p"] = float(self.augment.p)
+        self.step += 1
+        return stats
+
+    # -- state ---------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "elapsed_s": self.elapsed, "mean_path_length": self.mean_path_length,
+            "trained": self.param.trained_state_dict(), "ema": self.ema.trained_state_dict(),
+            "d": self.d.state_dict(), "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
+            "ada": self.ada.state_dict() if self.ada is not None else None, "rng": rng_state(),
+            "parameterization": self.param.name, "source_hash": self.source_hash,
+            "generator_config": self.param.generator.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["parameterization"] != self.param.name or state["source_hash"] != self.source_hash:
+            raise ValueError(f"the checkpoint is a {state['parameterization']} run of generator "
+                             f"{state['source_hash']}; this config is {self.param.name} of {self.source_hash}")
+        self.param.load_trained_state_dict(state["trained"])
+        self.ema.load_trained_state_dict(state["ema"])
+        self.d.load_state_dict(state["d"])
+        self.g_opt.load_state_dict(state["g_opt"])
+        self.d_opt.load_state_dict(state["d_opt"])
+        if self.ada is not None and state["ada"] is not None:
+            self.ada.load_state_dict(state["ada"])
+        set_rng_state(state["rng"])
+        self.step, self.elapsed = state["step"], state["elapsed_s"]
+        self.mean_path_length = state["mean_path_length"]
+
+    def checkpoint(self) -> Path:
+        return save_training_state(self.run_dir / "checkpoint.pt", self.state_dict())
+
+    @torch.no_grad()
+    def samples(self) -> Path:
+        g = self.ema.generator
+        img = g.generate(self.sample_z.to(self.device), noise_mode="const")
+        return save_grid(img, self.run_dir / "samples" / f"step{self.step:06d}.png", nrow=8)
+
+    # -- the loop ------------------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> dict:
+        cfg = self.cfg
+        ckpt = self.run_dir / "checkpoint.pt"
+        if resume and ckpt.exists():
+            self.load_state_dict(load_training_state(ckpt))
+            self._log(f"resumed {ckpt} at step {self.step}")
+        elif ckpt.exists() and self.rank == 0:
+            raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another exp.run_dir")
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self._log(f"{self.param.describe()} of {self.source_desc}; {self.world} process(es), batch "
+                  f"{cfg.training.batch} each")
+        log = CsvLogger(self.run_dir / "log.csv", resume_step=self.step if resume else None) if self.rank == 0 else None
+        tb = None
+        if cfg.logging.tensorboard and self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+            tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        bar = progress(cfg.training.iters, initial=self.step, desc=cfg.exp.name, quiet=self.quiet)
+        t0 = time.time() - self.elapsed
+        while self.step < cfg.training.iters:
+            stats = self.train_step()
+            self.elapsed = time.time() - t0
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("d_loss", "g_loss", "ada_p")})
+            if self.rank != 0:
+                continue
+            if self.step % cfg.logging.log_every == 0 or self.step == cfg.training.iters:
+                log.log(step=self.step, elapsed_s=self.elapsed, **stats)
+                if tb is not None:
+                    for k, v in stats.items():
+                        tb.add_scalar(k, v, self.step)
+            if self.step % cfg.logging.sample_every == 0 or self.step == cfg.training.iters:
+                self.samples()
+            if self.step % cfg.logging.checkpoint_every == 0 or self.step == cfg.training.iters:
+                self.checkpoint()
+        bar.close()
+        if tb is not None:
+            tb.close()
+        return {"steps": self.step, "wall_time_s": self.elapsed, "run_dir": str(self.run_dir),
+                "trainable_parameters": self.param.num_trainable()}
+
+    # -- results -------------------------------------------------------------------------------------------
+
+    def export_generator(self, path: str | Path) -> Path:
+        """The EMA generator with everything merged, as a full checkpoint (with the discriminator)."""
+        from ..formats import StyleGANCheckpoint, save_checkpoint
+        g = self.ema.merged_generator()
+        meta = {"trained_with": self.param.name, "source": self.source_desc, "source_hash": self.source_hash,
+                "steps": self.step, "config": json.dumps(to_dict(self.cfg))}
+        return save_checkpoint(StyleGANCheckpoint(g_ema=g, d=copy.deepcopy(self.d).eval(), meta=meta), path)
+
+
+def train(cfg: GanTrainConfig, resume: bool = False, quiet: bool = False) -> GanTrainer:
+    init_distributed()
+    trainer = GanTrainer(cfg, quiet=quiet)
+    trainer.fit(resume=resume)
+    return trainer
+

@@ -1,0 +1,95 @@
+"""The adversarial training engine: a run from scratch, exact resume, few-shot adaptation of a checkpoint
+with a small parameterization, and two processes under torchrun."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from adapt_common.config import load_config
+from adapt_common.training import load_training_state
+from gan_adapt.formats import StyleGANCheckpoint, load_checkpoint, save_checkpoint
+from gan_adapt.training import engine
+from gan_adapt.training.engine import GanTrainConfig, GanTrainer
+
+ARCH = ["generator_args.size=32", "generator_args.style_dim=32", "generator_args.n_mlp=2",
+        "generator_args.channel_base=256", "generator_args.channel_max=32"]
+FAST = ["training.batch=4", "training.r1_every=2", "training.pl_weight=2", "training.pl_every=2", "exp.threads=1",
+        "ada.enabled=true", "ada.interval=1", "ada.kimg=0.05", "ada.target=-1", "logging.log_every=1"]
+
+
+def _cfg(run, *extra):
+    return load_config(GanTrainConfig, [], ARCH + FAST + [f"exp.run_dir={run}", *extra])
+
+
+def test_scratch_run_writes_samples_logs_and_checkpoint(tmp_path):
+    cfg = _cfg(tmp_path / "run", "training.iters=4", "logging.sample_every=2", "logging.checkpoint_every=2")
+    trainer = engine.train(cfg, quiet=True)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step000002.png", "step000004.png"]
+    rows = (run / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,elapsed_s,d_loss") and len(rows) == 5
+    assert float(trainer.augment.p) > 0  # ADA raised p (target -1: always "overfitting")
+    state = load_training_state(run / "checkpoint.pt")
+    assert state["step"] == 4 and state["parameterization"] == "full"
+    with pytest.raises(FileExistsError, match="--resume"):
+        engine.train(cfg, quiet=True)
+
+
+def test_resume_is_exact(tmp_path, monkeypatch):
+    straight = engine.train(_cfg(tmp_path / "a", "training.iters=6", "logging.checkpoint_every=3"), quiet=True)
+    cfg_b = _cfg(tmp_path / "b", "training.iters=6", "logging.checkpoint_every=3")
+    real_step = GanTrainer.train_step
+
+    def crash_after_4(self):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return real_step(self)
+    monkeypatch.setattr(GanTrainer, "train_step", crash_after_4)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(cfg_b, quiet=True)
+    monkeypatch.setattr(GanTrainer, "train_step", real_step)
+    resumed = engine.train(cfg_b, resume=True, quiet=True)
+    a, b = straight.state_dict(), resumed.state_dict()
+    for part in ("trained", "ema", "d"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert float(straight.augment.p) == float(resumed.augment.p)
+
+
+def test_few_shot_adaptation_of_a_checkpoint(tmp_path, tiny_generator):
+    from gan_adapt.networks import Discriminator
+    d = Discriminator(32, channel_base=256, channel_max=32)
+    src = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator, d=d), tmp_path / "source.pt")
+    cfg = load_config(GanTrainConfig, [], FAST + [
+        f"exp.run_dir={tmp_path / 'run'}", f"generator_args.ckpt={src}", "data.source=synthfaces:cat@5",
+        "training.parameterization=affine_light_plus", "training.block=16", "training.iters=3"])
+    trainer = engine.train(cfg, quiet=True)
+    assert trainer.param.num_trainable() < sum(p.numel() for p in tiny_generator.parameters()) / 5
+    out = trainer.export_generator(tmp_path / "adapted.safetensors")
+    adapted = load_checkpoint(out)
+    assert adapted.meta["trained_with"] == "affine_light_plus" and adapted.d is not None
+    z = torch.randn(2, 32)
+    torch.testing.assert_close(adapted.g_ema.generate(z), trainer.ema.generator.generate(z), rtol=1e-5, atol=1e-5)
+    # The EMA moved away from the source, and the source file is untouched.
+    assert (adapted.g_ema.generate(z) - tiny_generator.generate(z)).abs().max() > 0
+    torch.testing.assert_close(load_checkpoint(src).g_ema.generate(z), tiny_generator.generate(z))
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_under_torchrun_stay_in_sync(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed beside this Python")
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "tests/gan_ddp_worker.py",
+                        *ARCH, *FAST, f"exp.run_dir={run}", "training.iters=3"],
+                       cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    h0, h1 = (run / "rank0.txt").read_text(), (run / "rank1.txt").read_text()
+    assert h0.startswith("2 ") and h0 == h1  # both processes hold the same weights after every averaged step
+    assert load_training_state(run / "checkpoint.pt")["step"] == 3
