@@ -93,3 +93,16 @@ def test_two_processes_under_torchrun_stay_in_sync(tmp_path):
     h0, h1 = (run / "rank0.txt").read_text(), (run / "rank1.txt").read_text()
     assert h0.startswith("2 ") and h0 == h1  # both processes hold the same weights after every averaged step
     assert load_training_state(run / "checkpoint.pt")["step"] == 3
+
+
+def test_distillation_from_the_renderer_lowers_its_error(tmp_path):
+    cfg = _cfg(tmp_path / "distill", "training.iters=30", "training.train_d=false", "training.adversarial_weight=0",
+               "training.distill_weight=1", "training.pl_weight=0", "ada.enabled=false", "training.lr_g=0.01",
+               "training.batch=8")
+    trainer = engine.train(cfg, quiet=True)
+    rows = [r.split(",") for r in (tmp_path / "distill" / "log.csv").read_text().splitlines()]
+    col = rows[0].index("distill_l1")
+    first, last = float(rows[1][col]), sum(float(r[col]) for r in rows[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    with pytest.raises(ValueError, match="distill_weight needs"):
+        GanTrainer(_cfg(tmp_path / "x", "training.distill_weight=1", "data.source=synthfaces:cat@5"), quiet=True)

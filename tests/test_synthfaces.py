@@ -458,3 +458,13 @@ def test_cli_preview_info_fewshot(tmp_path, capsys):
     assert len(list((tmp_path / "fs").glob("*.png"))) == 1
     with pytest.raises(SystemExit):
         main(["export", "--domain", "nope", "--n", "1", "--out", str(tmp_path / "x")])
+
+
+def test_params_from_uniform_is_what_sample_params_uses():
+    from adapt_common.synthfaces.params import hash_uniform
+    idx = torch.arange(3, 7)
+    u = hash_uniform(5, idx[:, None], torch.arange(len(sf.PARAM_SPEC))[None, :])
+    a, b = sf.params_from_uniform(u, stream=5, index=idx), sf.sample_params(4, seed=5, offset=3)
+    assert torch.equal(sf.render(a), sf.render(b))
+    with pytest.raises(ValueError, match="uniforms of shape"):
+        sf.params_from_uniform(torch.rand(2, 3))

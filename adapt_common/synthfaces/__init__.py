@@ -12,12 +12,13 @@ training and domain-adaptation benchmarks. Nothing is downloaded: every image is
 from .captions import ATTRIBUTE_VALUES, attribute_prompt, attributes, captions, domain_prompt
 from .data import FEWSHOT_SHOTS, SPLITS, eval_set, export_folder, fewshot_set, preview_grid, split_params
 from .domains import DOMAINS, KINDS, Domain, apply_domain, domains_of_kind, face_seeds, get_domain, render_domain
-from .params import PARAM_NAMES, PARAM_SPEC, FaceParams, ParamSpec, bucket_smile, describe_params, sample_params
+from .params import (PARAM_NAMES, PARAM_SPEC, FaceParams, ParamSpec, bucket_smile, describe_params, params_from_uniform,
+                     sample_params)
 from .render import RENDERERS, render, render_background
 
 __all__ = [
     "ATTRIBUTE_VALUES", "DOMAINS", "Domain", "FEWSHOT_SHOTS", "FaceParams", "KINDS", "PARAM_NAMES", "PARAM_SPEC",
-    "ParamSpec", "RENDERERS", "SPLITS", "apply_domain", "attribute_prompt", "attributes", "bucket_smile",
+    "ParamSpec", "RENDERERS", "params_from_uniform", "SPLITS", "apply_domain", "attribute_prompt", "attributes", "bucket_smile",
     "captions", "describe_params", "domain_prompt", "domains_of_kind", "eval_set", "export_folder",
     "face_seeds", "fewshot_set", "get_domain", "preview_grid", "render", "render_background", "render_domain",
     "sample_params", "split_params",

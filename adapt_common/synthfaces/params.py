@@ -278,8 +278,22 @@ def sample_params(n: int, seed: int = 0, offset: int = 0) -> FaceParams:
     idx = torch.arange(offset, offset + n, dtype=torch.int64)
     cols = torch.arange(len(PARAM_SPEC), dtype=torch.int64)
     u = hash_uniform(int(seed), idx[:, None], cols[None, :])  # [n, D]
+    return params_from_uniform(u, stream=int(seed), index=idx)
+
+
+def params_from_uniform(u: torch.Tensor, stream: int = 0, index: torch.Tensor | None = None) -> FaceParams:
+    """Faces from uniforms ``u`` [N, len(PARAM_SPEC)] in [0, 1), one column per parameter (inverse CDFs).
+
+    ``sample_params`` is this applied to hashed uniforms; a generator can be distilled from the renderer by
+    feeding it the uniforms of its own latent (e.g. the normal CDF of the first coordinates of z).
+    """
+    if u.ndim != 2 or u.shape[1] != len(PARAM_SPEC):
+        raise ValueError(f"expected uniforms of shape [N, {len(PARAM_SPEC)}], got {tuple(u.shape)}")
+    n = u.shape[0]
+    u = u.float().clamp(0.0, 1.0 - 1e-7)
     values = {s.name: _inverse_cdf(s, u[:, j].contiguous()) for j, s in enumerate(PARAM_SPEC)}
-    return FaceParams(**values, stream=torch.full((n,), int(seed), dtype=torch.int64), index=idx)
+    index = torch.arange(n, dtype=torch.int64) if index is None else index
+    return FaceParams(**values, stream=torch.full((n,), int(stream), dtype=torch.int64), index=index)
 
 
 def bucket_smile(smile: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,8 @@ class TrainingConfig:
     pl_weight: float = 0.0  # path-length regularisation (2.0 in StyleGAN2; off by default for adaptation)
     pl_every: int = 4
     mixing: float = 0.9
+    adversarial_weight: float = 1.0  # the generator's non-saturating loss
+    distill_weight: float = 0.0  # L1 to the SynthFaces renderer of z's own parameters (pretraining; see below)
     ema_kimg: float = 10.0  # EMA half-life in thousands of images
     train_d: bool = True
 
@@ -144,6 +146,19 @@ def _average_gradients(params: list[torch.nn.Parameter]) -> None:
 # The trainer
 
 
+def synthfaces_targets(z: torch.Tensor, domain: str, size: int) -> torch.Tensor:
+    """The renderer's image of z: the normal CDF of z's first coordinates are the face's parameter uniforms.
+
+    Distilling G(z) towards this teaches the generator the world's faces in supervised steps, far faster on a
+    CPU than adversarial training from scratch; an adversarial phase then sharpens the result."""
+    from adapt_common import synthfaces as sf
+    d = len(sf.PARAM_SPEC)
+    if z.shape[1] < d:
+        raise ValueError(f"distillation needs style_dim >= {d} (the SynthFaces parameters), got {z.shape[1]}")
+    u = torch.special.ndtr(z[:, :d].detach().cpu().double()).float()
+    return sf.render_domain(sf.params_from_uniform(u), domain, size=size).to(z.device)
+
+
 def _fake(G: Generator, batch: int, prob: float, device) -> torch.Tensor:
     """Images from fresh z, with style mixing at a random layer with probability ``prob`` (all randomness
     from torch's generator, so checkpoints that save its state resume exactly)."""
@@ -190,6 +205,8 @@ class GanTrainer:
         self.ema.requires_grad_(False)
         self.d = d.to(self.device).train().requires_grad_(tr.train_d)
         self.data = ImageSource(cfg.data.source, self.param.generator.size, quiet=self.quiet)
+        if tr.distill_weight > 0 and (self.data.domain is None or self.data.images is not None):
+            raise ValueError("training.distill_weight needs data.source=synthfaces:<domain> (a rendered stream)")
 
         g_ratio = tr.pl_every / (tr.pl_every + 1) if tr.pl_weight > 0 else 1.0
         d_ratio = tr.r1_every / (tr.r1_every + 1)
@@ -249,13 +266,20 @@ class GanTrainer:
         # Generator
         for p in self.param.trainable_parameters():
             p.requires_grad_(True)
-        fake = _fake(G, tr.batch, tr.mixing, self.device)
-        g_loss = g_nonsaturating_loss(D(self.augment(fake)))
+        g_loss = torch.zeros(())
+        if tr.adversarial_weight > 0:
+            fake = _fake(G, tr.batch, tr.mixing, self.device)
+            g_loss = tr.adversarial_weight * g_nonsaturating_loss(D(self.augment(fake)))
+            stats["g_loss"] = g_loss.item()
+        if tr.distill_weight > 0:
+            z = torch.randn(tr.batch, G.style_dim, device=self.device)
+            distill = (G([z], randomize_noise=True)[0] - synthfaces_targets(z, self.data.domain, G.size)).abs().mean()
+            g_loss = g_loss + tr.distill_weight * distill
+            stats["distill_l1"] = distill.item()
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         _average_gradients(self.param.trainable_parameters())
         self.g_opt.step()
-        stats["g_loss"] = g_loss.item()
         if tr.pl_weight > 0 and self.step % tr.pl_every == 0:
             n = max(1, tr.batch // 2)
             w = G.to_wplus(G.get_latent(torch.randn(n, dim, device=self.device)))
@@ -337,7 +361,8 @@ class GanTrainer:
             stats = self.train_step()
             self.elapsed = time.time() - t0
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("d_loss", "g_loss", "ada_p")})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()
+                             if k in ("d_loss", "g_loss", "distill_l1", "ada_p")})
             if self.rank != 0:
                 continue
             if self.step % cfg.logging.log_every == 0 or self.step == cfg.training.iters:
