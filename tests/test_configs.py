@@ -1,0 +1,18 @@
+"""Every shipped config validates against its pipeline's schema (a typo is an error, not a silent default)."""
+from pathlib import Path
+
+import pytest
+
+from adapt_common.clip_train import ClipTrainConfig
+from adapt_common.config import load_config
+from gan_adapt.training.engine import GanTrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SCHEMAS = {"clip_": ClipTrainConfig, "pretrain_": GanTrainConfig, "fewshot_": GanTrainConfig}
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_config_validates(path):
+    schema = next((s for prefix, s in SCHEMAS.items() if path.name.startswith(prefix)), None)
+    assert schema is not None, f"{path.name}: no schema known for this config name"
+    load_config(schema, [path])
