@@ -122,10 +122,12 @@ def cmd_train(args) -> int:
     trainer = train(cfg, resume=args.resume)
     if trainer.rank == 0:
         out = Path(cfg.exp.run_dir)
+        trainer.export_adapter(out / "adapter.safetensors")
         if args.export_generator:
             trainer.export_generator(args.export_generator)
             print(f"wrote the adapted generator (EMA, merged) to {args.export_generator}")
-        print(f"done: {trainer.step} steps; samples, log.csv and checkpoint.pt in {out}")
+        print(f"done: {trainer.step} steps; adapter.safetensors (only the trained tensors, "
+              f"{trainer.param.num_trainable():,} values), samples, log.csv and checkpoint.pt in {out}")
     return 0
 
 

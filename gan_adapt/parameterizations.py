@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from adapt_common.files import tensors_hash
+
 from .networks import Generator
 
 PARAMETERIZATIONS = ("full", "mapping", "syntconv", "affine", "stylespace", "affine_plus", "affine_light_plus")
@@ -78,6 +80,8 @@ class Parameterization(nn.Module):
             raise ValueError(f"unknown parameterization {name!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
         self.name = name
         self.block, self.rank = block, rank
+        on_meta = any(t.is_meta for t in source.parameters())
+        self.source_hash = None if on_meta else tensors_hash(source.state_dict())  # names the base in exports
         g = copy.deepcopy(source)
         g.requires_grad_(False)
         g.latent_avg_known = source.latent_avg_known

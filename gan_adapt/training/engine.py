@@ -382,6 +382,12 @@ class GanTrainer:
 
     # -- results -------------------------------------------------------------------------------------------
 
+    def export_adapter(self, path: str | Path) -> Path:
+        """Only what trained (EMA weights), with a manifest naming the base generator by its content hash."""
+        from ..adapter_files import save_adapter
+        return save_adapter(self.ema, path, source_hash=self.source_hash, domain=self.cfg.data.source,
+                            extra={"steps": self.step, "training_config": to_dict(self.cfg)})
+
     def export_generator(self, path: str | Path) -> Path:
         """The EMA generator with everything merged, as a full checkpoint (with the discriminator)."""
         from ..formats import StyleGANCheckpoint, save_checkpoint

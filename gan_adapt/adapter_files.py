@@ -1,0 +1,109 @@
+"""Small files holding only what an adaptation trained (a direction, offsets, affine layers) + a manifest.
+
+A file is safetensors (the trained tensors, by their names in the parameterization) whose metadata holds a
+JSON manifest: the parameterization and its options, every tensor's shape, the base generator's content hash
+and architecture, the domain, and whatever the trainer adds (training config, metrics). The same manifest
+is also written beside it as ``<file>.json`` for people to read.
+
+Loading checks the base generator: the same generator loads silently; another generator of the same
+architecture (a model fine-tuned from the same source) loads with a note, which is StyleDomain's transfer
+property; a generator of another architecture is refused with a message saying what differs.
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from adapt_common.files import atomic_path, tensors_hash
+from .networks import Generator
+from .parameterizations import Parameterization
+
+FORMAT = "domain-adapt/parameterization"
+VERSION = "1"
+
+
+class AdapterFileError(ValueError):
+    """An adapter file that cannot be used with the given generator."""
+
+
+class TransferNote(UserWarning):
+    """An adapter trained on another generator of the same architecture was applied (a transfer)."""
+
+
+def _arch(g: Generator) -> dict:
+    cfg = g.config.to_dict()
+    cfg.pop("conv_clamp", None)  # not part of the parameter shapes
+    return cfg
+
+
+def save_adapter(param: Parameterization, path: str | Path, *, source_hash: str | None = None, domain: str = "",
+                 extra: dict | None = None) -> Path:
+    """Write the trained tensors of ``param`` and the manifest (``source_hash``: the base generator's
+    content hash, computed from ``param``'s source weights when not given)."""
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in param.trained_state_dict().items()}
+    manifest = {
+        "format": FORMAT, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "parameterization": param.name, "block": param.block, "rank": param.rank,
+        "num_parameters": sum(t.numel() for t in tensors.values()),
+        "shapes": {k: list(t.shape) for k, t in tensors.items()},
+        "base_generator": {"hash": source_hash or param.source_hash, "architecture": _arch(param.generator)},
+        "domain": domain, **(extra or {}),
+    }
+    text = json.dumps(manifest, default=str)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "manifest": text})
+    with atomic_path(path.with_suffix(path.suffix + ".json")) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    return path
+
+
+def read_adapter(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(manifest, tensors) of an adapter file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such adapter file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise AdapterFileError(f"{path}: not a readable safetensors file; it is truncated or corrupt ({e})") from e
+    if meta.get("format") != FORMAT:
+        raise AdapterFileError(f"{path}: a safetensors file, but not a {FORMAT} file (format "
+                               f"{meta.get('format')!r})")
+    try:
+        manifest = json.loads(meta["manifest"])
+    except (KeyError, ValueError) as e:
+        raise AdapterFileError(f"{path}: its manifest is missing or not JSON") from e
+    return manifest, tensors
+
+
+def load_adapter(path: str | Path, generator: Generator) -> Parameterization:
+    """A :class:`Parameterization` of ``generator`` carrying the file's trained tensors."""
+    manifest, tensors = read_adapter(path)
+    base = manifest.get("base_generator", {})
+    arch = _arch(generator)
+    if base.get("architecture") != arch:
+        diff = {k: (base.get("architecture", {}).get(k), v) for k, v in arch.items()
+                if base.get("architecture", {}).get(k) != v}
+        raise AdapterFileError(f"{path} was trained for another generator architecture and cannot be applied "
+                               f"here: (file, this generator) differ in {diff}")
+    this_hash = tensors_hash(generator.state_dict())
+    if base.get("hash") != this_hash:
+        warnings.warn(TransferNote(f"{path} was trained on generator {base.get('hash')}; applying it to "
+                                   f"{this_hash}, a generator of the same architecture (a transfer)"))
+    param = Parameterization(manifest["parameterization"], generator, block=manifest.get("block", 64),
+                             rank=manifest.get("rank", 5))
+    try:
+        param.load_trained_state_dict(tensors)
+    except ValueError as e:
+        raise AdapterFileError(f"{path}: {e}") from e
+    param.manifest = manifest
+    return param
