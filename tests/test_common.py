@@ -118,3 +118,17 @@ def test_clip_loads_plain_and_torchscript_files_through_one_path(tmp_path):
     torch.save({"fc.weight": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ClipLoadError, match="not an OpenAI-format CLIP"):
         load_clip(str(tmp_path / "other.pt"))
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    from adapt_common.files import atomic_path
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644
