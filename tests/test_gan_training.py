@@ -106,3 +106,21 @@ def test_distillation_from_the_renderer_lowers_its_error(tmp_path):
     assert last < 0.8 * first, (first, last)
     with pytest.raises(ValueError, match="distill_weight needs"):
         GanTrainer(_cfg(tmp_path / "x", "training.distill_weight=1", "data.source=synthfaces:cat@5"), quiet=True)
+
+
+def test_end_of_run_report_on_a_folder(tmp_path):
+    from PIL import Image
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(5):
+        Image.new("RGB", (48, 48), (40 * i, 100, 200 - 30 * i)).save(folder / f"{i}.png")
+    clip_path = tmp_path / "clip.pt"
+    from adapt_common.clip_models import tiny_clip
+    torch.save(tiny_clip(0).model.state_dict(), clip_path)
+    cfg = _cfg(tmp_path / "run", f"data.source={folder}", "training.iters=2", "training.parameterization=affine",
+               "evaluation.n=8", f"evaluation.clip={clip_path}", "evaluation.features=clip")
+    engine.train(cfg, quiet=True)
+    import json
+    report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    assert report["fid"] >= 0 and "intra_cluster_diversity" in report and report["domain"]["name"] == "faces"
+    assert (tmp_path / "run" / "eval" / "samples.png").exists()

@@ -106,6 +106,13 @@ class LoggingConfig:
 
 
 @dataclass
+class EvalConfig:
+    n: int = 0  # images generated for the report at the end of training (0: no report)
+    clip: str = "synthfaces"  # the CLIP judge (name or path)
+    features: str = "auto"  # FID/KID features: auto (Inception if its weights are local, else CLIP), clip
+
+
+@dataclass
 class GanTrainConfig:
     exp: ExpConfig = field(default_factory=ExpConfig)
     generator_args: GeneratorArgs = field(default_factory=GeneratorArgs)
@@ -113,6 +120,7 @@ class GanTrainConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     ada: AdaConfig = field(default_factory=AdaConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -198,6 +206,7 @@ class GanTrainer:
                                                          channel_max=ga.channel_max))
             self.source_desc = f"new {ga.size}px generator"
         self.source_hash = tensors_hash(source.state_dict())
+        self.source = source
         self.param = Parameterization(tr.parameterization, source.to(self.device), block=tr.block, rank=tr.rank,
                                       seed=cfg.exp.seed)
         self.param.generator.train()
@@ -377,10 +386,34 @@ class GanTrainer:
         bar.close()
         if tb is not None:
             tb.close()
+        if cfg.evaluation.n > 0 and self.rank == 0:
+            self.evaluate()
         return {"steps": self.step, "wall_time_s": self.elapsed, "run_dir": str(self.run_dir),
                 "trainable_parameters": self.param.num_trainable()}
 
     # -- results -------------------------------------------------------------------------------------------
+
+    def evaluate(self, out_dir: str | Path | None = None) -> dict:
+        """FID/KID, intra-cluster diversity and CLIP scores of the EMA generator (shared metrics); for a
+        SynthFaces similar domain also the ground-truth domain error against T(source)."""
+        from adapt_common.metrics.evaluate import EvalDomain, evaluate, gan_sampler, summary_lines, synthfaces_domain
+        ev = self.cfg.evaluation
+        make_batch, sample = gan_sampler(self.ema.merged_generator())
+        if self.data.domain is not None:
+            domain = synthfaces_domain(self.data.domain)
+        else:
+            images = self.data.images
+            name = Path(self.cfg.data.source).name
+            domain = EvalDomain(name=name, kind="custom", prompt=f"a photo of {name.replace('_', ' ')}",
+                                eval_images=lambda n, size: images[:n], shot_images=lambda size: images,
+                                world="folder")
+        _, source = gan_sampler(self.source.eval())
+        report = evaluate(sample, domain, sample_source=source, make_batch=make_batch, n=ev.n, clip=ev.clip,
+                          features=ev.features, out_dir=out_dir or self.run_dir / "eval", seed=self.cfg.exp.seed,
+                          settings={"steps": self.step, "parameterization": self.param.name}, quiet=True)
+        for line in summary_lines(report):
+            self._log(line)
+        return report
 
     def export_adapter(self, path: str | Path) -> Path:
         """Only what trained (EMA weights), with a manifest naming the base generator by its content hash."""
