@@ -124,3 +124,10 @@ def test_end_of_run_report_on_a_folder(tmp_path):
     report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
     assert report["fid"] >= 0 and "intra_cluster_diversity" in report and report["domain"]["name"] == "faces"
     assert (tmp_path / "run" / "eval" / "samples.png").exists()
+
+
+def test_distillation_targets_depend_only_on_what_the_mapping_network_sees():
+    z = torch.randn(3, 40)
+    a = engine.synthfaces_targets(z, "photo", 32)
+    torch.testing.assert_close(engine.synthfaces_targets(2.5 * z, "photo", 32), a)  # PixelNorm removes the scale
+    assert not torch.equal(a[0], a[1])

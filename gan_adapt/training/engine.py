@@ -155,7 +155,8 @@ def _average_gradients(params: list[torch.nn.Parameter]) -> None:
 
 
 def synthfaces_targets(z: torch.Tensor, domain: str, size: int) -> torch.Tensor:
-    """The renderer's image of z: the normal CDF of z's first coordinates are the face's parameter uniforms.
+    """The renderer's image of z: the normal CDF of the first coordinates of the pixel-normalised z (what the
+    mapping network sees, so the parameters are recoverable from G's input) are the face's parameter uniforms.
 
     Distilling G(z) towards this teaches the generator the world's faces in supervised steps, far faster on a
     CPU than adversarial training from scratch; an adversarial phase then sharpens the result."""
@@ -163,7 +164,9 @@ def synthfaces_targets(z: torch.Tensor, domain: str, size: int) -> torch.Tensor:
     d = len(sf.PARAM_SPEC)
     if z.shape[1] < d:
         raise ValueError(f"distillation needs style_dim >= {d} (the SynthFaces parameters), got {z.shape[1]}")
-    u = torch.special.ndtr(z[:, :d].detach().cpu().double()).float()
+    z = z.detach().cpu().double()
+    z = z * torch.rsqrt(z.square().mean(1, keepdim=True) + 1e-8)  # PixelNorm, as the mapping network's input
+    u = torch.special.ndtr(z[:, :d]).float()
     return sf.render_domain(sf.params_from_uniform(u), domain, size=size).to(z.device)
 
 
