@@ -28,7 +28,6 @@ import torch
 import torch.distributed as dist
 
 from adapt_common.config import save_config, to_dict
-from adapt_common.files import tensors_hash
 from adapt_common.image_io import save_grid
 from adapt_common.training import CsvLogger, load_training_state, progress, rng_state, save_training_state, set_rng_state
 from ..networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
@@ -208,10 +207,10 @@ class GanTrainer:
             d = Discriminator(config=DiscriminatorConfig(size=ga.size, channel_base=ga.channel_base,
                                                          channel_max=ga.channel_max))
             self.source_desc = f"new {ga.size}px generator"
-        self.source_hash = tensors_hash(source.state_dict())
         self.source = source
         self.param = Parameterization(tr.parameterization, source.to(self.device), block=tr.block, rank=tr.rank,
                                       seed=cfg.exp.seed)
+        self.source_hash = self.param.source_hash
         self.param.generator.train()
         self.ema = copy.deepcopy(self.param).eval()
         self.ema.requires_grad_(False)
