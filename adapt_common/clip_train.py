@@ -211,9 +211,9 @@ def train(cfg: ClipTrainConfig, resume: bool = False) -> dict:
     bar = progress(cfg.optim.steps, initial=step, desc="clip")
     t0 = time.time() - elapsed
     model.train()
+    clipm = ClipModel(model)  # preprocessing and tokenizer around the model being trained
     while step < cfg.optim.steps:
         images, texts = make_batch(step, cfg, domains)
-        clipm = ClipModel(model)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.optim)
         img = F.normalize(model.encode_image(clipm.preprocess(images)), dim=-1)
@@ -232,7 +232,7 @@ def train(cfg: ClipTrainConfig, resume: bool = False) -> dict:
                "logit_scale": model.logit_scale.exp().item(), "elapsed_s": time.time() - t0}
         if step % cfg.logging.eval_every == 0 or step == cfg.optim.steps:
             model.eval()
-            ev = evaluate_clip(ClipModel(model), per_domain=cfg.logging.eval_per_domain, size=cfg.data.size,
+            ev = evaluate_clip(clipm, per_domain=cfg.logging.eval_per_domain, size=cfg.data.size,
                                domains=domains)
             model.train()
             row.update(domain_accuracy=ev["domain_accuracy"], attribute_accuracy=ev["attribute_accuracy_mean"])

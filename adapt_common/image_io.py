@@ -54,13 +54,13 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> torch.Tensor
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("RGBA", "LA", "P") and "transparency" in im.info or im.mode in ("RGBA", "LA"):
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(bg, im)
             im = im.convert("RGB")
     except FileNotFoundError:
-        raise
+        raise  # a missing file is not a corrupt one: keep its own error
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageReadError(f"{path}: not a readable image ({e}). Use a PNG, JPEG or WebP file.") from e
     if size is not None:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ops
+from ops._impl import IMPLS
 from ops.upfirdn2d import setup_filter, upfirdn2d
 
 DEFAULT_BLUR = (1, 3, 3, 1)
@@ -416,8 +417,8 @@ class Generator(nn.Module):
 
     def set_impl(self, impl: str) -> "Generator":
         """``"ref"`` for the textbook path, ``"auto"`` for the optimised one (see the module docstring)."""
-        if impl not in ("auto", "ref", "torch", "cuda"):
-            raise ValueError(f"unknown impl {impl!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"unknown impl {impl!r}; expected one of {', '.join(IMPLS)}")
         for m in self.modules():
             if hasattr(m, "impl"):
                 m.impl = impl

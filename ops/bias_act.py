@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ._impl import run
+
 #: activation -> (default alpha, default gain)
 ACTIVATIONS = {
     "linear": (0.0, 1.0),
@@ -70,15 +72,8 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear"
     alpha = d_alpha if alpha is None else float(alpha)
     gain = d_gain if gain is None else float(gain)
     clamp = None if clamp is None or clamp < 0 else float(clamp)
-    if impl == "ref":
-        return _bias_act_ref(x, b, act, alpha, gain, clamp)
-    if impl in ("auto", "cuda") and x.is_cuda:
+    def cuda():
         from . import _cuda
-        y = _cuda.bias_act(x, b, act, alpha, gain, clamp)
-        if y is not None:
-            return y
-    elif impl == "cuda":
-        raise ValueError("impl='cuda' needs a CUDA tensor")
-    if impl not in ("auto", "torch", "cuda"):
-        raise ValueError(f"unknown impl {impl!r}; expected 'auto', 'ref', 'torch' or 'cuda'")
-    return _bias_act_torch(x, b, act, alpha, gain, clamp)
+        return _cuda.bias_act(x, b, act, alpha, gain, clamp)
+    return run(impl, x, lambda: _bias_act_ref(x, b, act, alpha, gain, clamp),
+               lambda: _bias_act_torch(x, b, act, alpha, gain, clamp), cuda)

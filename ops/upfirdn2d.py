@@ -20,6 +20,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ._impl import run
+
 Pair = tuple[int, int]
 Quad = tuple[int, int, int, int]
 
@@ -160,18 +162,11 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int | Sequence[int] = 1, dow
     if oh < 1 or ow < 1:
         raise ValueError(f"upfirdn2d output would be empty ({oh}x{ow}) for input {tuple(x.shape)}, "
                          f"filter {tuple(f.shape)}, up={up_}, down={down_}, pad={pad_}")
-    if impl == "ref":
-        return _upfirdn2d_ref(x, f, up_, down_, pad_)
-    if impl in ("auto", "cuda") and x.is_cuda:
+    def cuda():
         from . import _cuda
-        y = _cuda.upfirdn2d(x, f.to(device=x.device), up_, down_, pad_)
-        if y is not None:
-            return y
-    elif impl == "cuda":
-        raise ValueError("impl='cuda' needs a CUDA tensor")
-    if impl not in ("auto", "torch", "cuda"):
-        raise ValueError(f"unknown impl {impl!r}; expected 'auto', 'ref', 'torch' or 'cuda'")
-    return _upfirdn2d_torch(x, f, up_, down_, pad_)
+        return _cuda.upfirdn2d(x, f.to(device=x.device), up_, down_, pad_)
+    return run(impl, x, lambda: _upfirdn2d_ref(x, f, up_, down_, pad_), lambda: _upfirdn2d_torch(x, f, up_, down_, pad_),
+               cuda)
 
 
 def filter2d(x: torch.Tensor, f: torch.Tensor, pad: int | Sequence[int] | None = None, *,
