@@ -165,8 +165,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int | Sequence[int] = 1, dow
     def cuda():
         from . import _cuda
         return _cuda.upfirdn2d(x, f.to(device=x.device), up_, down_, pad_)
-    return run(impl, x, lambda: _upfirdn2d_ref(x, f, up_, down_, pad_), lambda: _upfirdn2d_torch(x, f, up_, down_, pad_),
-               cuda)
+    return run(impl, x, lambda: _upfirdn2d_ref(x, f, up_, down_, pad_),
+               lambda: _upfirdn2d_torch(x, f, up_, down_, pad_), cuda)
 
 
 def filter2d(x: torch.Tensor, f: torch.Tensor, pad: int | Sequence[int] | None = None, *,
