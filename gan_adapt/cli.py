@@ -131,6 +131,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Files from a run folder's latest checkpoint, without finishing (or re-running) the training."""
+    from adapt_common.config import load_config
+    from adapt_common.training import load_training_state
+    from .training.engine import GanTrainConfig, GanTrainer
+    run = Path(args.run_dir)
+    if not (run / "config.yaml").is_file() or not (run / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"{run} is not a training run folder (it needs config.yaml and checkpoint.pt, "
+                                "as `python -m gan_adapt train` writes them)")
+    if not (args.adapter or args.generator):
+        raise ValueError("nothing to export: pass --adapter FILE and/or --generator FILE")
+    cfg = load_config(GanTrainConfig, [run / "config.yaml"], [f"exp.run_dir={run}"])
+    trainer = GanTrainer(cfg, quiet=True)
+    trainer.load_state_dict(load_training_state(run / "checkpoint.pt"))
+    if args.adapter:
+        trainer.export_adapter(args.adapter)
+        print(f"wrote {args.adapter}: {trainer.param.describe()} at step {trainer.step}")
+    if args.generator:
+        trainer.export_generator(args.generator)
+        print(f"wrote {args.generator}: the merged EMA generator and the discriminator at step {trainer.step}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gan_adapt", description="StyleGAN2 domain adaptation tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -167,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--export-generator", metavar="FILE", help="also write the merged EMA generator (.pt/.safetensors)")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.iters=500")
     t.set_defaults(func=cmd_train)
+
+    x = sub.add_parser("export", help="write the adapter (trained tensors only) and/or the merged generator of a "
+                                      "training run from its latest checkpoint")
+    x.add_argument("run_dir", help="the run's exp.run_dir (holds config.yaml and checkpoint.pt)")
+    x.add_argument("--adapter", metavar="FILE.safetensors", help="only the trained tensors, with a JSON manifest")
+    x.add_argument("--generator", metavar="FILE", help="the merged EMA generator with the discriminator "
+                                                       "(.pt or .safetensors)")
+    x.set_defaults(func=cmd_export)
 
     n = sub.add_parser("init", help="write a randomly initialised generator (to test pipelines at any scale)")
     n.add_argument("--out", required=True, help=".pt or .safetensors")

@@ -131,3 +131,34 @@ def test_distillation_targets_depend_only_on_what_the_mapping_network_sees():
     a = engine.synthfaces_targets(z, "photo", 32)
     torch.testing.assert_close(engine.synthfaces_targets(2.5 * z, "photo", 32), a)  # PixelNorm removes the scale
     assert not torch.equal(a[0], a[1])
+
+
+def test_export_command_writes_what_the_run_checkpoint_holds(tmp_path, tiny_generator):
+    from gan_adapt.adapter_files import read_adapter
+    from gan_adapt.cli import main
+    from gan_adapt.networks import Discriminator
+    d = Discriminator(32, channel_base=256, channel_max=32)
+    src = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator, d=d), tmp_path / "source.pt")
+    run = tmp_path / "run"
+    cfg = load_config(GanTrainConfig, [], FAST + [
+        f"exp.run_dir={run}", f"generator_args.ckpt={src}", "data.source=synthfaces:cat@5",
+        "training.parameterization=affine_plus", "training.block=16", "training.iters=2"])
+    trainer = engine.train(cfg, quiet=True)
+    assert main(["export", str(run), "--adapter", str(tmp_path / "a.safetensors"),
+                 "--generator", str(tmp_path / "g.safetensors")]) == 0
+    manifest, tensors = read_adapter(tmp_path / "a.safetensors")
+    ema = trainer.ema.trained_state_dict()
+    assert set(tensors) == set(ema) and all(torch.equal(tensors[k], ema[k]) for k in ema)
+    z = torch.randn(2, 32)
+    torch.testing.assert_close(load_checkpoint(tmp_path / "g.safetensors").g_ema.generate(z),
+                               trainer.ema.generator.generate(z), rtol=1e-5, atol=1e-5)
+    assert main(["export", str(tmp_path)]) == 2  # not a run folder: a clear error, not a traceback
+
+
+def test_mapping_lr_multiplier_only_touches_the_mapping_network(tmp_path):
+    trainer = GanTrainer(_cfg(tmp_path / "m", "training.mapping_lr_mult=100", "training.adam_beta1=0.9"), quiet=True)
+    groups = trainer.g_opt.param_groups
+    mapping = {id(p) for p in trainer.param.generator.style.parameters()}
+    assert [len(g["params"]) for g in groups] == [len(trainer.param.trainable_parameters()) - len(mapping), len(mapping)]
+    assert all(id(p) in mapping for p in groups[1]["params"])
+    assert groups[1]["lr"] == pytest.approx(100 * groups[0]["lr"]) and groups[0]["betas"][0] == 0.9

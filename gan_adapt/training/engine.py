@@ -83,6 +83,10 @@ class TrainingConfig:
     distill_weight: float = 0.0  # L1 to the SynthFaces renderer of z's own parameters (pretraining; see below)
     ema_kimg: float = 10.0  # EMA half-life in thousands of images
     train_d: bool = True
+    # The mapping network's equalised-lr multiplier (0.01) keeps it slow and stable in adversarial training; a
+    # supervised phase can speed it back up without changing the stored weights' meaning.
+    mapping_lr_mult: float = 1.0
+    adam_beta1: float = 0.0  # StyleGAN2 uses 0; a supervised (distillation) phase prefers 0.9
 
 
 @dataclass
@@ -221,8 +225,12 @@ class GanTrainer:
 
         g_ratio = tr.pl_every / (tr.pl_every + 1) if tr.pl_weight > 0 else 1.0
         d_ratio = tr.r1_every / (tr.r1_every + 1)
-        self.g_opt = torch.optim.Adam(self.param.trainable_parameters(), lr=tr.lr_g * g_ratio,
-                                      betas=(0.0, 0.99 ** g_ratio))
+        mapping = {id(p) for p in self.param.generator.style.parameters()}
+        g_params = self.param.trainable_parameters()
+        groups = [{"params": [p for p in g_params if id(p) not in mapping]},
+                  {"params": [p for p in g_params if id(p) in mapping], "lr": tr.lr_g * g_ratio * tr.mapping_lr_mult}]
+        self.g_opt = torch.optim.Adam([g for g in groups if g["params"]], lr=tr.lr_g * g_ratio,
+                                      betas=(tr.adam_beta1, 0.99 ** g_ratio))
         self.d_opt = torch.optim.Adam(self.d.parameters(), lr=tr.lr_d * d_ratio, betas=(0.0, 0.99 ** d_ratio))
         self.augment = AugmentPipe(cfg.ada.p_init if cfg.ada.enabled else 0.0).to(self.device)
         self.ada = AdaController(self.augment, cfg.ada.target, cfg.ada.interval, cfg.ada.kimg) if cfg.ada.enabled \
