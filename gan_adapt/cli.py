@@ -25,6 +25,12 @@ def cmd_generate(args) -> int:
     _threads(args.threads)
     seeds = parse_seeds(args.seeds)
     g = load_generator(args.ckpt, device=args.device)
+    edit = None
+    if args.direction:
+        from .directions import DomainEdit, load_direction, parse_direction_arg
+        pairs = [parse_direction_arg(text) for text in args.direction]
+        edit = DomainEdit(g, [(load_direction(path), weight) for path, weight in pairs])
+        print("directions: " + ", ".join(f"{path} x {weight:g}" for path, weight in pairs))
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     raw = []
@@ -33,7 +39,10 @@ def cmd_generate(args) -> int:
                       disable=not sys.stderr.isatty()):
             batch = seeds[i:i + args.batch]
             z = z_from_seeds(batch, g.style_dim).to(args.device)
-            img = g.generate(z, truncation=args.truncation, noise_mode=args.noise_mode)
+            if edit is None:
+                img = g.generate(z, truncation=args.truncation, noise_mode=args.noise_mode)
+            else:
+                img = edit.generate(z, truncation=args.truncation, noise_mode=args.noise_mode)
             raw.append(img.float().cpu())
             for seed, im in zip(batch, img):
                 save_image(im, outdir / f"seed{seed:04d}.png")
@@ -117,17 +126,52 @@ def cmd_evaluate(args) -> int:
 
 def cmd_train(args) -> int:
     from adapt_common.config import load_config
+    from .parameterizations import DIRECTION_KINDS
     from .training.engine import GanTrainConfig, train
     cfg = load_config(GanTrainConfig, args.config, args.overrides)
     trainer = train(cfg, resume=args.resume)
     if trainer.rank == 0:
         out = Path(cfg.exp.run_dir)
         trainer.export_adapter(out / "adapter.safetensors")
+        if trainer.param.name in DIRECTION_KINDS:
+            trainer.export_direction(out / "direction.safetensors")
+            print(f"wrote {out / 'direction.safetensors'} (use it with generate --direction)")
         if args.export_generator:
             trainer.export_generator(args.export_generator)
             print(f"wrote the adapted generator (EMA, merged) to {args.export_generator}")
         print(f"done: {trainer.step} steps; adapter.safetensors (only the trained tensors, "
               f"{trainer.param.num_trainable():,} values), samples, log.csv and checkpoint.pt in {out}")
+    return 0
+
+
+def cmd_direction(args) -> int:
+    """Inspect, sparsify, mix or import direction files."""
+    from .directions import load_direction, mix, parse_direction_arg
+    if args.action == "info":
+        for path in args.files:
+            d = load_direction(path)
+            info = {"file": path, "kind": d.kind, "size": d.size, "nonzero": int((d.delta != 0).sum()),
+                    "norm": round(float(d.delta.norm()), 6), "layers": [f"{n}:{c}" for n, c in d.layers],
+                    **{k: v for k, v in d.meta.items() if k in ("domain", "prompt", "reference_hash", "base_generator",
+                                                              "imported_from", "sparse_keep", "mixed")}}
+            print(json.dumps(info, indent=2, default=str))
+        return 0
+    if not args.out:
+        raise ValueError(f"direction {args.action} needs --out FILE.safetensors")
+    if args.action == "sparse":
+        (src,) = args.files if len(args.files) == 1 else (None,)
+        if src is None:
+            raise ValueError("direction sparse takes one file")
+        d = load_direction(src).sparse(args.keep)
+    elif args.action == "mix":
+        pairs = [parse_direction_arg(text) for text in args.files]
+        d = mix([load_direction(p) for p, _ in pairs], [w for _, w in pairs])
+    else:  # import: an official .pt (or any readable direction) rewritten in our format
+        if len(args.files) != 1:
+            raise ValueError("direction import takes one file")
+        d = load_direction(args.files[0])
+    d.save(args.out)
+    print(f"wrote {args.out}: {d.kind}, {int((d.delta != 0).sum())} of {d.size} values set")
     return 0
 
 
@@ -140,14 +184,17 @@ def cmd_export(args) -> int:
     if not (run / "config.yaml").is_file() or not (run / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{run} is not a training run folder (it needs config.yaml and checkpoint.pt, "
                                 "as `python -m gan_adapt train` writes them)")
-    if not (args.adapter or args.generator):
-        raise ValueError("nothing to export: pass --adapter FILE and/or --generator FILE")
+    if not (args.adapter or args.generator or args.direction):
+        raise ValueError("nothing to export: pass --adapter, --direction and/or --generator FILE")
     cfg = load_config(GanTrainConfig, [run / "config.yaml"], [f"exp.run_dir={run}"])
     trainer = GanTrainer(cfg, quiet=True)
     trainer.load_state_dict(load_training_state(run / "checkpoint.pt"))
     if args.adapter:
         trainer.export_adapter(args.adapter)
         print(f"wrote {args.adapter}: {trainer.param.describe()} at step {trainer.step}")
+    if args.direction:
+        trainer.export_direction(args.direction)
+        print(f"wrote {args.direction}: the {trainer.param.name} run's direction at step {trainer.step}")
     if args.generator:
         trainer.export_generator(args.generator)
         print(f"wrote {args.generator}: the merged EMA generator and the discriminator at step {trainer.step}")
@@ -164,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--truncation", type=float, default=1.0, help="psi; < 1 pulls w towards latent_avg")
     g.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
     g.add_argument("--outdir", required=True)
+    g.add_argument("--direction", action="append", default=[], metavar="FILE[:WEIGHT]",
+                   help="apply a direction file (ours or an official StyleDomain/HyperDomainNet .pt) with a weight "
+                        "(default 1; negative allowed); repeat to mix several")
     g.add_argument("--save-raw", metavar="FILE.npy", help="also save the raw float32 N x 3 x H x W output")
     g.add_argument("--batch", type=int, default=4)
     g.add_argument("--device", default="cpu")
@@ -191,10 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.iters=500")
     t.set_defaults(func=cmd_train)
 
+    dr = sub.add_parser("direction", help="direction files: info, sparse (keep the largest |Δ|), mix (weighted "
+                                           "sum), import (official StyleDomain/HyperDomainNet .pt -> ours)")
+    dr.add_argument("action", choices=["info", "sparse", "mix", "import"])
+    dr.add_argument("files", nargs="+", metavar="FILE[:WEIGHT]", help="direction files (weights only for mix)")
+    dr.add_argument("--out", help="output .safetensors (sparse, mix, import)")
+    dr.add_argument("--keep", type=float, default=0.2, help="sparse: fraction of values kept (default 0.2)")
+    dr.set_defaults(func=cmd_direction)
+
     x = sub.add_parser("export", help="write the adapter (trained tensors only) and/or the merged generator of a "
                                       "training run from its latest checkpoint")
     x.add_argument("run_dir", help="the run's exp.run_dir (holds config.yaml and checkpoint.pt)")
     x.add_argument("--adapter", metavar="FILE.safetensors", help="only the trained tensors, with a JSON manifest")
+    x.add_argument("--direction", metavar="FILE.safetensors", help="a direction/dommod run as a direction file")
     x.add_argument("--generator", metavar="FILE", help="the merged EMA generator with the discriminator "
                                                        "(.pt or .safetensors)")
     x.set_defaults(func=cmd_export)

@@ -188,6 +188,9 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_ch, bias_init=1)
+        # Optional module returning a [C_in] or [B, C_in] multiplier of the demodulated weight (a trained
+        # HyperDomainNet domain modulation; see gan_adapt.parameterizations). None in a plain generator.
+        self.domain_modulation: nn.Module | None = None
         self.impl = "auto"
 
     def extra_repr(self):
@@ -201,6 +204,9 @@ class ModulatedConv2d(nn.Module):
     def forward_parts(self, x, s, weight_mult=None):
         """(output, demod): demod [B, O] is still to be multiplied into the output, or None when it has
         already been folded into the weights. Lets :class:`StyledConv` fuse it with what follows."""
+        if self.domain_modulation is not None:
+            mult = self.domain_modulation()
+            weight_mult = mult if weight_mult is None else weight_mult * mult
         if self.impl == "ref" or x.is_cuda or (x.shape[0] == 1 and weight_mult is None):
             return self._forward_fused(x, s, weight_mult), None
         return self._forward_activations(x, s, weight_mult)
@@ -556,10 +562,12 @@ class Generator(nn.Module):
         return (image, latent) if return_latents else (image, None)
 
     def generate(self, z: torch.Tensor | None = None, *, w: torch.Tensor | None = None, truncation: float = 1.0,
-                 noise_mode: str = "const", style_edit: StyleEdit | None = None) -> torch.Tensor:
+                 noise_mode: str = "const", style_edit: StyleEdit | None = None,
+                 weight_mults: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Image from z [B, D], w [B, D] or w+ [B, L, D], with truncation towards ``latent_avg``.
 
-        ``style_edit(layer, s) -> s'`` changes the style vectors before synthesis (StyleSpace edits).
+        ``style_edit(layer, s) -> s'`` changes the style vectors before synthesis (StyleSpace edits, StyleDomain
+        directions); ``weight_mults`` multiply the demodulated weights per layer (domain modulations).
         """
         if (z is None) == (w is None):
             raise ValueError("pass exactly one of z or w")
@@ -569,7 +577,7 @@ class Generator(nn.Module):
         styles = self.styles_from_latent(w)
         if style_edit is not None:
             styles = [style_edit(layer, s) for layer, s in zip(self._style_layers, styles)]
-        return self.synthesis(styles, noise_mode)
+        return self.synthesis(styles, noise_mode, weight_mults)
 
 
 # ----------------------------------------------------------------------------------------------------------

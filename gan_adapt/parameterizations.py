@@ -11,11 +11,14 @@ unfreeze a subset of the copy's own tensors; the others add small offsets throug
 | ``syntconv`` | conv and toRGB kernels, their biases, noise strengths | 23,598,476 |
 | ``affine`` | every affine (modulation) layer, weight and bias | 4,662,144 |
 | ``stylespace`` | an additive offset Δs on every style vector, toRGB included | 9,088 |
+| ``direction`` | StyleDomain direction: the offset Δs on the 17 convs' style vectors only | 6,048 |
+| ``dommod`` | HyperDomainNet domain modulation: conv weights × (1 + d) per input channel, after demod | 6,048 |
 | ``affine_plus`` | Affine + additive (O, I, 1, 1) offsets of the block-64 convs and toRGB | 5,187,968 |
 | ``affine_light_plus`` | rank-r (5) additive offsets U·V of every affine + the same block offsets | 637,824 |
 
 The additive StyleSpace offset is an offset of the modulation bias: ``s = A w + b`` so ``s + Δs = A w + (b +
-Δs)``. Weight offsets act on the stored weight before modulation and demodulation, as in StyleDomain's
+Δs)``. A domain modulation multiplies the *demodulated* weight (what HyperDomainNet's released code does), so
+it is not a weight edit and has no merged plain generator. Weight offsets act on the stored weight before modulation and demodulation, as in StyleDomain's
 DissimilarDomains code; they are shared across the 3x3 kernel.
 """
 from __future__ import annotations
@@ -32,7 +35,10 @@ from adapt_common.files import tensors_hash
 
 from .networks import Generator
 
-PARAMETERIZATIONS = ("full", "mapping", "syntconv", "affine", "stylespace", "affine_plus", "affine_light_plus")
+PARAMETERIZATIONS = ("full", "mapping", "syntconv", "affine", "stylespace", "direction", "dommod", "affine_plus",
+                     "affine_light_plus")
+#: Parameterizations whose trained tensors are one vector per conv layer (the direction-file kinds).
+DIRECTION_KINDS = {"direction": "s_delta", "dommod": "cin_mult"}
 
 
 class AddOffset(nn.Module):
@@ -45,6 +51,19 @@ class AddOffset(nn.Module):
 
     def forward(self, x):
         return x + self.alpha * self.offset.to(x.dtype)
+
+
+class DomainModulation(nn.Module):
+    """HyperDomainNet's domain modulation of one conv: () -> 1 + alpha * d, d [C_in] zero-initialised; the conv
+    multiplies its demodulated weight by it per input channel (``ModulatedConv2d.domain_modulation``)."""
+
+    def __init__(self, channels: int, device=None):
+        super().__init__()
+        self.params_in = nn.Parameter(torch.zeros(channels, device=device))
+        self.alpha = 1.0
+
+    def forward(self):
+        return 1 + self.alpha * self.params_in
 
 
 class AddLowRank(nn.Module):
@@ -103,10 +122,16 @@ class Parameterization(nn.Module):
         for n in self._unfrozen:
             g.get_parameter(n).requires_grad_(True)
 
-        if name == "stylespace":
+        if name in ("stylespace", "direction"):
             for layer in layers:
+                if name == "direction" and layer.kind != "conv":
+                    continue
                 mod = g.get_submodule(layer.name).conv.modulation
                 parametrize.register_parametrization(mod, "bias", AddOffset((layer.channels,), device))
+        if name == "dommod":
+            for layer in layers:
+                if layer.kind == "conv":
+                    g.get_submodule(layer.name).conv.domain_modulation = DomainModulation(layer.channels, device)
         if name == "affine_light_plus":
             for layer in layers:
                 mod = g.get_submodule(layer.name).conv.modulation
@@ -123,7 +148,8 @@ class Parameterization(nn.Module):
     # -- what trains -----------------------------------------------------------------------------------------
 
     def _offset_modules(self) -> list[tuple[str, nn.Module]]:
-        return [(n, m) for n, m in self.generator.named_modules() if isinstance(m, (AddOffset, AddLowRank))]
+        return [(n, m) for n, m in self.generator.named_modules()
+                if isinstance(m, (AddOffset, AddLowRank, DomainModulation))]
 
     def _offset_parameters(self) -> list[nn.Parameter]:
         return [p for _, m in self._offset_modules() for p in m.parameters()]
@@ -171,6 +197,9 @@ class Parameterization(nn.Module):
         Built fresh and filled with the parametrized values: removing parametrizations from a deep copy would
         break this one too (parametrize injects a class that the copy shares).
         """
+        if self.name == "dommod":
+            raise ValueError("a domain modulation multiplies the demodulated weights, so it cannot be merged into a "
+                             "plain generator; save it as a direction file (gan_adapt.directions) instead")
         g = Generator(config=self.generator.config).to(next(self.generator.parameters()).device)
         sd = {}
         with torch.no_grad():

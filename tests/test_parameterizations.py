@@ -7,11 +7,12 @@ from conftest import TINY
 from gan_adapt.networks import Generator
 from gan_adapt.parameterizations import PARAMETERIZATIONS, Parameterization
 
-# (size, channel_base): counts for full, mapping, syntconv, affine, stylespace, affine_plus, affine_light_plus
+# (size, channel_base): counts for full, mapping, syntconv, affine, stylespace, direction, dommod, affine_plus,
+# affine_light_plus
 COUNTS = {
-    (1024, 32768): [30_370_060, 2_101_248, 23_598_476, 4_662_144, 9_088, 5_187_968, 637_824],
-    (512, 32768): [30_276_583, 2_101_248, 23_570_663, 4_596_480, 8_960, 5_122_304, 629_504],
-    (256, 16384): [24_767_458, 2_101_248, 18_849_506, 3_808_512, 7_424, 4_005_888, 285_696],  # ADA paper256
+    (1024, 32768): [30_370_060, 2_101_248, 23_598_476, 4_662_144, 9_088, 6_048, 6_048, 5_187_968, 637_824],
+    (512, 32768): [30_276_583, 2_101_248, 23_570_663, 4_596_480, 8_960, 5_952, 5_952, 5_122_304, 629_504],
+    (256, 16384): [24_767_458, 2_101_248, 18_849_506, 3_808_512, 7_424, 4_928, 4_928, 4_005_888, 285_696],  # paper256
 }
 
 
@@ -20,6 +21,13 @@ def test_trainable_counts_match_styledomain(size, base):
     with torch.device("meta"):
         g = Generator(size, 512, 8, channel_base=base)
     assert [Parameterization(n, g).num_trainable() for n in PARAMETERIZATIONS] == COUNTS[(size, base)]
+
+
+def test_direction_sizes_at_256_config_f():
+    with torch.device("meta"):
+        g = Generator(256, 512, 8, channel_multiplier=2)
+    assert [Parameterization(n, g).num_trainable() for n in ("direction", "dommod", "stylespace")] == [5760, 5760,
+                                                                                                    8704]
 
 
 @pytest.fixture
@@ -66,7 +74,7 @@ def test_stylespace_offset_is_a_style_edit(source):
     torch.testing.assert_close(p.generator.generate(z), source.generate(z), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["affine_plus", "affine_light_plus", "stylespace", "mapping"])
+@pytest.mark.parametrize("name", ["affine_plus", "affine_light_plus", "stylespace", "direction", "mapping"])
 def test_export_import_and_merge(source, name):
     p = Parameterization(name, source, block=16)
     with torch.no_grad():

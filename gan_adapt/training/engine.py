@@ -431,6 +431,13 @@ class GanTrainer:
         return save_adapter(self.ema, path, source_hash=self.source_hash, domain=self.cfg.data.source,
                             extra={"steps": self.step, "training_config": to_dict(self.cfg)})
 
+    def export_direction(self, path: str | Path) -> Path:
+        """A ``direction`` / ``dommod`` run's EMA vector as a portable direction file (gan_adapt.directions)."""
+        from ..directions import Direction
+        d = Direction.from_parameterization(self.ema, domain=self.cfg.data.source, steps=self.step,
+                                            training_config=to_dict(self.cfg))
+        return d.save(path)
+
     def export_generator(self, path: str | Path) -> Path:
         """The EMA generator with everything merged, as a full checkpoint (with the discriminator)."""
         from ..formats import StyleGANCheckpoint, save_checkpoint

@@ -1,0 +1,356 @@
+"""Domain directions: StyleDomain's Δs and HyperDomainNet's domain modulation d as small portable files.
+
+Both are one vector per modulated 3x3 conv, in generation order (``conv1``, ``convs.0`` ... ``convs.15`` at
+1024 px: 17 vectors, 6,048 numbers), and differ in where they act:
+
+- ``s_delta`` (StyleDomain direction): added to the style vector before modulation, ``s' = s + α·Δs``;
+- ``cin_mult`` (HyperDomainNet domain modulation): multiplies the demodulated conv weight per input channel,
+  ``W'' = demod(W·s) · (1 + α·d)``.
+
+They are not interchangeable, so every :class:`Direction` carries its kind, and a weighted set of directions
+(:class:`DomainEdit`) adds the Δs of the first kind and the α·d of the second.
+
+File format (``.safetensors``): a float32 tensor ``delta`` [N] (or, for a sparse direction, ``indices`` int64
+and ``values`` float32 with ``size`` in the manifest) and a JSON manifest in the metadata (also written beside the
+file as ``<file>.json``): kind, per-layer names and channels, the base generator's content hash and
+architecture, domain, prompt or reference hash, training config, metrics, recommended strength.
+
+The official StyleDomain / HyperDomainNet checkpoints (``models_*.pt``, ``td_*.pt``, ``im2im_*.pt`` with
+``patch_key`` ``s_delta`` or ``cin_mult``) load through :func:`load_direction` too, with safe loading.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from adapt_common.files import atomic_path, tensors_hash
+from .adapter_files import TransferNote
+from .networks import Generator, StyleLayer
+from .parameterizations import DIRECTION_KINDS, Parameterization
+
+FORMAT = "domain-adapt/direction"
+VERSION = "1"
+KINDS = ("s_delta", "cin_mult")
+KIND_PARAMETERIZATION = {kind: name for name, kind in DIRECTION_KINDS.items()}
+
+
+class DirectionFileError(ValueError):
+    """A direction file that cannot be read, or that does not fit the generator it is applied to."""
+
+
+def conv_layers(g: Generator) -> list[StyleLayer]:
+    """The modulated 3x3 convs of ``g`` in generation order: the layers a direction has one vector for."""
+    return [layer for layer in g.style_layers() if layer.kind == "conv"]
+
+
+@dataclass
+class Direction:
+    """One domain direction: ``delta`` [N] split over ``layers`` [(conv name, channels)]."""
+
+    kind: str
+    layers: list[tuple[str, int]]
+    delta: torch.Tensor
+    meta: dict = field(default_factory=dict)
+    path: str | None = None  # the file it was loaded from (named in messages)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise DirectionFileError(f"unknown direction kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        self.layers = [(str(n), int(c)) for n, c in self.layers]
+        self.delta = self.delta.detach().reshape(-1).float().cpu()
+        if self.delta.numel() != self.size:
+            raise DirectionFileError(f"the direction has {self.delta.numel()} values, its layers need {self.size}")
+
+    # -- shape -----------------------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return sum(c for _, c in self.layers)
+
+    @property
+    def channels(self) -> list[int]:
+        return [c for _, c in self.layers]
+
+    def vectors(self) -> dict[str, torch.Tensor]:
+        """{conv layer name: its [C] vector}."""
+        return dict(zip([n for n, _ in self.layers], self.delta.split(self.channels)))
+
+    @property
+    def nonzero_fraction(self) -> float:
+        return float((self.delta != 0).float().mean())
+
+    # -- algebra (mixing) ----------------------------------------------------------------------------------
+
+    def _check_same(self, other: "Direction") -> None:
+        if other.kind != self.kind or other.channels != self.channels:
+            raise DirectionFileError(f"cannot add a {other.kind} direction over {other.channels} channels to a "
+                                     f"{self.kind} direction over {self.channels}: use a DomainEdit to combine "
+                                     "directions of different kinds")
+
+    def __mul__(self, a: float) -> "Direction":
+        return Direction(self.kind, self.layers, self.delta * float(a), {**self.meta, "derived": "scaled"})
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "Direction":
+        return self * -1.0
+
+    def __add__(self, other: "Direction") -> "Direction":
+        self._check_same(other)
+        return Direction(self.kind, self.layers, self.delta + other.delta, {**self.meta, "derived": "sum"})
+
+    def __sub__(self, other: "Direction") -> "Direction":
+        return self + (-other)
+
+    def sparse(self, keep: float = 0.2) -> "Direction":
+        """StyleDomain's sparse direction: keep the ``keep`` fraction of largest |Δ| and zero the rest (ties at
+        the threshold are broken by position, so exactly ``round(keep·N)`` survive)."""
+        if not 0 < keep <= 1:
+            raise ValueError(f"keep must be in (0, 1], got {keep}")
+        n_keep = max(1, round(keep * self.size))
+        idx = self.delta.abs().argsort(descending=True, stable=True)[:n_keep]
+        out = torch.zeros_like(self.delta)
+        out[idx] = self.delta[idx]
+        return Direction(self.kind, self.layers, out, {**self.meta, "sparse_keep": keep})
+
+    # -- fitting a generator ---------------------------------------------------------------------------------
+
+    def check_fits(self, g: Generator) -> None:
+        """Refuse a generator whose conv layers differ; note (warn) a transfer to another generator of the same
+        layout (StyleDomain's transfer property)."""
+        source = self.path or "this direction"
+        mine = [(layer.name, layer.channels) for layer in conv_layers(g)]
+        if mine != self.layers:
+            raise DirectionFileError(
+                f"{source} was made for a generator with {len(self.layers)} conv layers of channels "
+                f"{self.channels} ({self.size} values); this generator ({g.size}px) has {len(mine)} with "
+                f"{[c for _, c in mine]} ({sum(c for _, c in mine)}). Use a direction trained for this "
+                "architecture.")
+        base = self.meta.get("base_generator", {}).get("hash")
+        this = tensors_hash(g.state_dict())
+        if base != this:
+            what = f"generator {base}" if base else "an unrecorded generator"
+            warnings.warn(TransferNote(f"{source} was trained on {what}; applying it to {this}, a generator of the "
+                                       "same architecture (a transfer)"), stacklevel=3)
+
+    # -- parameterizations ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_parameterization(cls, param: Parameterization, **meta) -> "Direction":
+        """The trained vector of a ``direction`` or ``dommod`` parameterization."""
+        if param.name not in DIRECTION_KINDS:
+            raise ValueError(f"only {' and '.join(DIRECTION_KINDS)} parameterizations are directions, "
+                             f"not {param.name!r}")
+        g = param.generator
+        vecs = [_trained_vector(g, layer.name, param.name) for layer in conv_layers(g)]
+        layers = [(layer.name, layer.channels) for layer in conv_layers(g)]
+        meta = {"base_generator": {"hash": param.source_hash, "architecture": _arch(g)}, **meta}
+        return cls(DIRECTION_KINDS[param.name], layers, torch.cat(vecs), meta)
+
+    def parameterization(self, g: Generator) -> Parameterization:
+        """A trainable parameterization of ``g`` holding this direction (to continue training it)."""
+        self.check_fits(g)
+        param = Parameterization(KIND_PARAMETERIZATION[self.kind], g)
+        with torch.no_grad():
+            for name, vec in self.vectors().items():
+                _trained_vector(param.generator, name, param.name).copy_(vec)
+        return param
+
+    # -- files -----------------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, *, sparse: bool | None = None) -> Path:
+        """Write the direction (``sparse``: as indices + values; default when under half the values are set)."""
+        path = Path(path)
+        if sparse is None:
+            sparse = self.nonzero_fraction < 0.5
+        if sparse:
+            idx = self.delta.nonzero().reshape(-1)
+            tensors = {"indices": idx.to(torch.int64).contiguous(), "values": self.delta[idx].contiguous()}
+        else:
+            tensors = {"delta": self.delta.contiguous()}
+        manifest = {"format": FORMAT, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "kind": self.kind, "size": self.size, "nonzero": int((self.delta != 0).sum()),
+                    "layers": [{"name": n, "channels": c} for n, c in self.layers], **self.meta}
+        text = json.dumps(manifest, default=str)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT, "manifest": text})
+        with atomic_path(path.with_suffix(path.suffix + ".json")) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        return path
+
+
+def _arch(g: Generator) -> dict:
+    cfg = g.config.to_dict()
+    cfg.pop("conv_clamp", None)
+    return cfg
+
+
+def _trained_vector(g: Generator, layer: str, param_name: str) -> torch.Tensor:
+    conv = g.get_submodule(layer).conv
+    if param_name == "direction":
+        return conv.modulation.parametrizations.bias[0].offset
+    return conv.domain_modulation.params_in
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_direction(path: str | Path) -> Direction:
+    """A direction from our ``.safetensors`` files or an official StyleDomain / HyperDomainNet ``.pt``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such direction file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":  # a torch zip checkpoint
+        return _load_official(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        if head[:1] == b"\x80":  # a legacy (non-zip) torch checkpoint
+            return _load_official(path)
+        raise DirectionFileError(f"{path}: neither a readable safetensors direction file nor a torch checkpoint; "
+                                 f"it is truncated or corrupt ({e})") from e
+    if meta.get("format") != FORMAT:
+        hint = " (an adapter file: load it with gan_adapt.adapter_files.load_adapter)" \
+            if meta.get("format") == "domain-adapt/parameterization" else ""
+        raise DirectionFileError(f"{path}: a safetensors file, but not a {FORMAT} file (format "
+                                 f"{meta.get('format')!r}){hint}")
+    try:
+        manifest = json.loads(meta["manifest"])
+        layers = [(entry["name"], entry["channels"]) for entry in manifest["layers"]]
+    except (KeyError, ValueError, TypeError) as e:
+        raise DirectionFileError(f"{path}: its manifest is missing or malformed ({e})") from e
+    if "delta" in tensors:
+        delta = tensors["delta"]
+    elif {"indices", "values"} <= set(tensors):
+        delta = torch.zeros(int(manifest["size"]))
+        delta[tensors["indices"].long()] = tensors["values"].float()
+    else:
+        raise DirectionFileError(f"{path}: holds {sorted(tensors)}, expected 'delta' or 'indices' + 'values'")
+    keep = ("format", "version", "kind", "size", "nonzero", "layers")
+    return Direction(manifest["kind"], layers, delta, {k: v for k, v in manifest.items() if k not in keep}, str(path))
+
+
+_HEAD = re.compile(r"^heads\.conv_(\d+)\.params_in$")
+
+
+def official_conv_channels(img_size: int, channel_multiplier: float = 2) -> list[int]:
+    """c_in of the 17 (at 1024) convs of the rosinality generator the official code builds."""
+    with torch.device("meta"):
+        g = Generator(img_size, 512, 1, channel_multiplier=channel_multiplier)
+    return [layer.channels for layer in conv_layers(g)]
+
+
+def _load_official(path: Path) -> Direction:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing here
+        raise DirectionFileError(
+            f"{path}: a torch checkpoint that cannot be loaded safely (weights_only=True: {e}). Official "
+            "StyleDomain / HyperDomainNet direction files hold only tensors and plain values; this one holds "
+            "other objects, so it is not loaded (no arbitrary code is executed)") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise DirectionFileError(f"{path}: not a StyleDomain / HyperDomainNet checkpoint (no 'state_dict'); "
+                                 "for generators use gan_adapt.formats.load_checkpoint")
+    patch_key = ckpt.get("patch_key")
+    model_type = ckpt.get("model_type", "parametrization")
+    if model_type not in ("parametrization", "parameterization") or patch_key not in KINDS:
+        raise DirectionFileError(f"{path}: a {model_type!r} checkpoint with patch_key {patch_key!r}; only direction "
+                                 f"checkpoints (patch_key in {KINDS}) can be imported as directions")
+    heads = {}
+    for k, v in ckpt["state_dict"].items():
+        m = _HEAD.match(k)
+        if m:
+            heads[int(m.group(1))] = v.reshape(-1)
+    if not heads or sorted(heads) != list(range(len(heads))):
+        raise DirectionFileError(f"{path}: expected heads.conv_0..N.params_in tensors, found {sorted(heads)}")
+    vecs = [heads[i] for i in range(len(heads))]  # numeric order: conv_10 after conv_9
+    sg2 = ckpt.get("sg2_params") or {}
+    size = int(sg2.get("img_size", 1024))
+    expected = official_conv_channels(size, float(sg2.get("channel_multiplier", 2)))
+    got = [v.numel() for v in vecs]
+    if got != expected:
+        raise DirectionFileError(f"{path}: head sizes {got} do not match the {size}px config-f generator named by "
+                                 f"its sg2_params ({expected})")
+    names = ["conv1"] + [f"convs.{i}" for i in range(len(vecs) - 1)]
+    meta = {"imported_from": str(path.name), "official": {"da_type": ckpt.get("da_type"), "sg2_params": sg2},
+            "base_generator": {"hash": None, "architecture": {"size": size}}}
+    if "style_latents" in ckpt:
+        meta["has_style_latents"] = True
+    return Direction(patch_key, list(zip(names, got)), torch.cat(vecs).float(), meta, str(path))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Applying weighted sets of directions
+
+
+class DomainEdit:
+    """A weighted set of directions applied to a generator: Σ wᵢ·Δsᵢ added to the conv styles and
+    1 + Σ wⱼ·dⱼ multiplying the demodulated conv weights. Any weights, negative included."""
+
+    def __init__(self, g: Generator, directions: Iterable[tuple[Direction, float]] = (), *, check: bool = True):
+        self.g = g
+        layers = conv_layers(g)
+        self.s_delta: dict[str, torch.Tensor] = {}
+        self.cin_mult: dict[str, torch.Tensor] = {}
+        device = next(g.parameters()).device
+        for d, weight in directions:
+            if check:
+                d.check_fits(g)
+            target = self.s_delta if d.kind == "s_delta" else self.cin_mult
+            for name, vec in d.vectors().items():
+                vec = float(weight) * vec.to(device)
+                target[name] = target[name] + vec if name in target else vec
+        self._layers = g.style_layers()
+        self._names = {layer.name for layer in layers}
+
+    def style_edit(self, layer: StyleLayer, s: torch.Tensor) -> torch.Tensor:
+        delta = self.s_delta.get(layer.name)
+        return s if delta is None else s + delta.to(s.dtype)
+
+    def weight_mults(self) -> list[torch.Tensor | None] | None:
+        if not self.cin_mult:
+            return None
+        return [1 + self.cin_mult[layer.name] if layer.name in self.cin_mult else None for layer in self._layers]
+
+    def generate(self, z: torch.Tensor | None = None, *, w: torch.Tensor | None = None, truncation: float = 1.0,
+                 noise_mode: str = "const") -> torch.Tensor:
+        return self.g.generate(z, w=w, truncation=truncation, noise_mode=noise_mode,
+                               style_edit=self.style_edit if self.s_delta else None, weight_mults=self.weight_mults())
+
+
+def mix(directions: Sequence[Direction], weights: Sequence[float]) -> Direction:
+    """Σ wᵢ·dᵢ of directions of one kind as a new direction (StyleDomain's mixability)."""
+    if len(directions) != len(weights) or not directions:
+        raise ValueError(f"need one weight per direction, got {len(directions)} directions, {len(weights)} weights")
+    out = directions[0] * weights[0]
+    for d, a in zip(directions[1:], weights[1:]):
+        out = out + d * a
+    out.meta = {"derived": "mix", "base_generator": directions[0].meta.get("base_generator", {}),
+                "mixed": [{"domain": d.meta.get("domain", ""), "weight": float(a)} for d, a in zip(directions, weights)]}
+    return out
+
+
+def parse_direction_arg(text: str) -> tuple[str, float]:
+    """``FILE[:weight]`` (as given to ``generate --direction``) -> (path, weight); a Windows drive letter or a
+    colon inside the path is kept when what follows the last colon is not a number."""
+    path, sep, tail = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(tail)
+        except ValueError:
+            pass
+    return text, 1.0
