@@ -175,6 +175,68 @@ def cmd_direction(args) -> int:
     return 0
 
 
+def _keyframes(specs: list[str], default_ckpt: str | None, device: str):
+    """``--key`` specs -> keyframes. A spec is a comma-separated list of items: ``g=CKPT`` (a generator),
+    ``a=ADAPTER`` (a few-shot adapter merged into the current generator), ``DIR[:W]`` (a direction)."""
+    from .adapter_files import load_adapter
+    from .directions import load_direction, parse_direction_arg
+    from .formats import load_generator
+    from .morphing import Keyframe
+    cache: dict = {}
+
+    def generator(path):
+        if path not in cache:
+            cache[path] = load_generator(path, device=device)
+        return cache[path]
+
+    def adapted(path, base):
+        if (path, id(base)) not in cache:
+            cache[(path, id(base))] = load_adapter(path, base).merged_generator()
+        return cache[(path, id(base))]
+
+    dirs: dict = {}
+    current = generator(default_ckpt) if default_ckpt else None
+    keys = []
+    for spec in specs:
+        base, items = current, []
+        g = None
+        for item in filter(None, (x.strip() for x in spec.split(","))):
+            if item.startswith("g="):
+                base = g = generator(item[2:])
+            elif item.startswith("a="):
+                if base is None:
+                    raise ValueError(f"--key {spec!r}: an adapter needs a generator first (g=CKPT or --ckpt)")
+                g = adapted(item[2:], base)
+            else:
+                path, weight = parse_direction_arg(item)
+                if path not in dirs:
+                    dirs[path] = load_direction(path)
+                items.append((dirs[path], weight))
+        current = g or current
+        if current is None:
+            raise ValueError(f"--key {spec!r}: no generator yet; pass --ckpt or start the first key with g=CKPT")
+        keys.append(Keyframe(current, items, spec))
+    return keys
+
+
+def cmd_morph(args) -> int:
+    import torch
+
+    from .morphing import morph, save_gif, save_mp4, save_strip
+    from .seeds import parse_seeds, z_from_seeds
+    _threads(args.threads)
+    keys = _keyframes(args.key, args.ckpt, args.device)
+    z = z_from_seeds(parse_seeds(args.seeds), keys[0].generator.style_dim)
+    frames = morph(keys, z, args.steps, truncation=args.truncation, noise_mode=args.noise_mode)
+    out = Path(args.out)
+    save_strip(frames, out / "strip.png")
+    save_gif(frames, out / "morph.gif", fps=args.fps)
+    save_mp4(frames, out / "morph.mp4", fps=args.fps)
+    torch.save(frames.half(), out / "frames.pt")
+    print(f"wrote {frames.shape[0]} frames x {frames.shape[1]} samples: {out}/strip.png, morph.gif, morph.mp4")
+    return 0
+
+
 def cmd_export(args) -> int:
     """Files from a run folder's latest checkpoint, without finishing (or re-running) the training."""
     from adapt_common.config import load_config
@@ -248,6 +310,26 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--out", help="output .safetensors (sparse, mix, import)")
     dr.add_argument("--keep", type=float, default=0.2, help="sparse: fraction of values kept (default 0.2)")
     dr.set_defaults(func=cmd_direction)
+
+    mo = sub.add_parser("morph", help="frames between domains: direction ramps and mixes, weight morphs between "
+                                      "generators; writes a strip, a GIF and an MP4",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="example (the paper's combined morph):\n"
+                               "  --ckpt src.safetensors --key '' --key sketch.safetensors:0.8 \\\n"
+                               "  --key g=dog.safetensors,sketch.safetensors:0.8 --key popart.safetensors:0.8")
+    mo.add_argument("--ckpt", help="the generator of keys that name none")
+    mo.add_argument("--key", action="append", required=True,
+                    help="a keyframe: comma-separated g=CKPT (generator), a=ADAPTER (few-shot adapter on the "
+                         "current generator), DIR[:WEIGHT] (directions); repeat, in order")
+    mo.add_argument("--seeds", default="0-3")
+    mo.add_argument("--steps", type=int, default=8, help="frames per segment, both keyframes included")
+    mo.add_argument("--truncation", type=float, default=1.0)
+    mo.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
+    mo.add_argument("--fps", type=float, default=8)
+    mo.add_argument("--out", required=True, help="folder for strip.png, morph.gif, morph.mp4")
+    mo.add_argument("--device", default="cpu")
+    mo.add_argument("--threads", type=int, default=None)
+    mo.set_defaults(func=cmd_morph)
 
     x = sub.add_parser("export", help="write the adapter (trained tensors only) and/or the merged generator of a "
                                       "training run from its latest checkpoint")
