@@ -124,9 +124,34 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+TRAINERS = ("adversarial", "clip")
+
+
+def trainer_kind(files: list[str], overrides: list[str]) -> str:
+    """Which trainer a config is for: its ``exp.trainer`` (the last one given wins; default adversarial)."""
+    from omegaconf import OmegaConf
+    kind = "adversarial"
+    for f in files:
+        if Path(f).is_file():
+            kind = OmegaConf.select(OmegaConf.load(f), "exp.trainer", default=kind)
+    for item in overrides:
+        if item.startswith("exp.trainer="):
+            kind = item.split("=", 1)[1]
+    if kind not in TRAINERS:
+        raise ValueError(f"exp.trainer={kind!r}: expected one of {', '.join(TRAINERS)}")
+    return kind
+
+
 def cmd_train(args) -> int:
     from adapt_common.config import load_config
     from .parameterizations import DIRECTION_KINDS
+    if trainer_kind(args.config, args.overrides) == "clip":
+        from .training.clip_guided import OneShotConfig, train as train_clip
+        if args.export_generator:
+            raise ValueError("--export-generator is for adversarial runs; a one-shot run writes its direction or "
+                             "adapter file (apply it with generate --direction or load_adapter)")
+        train_clip(load_config(OneShotConfig, args.config, args.overrides), resume=args.resume)
+        return 0
     from .training.engine import GanTrainConfig, train
     cfg = load_config(GanTrainConfig, args.config, args.overrides)
     trainer = train(cfg, resume=args.resume)
@@ -248,6 +273,17 @@ def cmd_export(args) -> int:
                                 "as `python -m gan_adapt train` writes them)")
     if not (args.adapter or args.generator or args.direction):
         raise ValueError("nothing to export: pass --adapter, --direction and/or --generator FILE")
+    if trainer_kind([str(run / "config.yaml")], []) == "clip":
+        from .training.clip_guided import ClipTrainer, OneShotConfig
+        if args.generator or args.adapter:
+            raise ValueError("a one-shot run exports with --direction FILE (direction/dommod runs); other "
+                             "parameterizations write their adapter.safetensors when they finish")
+        trainer = ClipTrainer(load_config(OneShotConfig, [run / "config.yaml"], [f"exp.run_dir={run}"]), quiet=True)
+        trainer.load_state_dict(load_training_state(run / "checkpoint.pt"))
+        from .directions import Direction
+        Direction.from_parameterization(trainer.param, **trainer.result_meta()).save(args.direction)
+        print(f"wrote {args.direction}: the {trainer.param.name} run's direction at step {trainer.step}")
+        return 0
     cfg = load_config(GanTrainConfig, [run / "config.yaml"], [f"exp.run_dir={run}"])
     trainer = GanTrainer(cfg, quiet=True)
     trainer.load_state_dict(load_training_state(run / "checkpoint.pt"))
@@ -293,10 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     from adapt_common.config import describe
+    from .training.clip_guided import OneShotConfig
     from .training.engine import GanTrainConfig
-    t = sub.add_parser("train", help="adversarial training: pretraining or few-shot adaptation (config-driven)",
+    t = sub.add_parser("train", help="training from a config: adversarial (pretraining, few-shot) or CLIP-guided "
+                                     "one-shot (exp.trainer=clip)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="config keys and defaults:\n" + describe(GanTrainConfig))
+                       epilog="adversarial config keys and defaults (exp.trainer=adversarial):\n" +
+                       describe(GanTrainConfig) + "\n\none-shot config keys and defaults (exp.trainer=clip):\n" +
+                       describe(OneShotConfig))
     t.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order")
     t.add_argument("--resume", action="store_true", help="continue the run in exp.run_dir from its checkpoint")
     t.add_argument("--export-generator", metavar="FILE", help="also write the merged EMA generator (.pt/.safetensors)")

@@ -43,6 +43,7 @@ from .losses import accumulate_ema, d_logistic_loss, ema_decay_for, g_nonsaturat
 
 @dataclass
 class ExpConfig:
+    trainer: str = "adversarial"  # `python -m gan_adapt train` dispatches on this ("clip": training/clip_guided.py)
     name: str = "gan"
     seed: int = 0
     run_dir: str = "runs/gan"

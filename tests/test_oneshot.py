@@ -1,0 +1,111 @@
+"""One-shot CLIP-guided training: the losses, a short run that lowers its loss, exact resume, text and image
+targets, the direction file it writes, and config dispatch in `python -m gan_adapt train`."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adapt_common.clip_guidance import ClipGuide
+from adapt_common.clip_models import tiny_clip
+from adapt_common.config import load_config
+from adapt_common.training import load_training_state
+from gan_adapt.directions import DomainEdit, load_direction
+from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint
+from gan_adapt.training import clip_guided
+from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_generator):
+    ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
+    clip_path = tmp_path / "clip.pt"
+    torch.save(tiny_clip(0).model.state_dict(), clip_path)
+    return ckpt, clip_path
+
+
+def _cfg(setup, run, *extra):
+    ckpt, clip_path = setup
+    return load_config(OneShotConfig, [], [f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]",
+                                           f"exp.run_dir={run}", "exp.threads=1", "training.batch=3",
+                                           "logging.log_every=1", "logging.sample_every=5", "logging.n_samples=3",
+                                           *extra])
+
+
+def test_losses():
+    a = F.normalize(torch.randn(4, 8), dim=-1)
+    d = F.normalize(torch.randn(8), dim=0)
+    assert ClipGuide.indomain_loss([a], [a]) == 0
+    b = F.normalize(a + 2 * d, dim=-1)  # moved along d: the direction loss is below 1 - 0 (orthogonal)
+    assert ClipGuide.direction_loss([b], [a], [d]) < ClipGuide.direction_loss([b], [a], [-d])
+    collapsed = d.expand(4, 8)
+    assert ClipGuide.indomain_loss([collapsed], [a]) > 0.01  # a collapsed batch breaks the pairwise geometry
+    # Two models: the losses add up.
+    assert torch.isclose(ClipGuide.direction_loss([b, b], [a, a], [d, d]), 2 * ClipGuide.direction_loss([b], [a], [d]))
+    targets = torch.tensor([0, 0, 1, 1])
+    dirs = torch.stack([d, d, -d, -d])
+    assert ClipGuide.tt_direction_loss([b], [dirs], torch.zeros(4, dtype=torch.long)) == 0  # no pair differs
+
+
+def test_text_guided_run_lowers_its_loss_and_writes_a_direction(setup, tmp_path):
+    cfg = _cfg(setup, tmp_path / "run", "target.text=a pencil sketch of a face", "target.domain=sketch",
+               "training.iters=20", "training.mixing=0", "loss.indomain=0.1")
+    trainer = clip_guided.train(cfg, quiet=True)
+    rows = [r.split(",") for r in (tmp_path / "run" / "log.csv").read_text().splitlines()]
+    col = rows[0].index("direction")
+    first = sum(float(r[col]) for r in rows[1:4]) / 3
+    last = sum(float(r[col]) for r in rows[-3:]) / 3
+    assert last < first - 0.02, (first, last)
+    d = load_direction(tmp_path / "run" / "direction.safetensors")
+    assert d.kind == "s_delta" and d.meta["prompt"] == "a pencil sketch of a face" and d.meta["domain"] == "sketch"
+    assert d.size == trainer.param.num_trainable()
+    z = torch.randn(2, trainer.source.style_dim)
+    torch.testing.assert_close(DomainEdit(trainer.source, [(d, 1.0)]).generate(z), trainer.param.generator.generate(z),
+                               rtol=1e-5, atol=1e-5)
+    assert (tmp_path / "run" / "before_after.png").exists()
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [f"step0000{i:02d}.png"
+                                                                                for i in (5, 10, 15, 20)]
+
+
+def test_resume_is_exact(setup, tmp_path, monkeypatch):
+    extra = ["target.image=synthfaces:sketch", "training.iters=6", "logging.checkpoint_every=3",
+             "training.parameterization=dommod", "target.source_mean_n=8", "training.lr=0.02"]
+    straight = clip_guided.train(_cfg(setup, tmp_path / "a", *extra), quiet=True)
+    real = ClipTrainer.train_step
+
+    def crash_after_4(self):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return real(self)
+    monkeypatch.setattr(ClipTrainer, "train_step", crash_after_4)
+    with pytest.raises(KeyboardInterrupt):
+        clip_guided.train(_cfg(setup, tmp_path / "b", *extra), quiet=True)
+    monkeypatch.setattr(ClipTrainer, "train_step", real)
+    assert load_training_state(tmp_path / "b" / "checkpoint.pt")["step"] == 3
+    resumed = clip_guided.train(_cfg(setup, tmp_path / "b", *extra), resume=True, quiet=True)
+    a, b = straight.param.trained_state_dict(), resumed.param.trained_state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and any(a[k].abs().sum() > 0 for k in a)
+    d = load_direction(tmp_path / "b" / "direction.safetensors")
+    assert d.kind == "cin_mult" and len(d.meta["reference_hash"]) == 16
+
+
+def test_bad_configs(setup, tmp_path):
+    with pytest.raises(ValueError, match="exactly one of target.text"):
+        ClipTrainer(_cfg(setup, tmp_path / "x"), quiet=True)
+    with pytest.raises(ValueError, match="exactly one of target.text"):
+        ClipTrainer(_cfg(setup, tmp_path / "x", "target.text=a", "target.image=b.png"), quiet=True)
+    with pytest.raises(Exception, match="nope"):
+        _cfg(setup, tmp_path / "x", "training.nope=1")
+
+
+def test_train_command_dispatches_on_exp_trainer(setup, tmp_path):
+    from gan_adapt.cli import main, trainer_kind
+    cfg = tmp_path / "one.yaml"
+    cfg.write_text("exp:\n  trainer: clip\ntarget:\n  text: a sepia photo of a face\ntraining:\n  iters: 2\n")
+    assert trainer_kind([str(cfg)], []) == "clip" and trainer_kind([], []) == "adversarial"
+    ckpt, clip_path = setup
+    assert main(["train", "--config", str(cfg), f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]",
+                 f"exp.run_dir={tmp_path / 'run'}", "training.batch=2", "exp.threads=1"]) == 0
+    assert load_direction(tmp_path / "run" / "direction.safetensors").meta["steps"] == 2
+    assert main(["export", str(tmp_path / "run"), "--direction", str(tmp_path / "again.safetensors")]) == 0
+    assert torch.equal(load_direction(tmp_path / "again.safetensors").delta,
+                       load_direction(tmp_path / "run" / "direction.safetensors").delta)
+    assert main(["train", "--config", str(cfg), "exp.trainer=gan"]) == 2
