@@ -77,3 +77,72 @@ def progress(total: int, initial: int = 0, desc: str = "", quiet: bool = False) 
     """A tqdm bar; off when stderr is not a terminal (CI logs) unless DOMAIN_ADAPT_PROGRESS=1."""
     enabled = (sys.stderr.isatty() or os.environ.get("DOMAIN_ADAPT_PROGRESS") == "1") and not quiet
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
+
+
+class LoopTrainer:
+    """The loop every config-driven trainer shares: resume, config copy, CSV/TensorBoard logs, a progress bar,
+    sample grids and atomic checkpoints at fixed cadences.
+
+    A subclass sets ``cfg`` (with ``exp.name``, ``exp.run_dir`` and a ``logging`` section of ``log_every``,
+    ``sample_every``, ``checkpoint_every``, ``tensorboard``), ``run_dir``, ``step``, ``elapsed``, ``quiet`` and
+    ``rank`` (0 unless distributed), and defines ``train_step() -> stats``, ``state_dict()``,
+    ``load_state_dict(state)`` and ``write_samples(path)``; ``log_extra()`` adds columns to the log.
+    """
+
+    rank = 0
+
+    def _log(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, flush=True)
+
+    def log_extra(self) -> dict:
+        return {}
+
+    def checkpoint_path(self) -> Path:
+        return Path(self.run_dir) / "checkpoint.pt"
+
+    def start(self, resume: bool) -> None:
+        """Load the run's checkpoint (``resume``) or refuse to overwrite one; write the config."""
+        from .config import save_config
+        ckpt = self.checkpoint_path()
+        if resume and ckpt.exists():
+            self.load_state_dict(load_training_state(ckpt))
+            self._log(f"resumed {ckpt} at step {self.step}")
+        elif ckpt.exists() and self.rank == 0:
+            raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another exp.run_dir")
+        if self.rank == 0:
+            Path(self.run_dir).mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, Path(self.run_dir) / "config.yaml")
+
+    def loop(self, iters: int, resume: bool) -> None:
+        """Train until step ``iters`` (after :meth:`start`)."""
+        import time
+        lg = self.cfg.logging
+        main = self.rank == 0
+        log = CsvLogger(Path(self.run_dir) / "log.csv", resume_step=self.step if resume else None) if main else None
+        tb = None
+        if lg.tensorboard and main:
+            from torch.utils.tensorboard import SummaryWriter
+            tb = SummaryWriter(str(Path(self.run_dir) / "tensorboard"))
+        bar = progress(iters, initial=self.step, desc=self.cfg.exp.name, quiet=self.quiet)
+        t0 = time.time() - self.elapsed
+        while self.step < iters:
+            stats = self.train_step()
+            self.elapsed = time.time() - t0
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if isinstance(v, float)})
+            if not main:
+                continue
+            last = self.step == iters
+            if self.step % lg.log_every == 0 or last:
+                log.log(step=self.step, elapsed_s=self.elapsed, **self.log_extra(), **stats)
+                if tb is not None:
+                    for k, v in stats.items():
+                        tb.add_scalar(k, v, self.step)
+            if self.step % lg.sample_every == 0 or last:
+                self.write_samples(Path(self.run_dir) / "samples" / f"step{self.step:06d}.png")
+            if self.step % lg.checkpoint_every == 0 or last:
+                save_training_state(self.checkpoint_path(), self.state_dict())
+        bar.close()
+        if tb is not None:
+            tb.close()

@@ -17,16 +17,15 @@ the ground-truth domain error against T(G_A), FID/KID and CLIP scores, also stor
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from adapt_common.clip_guidance import ClipGuide
-from adapt_common.config import save_config, to_dict
+from adapt_common.config import to_dict
 from adapt_common.image_io import load_image, save_grid
-from adapt_common.training import CsvLogger, load_training_state, progress, rng_state, save_training_state, set_rng_state
+from adapt_common.training import LoopTrainer, rng_state, set_rng_state
 from ..parameterizations import DIRECTION_KINDS, Parameterization
 
 DEFAULT_SOURCE = "checkpoints/synthfaces_stylegan2.safetensors"
@@ -121,7 +120,7 @@ def reference_image(spec: str, size: int) -> tuple[torch.Tensor, str]:
     return img, digest
 
 
-class ClipTrainer:
+class ClipTrainer(LoopTrainer):
     def __init__(self, cfg: OneShotConfig, *, quiet: bool = False):
         from ..formats import load_generator
         self.cfg, self.quiet = cfg, quiet
@@ -154,10 +153,6 @@ class ClipTrainer:
         gen = torch.Generator().manual_seed(cfg.logging.sample_seed)
         self.sample_z = torch.randn(cfg.logging.n_samples, self.source.style_dim, generator=gen)
         self.run_dir = Path(cfg.exp.run_dir)
-
-    def _log(self, msg: str) -> None:
-        if not self.quiet:
-            print(msg, flush=True)
 
     def lr_at(self, step: int) -> float:
         tr = self.cfg.training
@@ -267,44 +262,19 @@ class ClipTrainer:
 
     # -- the loop ------------------------------------------------------------------------------------------
 
+    def log_extra(self) -> dict:
+        return {"lr": self.lr_at(self.step - 1)}
+
+    def write_samples(self, path: Path) -> Path:
+        return self.before_after(path)
+
     def fit(self, resume: bool = False) -> dict:
         cfg = self.cfg
-        ckpt = self.run_dir / "checkpoint.pt"
-        if resume and ckpt.exists():
-            self.load_state_dict(load_training_state(ckpt))
-            self._log(f"resumed {ckpt} at step {self.step}")
-        elif ckpt.exists():
-            raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another exp.run_dir")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
+        self.start(resume)
         target = cfg.target.text or f"image {cfg.target.image}"
         self._log(f"{self.param.describe()} of {cfg.generator_args.ckpt}; target: {target}; "
                   f"CLIP: {', '.join(self.guide.names)}")
-        log = CsvLogger(self.run_dir / "log.csv", resume_step=self.step if resume else None)
-        tb = None
-        if cfg.logging.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(str(self.run_dir / "tensorboard"))
-        bar = progress(cfg.training.iters, initial=self.step, desc=cfg.exp.name, quiet=self.quiet)
-        t0 = time.time() - self.elapsed
-        while self.step < cfg.training.iters:
-            stats = self.train_step()
-            self.elapsed = time.time() - t0
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()})
-            last = self.step == cfg.training.iters
-            if self.step % cfg.logging.log_every == 0 or last:
-                log.log(step=self.step, elapsed_s=self.elapsed, lr=self.lr_at(self.step - 1), **stats)
-                if tb is not None:
-                    for k, v in stats.items():
-                        tb.add_scalar(k, v, self.step)
-            if self.step % cfg.logging.sample_every == 0 or last:
-                self.before_after(self.run_dir / "samples" / f"step{self.step:06d}.png")
-            if self.step % cfg.logging.checkpoint_every == 0 or last:
-                save_training_state(ckpt, self.state_dict())
-        bar.close()
-        if tb is not None:
-            tb.close()
+        self.loop(cfg.training.iters, resume)
         self.before_after(self.run_dir / "before_after.png")
         metrics = None
         if cfg.evaluation.n > 0 and cfg.target.domain:

@@ -19,7 +19,6 @@ import copy
 import json
 import os
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +26,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from adapt_common.config import save_config, to_dict
+from adapt_common.config import to_dict
 from adapt_common.image_io import save_grid
-from adapt_common.training import CsvLogger, load_training_state, progress, rng_state, save_training_state, set_rng_state
+from adapt_common.training import LoopTrainer, rng_state, set_rng_state
 from ..networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from ..parameterizations import Parameterization
 from .augment import AdaController, AugmentPipe
@@ -183,7 +182,7 @@ def _fake(G: Generator, batch: int, prob: float, device) -> torch.Tensor:
     return G([torch.randn(batch, G.style_dim, device=device)], randomize_noise=True)[0]
 
 
-class GanTrainer:
+class GanTrainer(LoopTrainer):
     def __init__(self, cfg: GanTrainConfig, *, quiet: bool = False):
         self.cfg = cfg
         self.rank, self.world = _world()
@@ -242,10 +241,6 @@ class GanTrainer:
         gen = torch.Generator().manual_seed(cfg.logging.sample_seed)
         self.sample_z = torch.randn(cfg.logging.n_samples, self.param.generator.style_dim, generator=gen)
         self.run_dir = Path(cfg.exp.run_dir)
-
-    def _log(self, msg: str) -> None:
-        if not self.quiet:
-            print(msg, flush=True)
 
     # -- one step ------------------------------------------------------------------------------------------
 
@@ -346,57 +341,23 @@ class GanTrainer:
         self.step, self.elapsed = state["step"], state["elapsed_s"]
         self.mean_path_length = state["mean_path_length"]
 
-    def checkpoint(self) -> Path:
-        return save_training_state(self.run_dir / "checkpoint.pt", self.state_dict())
-
     @torch.no_grad()
-    def samples(self) -> Path:
+    def samples(self, path: Path | None = None) -> Path:
         g = self.ema.generator
         img = g.generate(self.sample_z.to(self.device), noise_mode="const")
-        return save_grid(img, self.run_dir / "samples" / f"step{self.step:06d}.png", nrow=8)
+        return save_grid(img, path or self.run_dir / "samples" / f"step{self.step:06d}.png", nrow=8)
 
     # -- the loop ------------------------------------------------------------------------------------------
 
+    def write_samples(self, path: Path) -> Path:
+        return self.samples(path)
+
     def fit(self, resume: bool = False) -> dict:
         cfg = self.cfg
-        ckpt = self.run_dir / "checkpoint.pt"
-        if resume and ckpt.exists():
-            self.load_state_dict(load_training_state(ckpt))
-            self._log(f"resumed {ckpt} at step {self.step}")
-        elif ckpt.exists() and self.rank == 0:
-            raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another exp.run_dir")
-        if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+        self.start(resume)
         self._log(f"{self.param.describe()} of {self.source_desc}; {self.world} process(es), batch "
                   f"{cfg.training.batch} each")
-        log = CsvLogger(self.run_dir / "log.csv", resume_step=self.step if resume else None) if self.rank == 0 else None
-        tb = None
-        if cfg.logging.tensorboard and self.rank == 0:
-            from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(str(self.run_dir / "tensorboard"))
-        bar = progress(cfg.training.iters, initial=self.step, desc=cfg.exp.name, quiet=self.quiet)
-        t0 = time.time() - self.elapsed
-        while self.step < cfg.training.iters:
-            stats = self.train_step()
-            self.elapsed = time.time() - t0
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()
-                             if k in ("d_loss", "g_loss", "distill_l1", "ada_p")})
-            if self.rank != 0:
-                continue
-            if self.step % cfg.logging.log_every == 0 or self.step == cfg.training.iters:
-                log.log(step=self.step, elapsed_s=self.elapsed, **stats)
-                if tb is not None:
-                    for k, v in stats.items():
-                        tb.add_scalar(k, v, self.step)
-            if self.step % cfg.logging.sample_every == 0 or self.step == cfg.training.iters:
-                self.samples()
-            if self.step % cfg.logging.checkpoint_every == 0 or self.step == cfg.training.iters:
-                self.checkpoint()
-        bar.close()
-        if tb is not None:
-            tb.close()
+        self.loop(cfg.training.iters, resume)
         if cfg.evaluation.n > 0 and self.rank == 0:
             self.evaluate()
         return {"steps": self.step, "wall_time_s": self.elapsed, "run_dir": str(self.run_dir),
