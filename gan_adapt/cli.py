@@ -124,7 +124,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-TRAINERS = ("adversarial", "clip")
+TRAINERS = ("adversarial", "clip", "hyper")
 
 
 def trainer_kind(files: list[str], overrides: list[str]) -> str:
@@ -145,7 +145,12 @@ def trainer_kind(files: list[str], overrides: list[str]) -> str:
 def cmd_train(args) -> int:
     from adapt_common.config import load_config
     from .parameterizations import DIRECTION_KINDS
-    if trainer_kind(args.config, args.overrides) == "clip":
+    kind = trainer_kind(args.config, args.overrides)
+    if kind == "hyper":
+        from .training.hyper import HyperConfig, train as train_hyper
+        train_hyper(load_config(HyperConfig, args.config, args.overrides), resume=args.resume)
+        return 0
+    if kind == "clip":
         from .training.clip_guided import OneShotConfig, train as train_clip
         if args.export_generator:
             raise ValueError("--export-generator is for adversarial runs; a one-shot run writes its direction or "
@@ -262,6 +267,23 @@ def cmd_morph(args) -> int:
     return 0
 
 
+def cmd_hyper(args) -> int:
+    """A trained hypernetwork's domain modulation for a prompt, as a direction file."""
+    from adapt_common.clip_models import load_clip
+    from .hypernetwork import Hypernetwork
+    if len(args.prompt) != len(args.out):
+        raise ValueError(f"give one --out per --prompt ({len(args.prompt)} prompts, {len(args.out)} outputs)")
+    net = Hypernetwork.load(args.hypernet)
+    clip = load_clip(args.clip or net.manifest.get("clip", "ViT-B/32"))
+    for prompt, out in zip(args.prompt, args.out):
+        emb = clip.encode_texts([prompt])[0]
+        d = net.direction(emb, prompt=prompt, domain=prompt, hypernetwork=str(args.hypernet),
+                          base_generator=net.manifest.get("base_generator", {}))
+        d.save(out)
+        print(f"wrote {out}: the domain modulation for {prompt!r} ({d.size} values)")
+    return 0
+
+
 def cmd_export(args) -> int:
     """Files from a run folder's latest checkpoint, without finishing (or re-running) the training."""
     from adapt_common.config import load_config
@@ -350,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--out", help="output .safetensors (sparse, mix, import)")
     dr.add_argument("--keep", type=float, default=0.2, help="sparse: fraction of values kept (default 0.2)")
     dr.set_defaults(func=cmd_direction)
+
+    hy = sub.add_parser("hyper", help="a trained HyperDomainNet hypernetwork's domain for a prompt, as a direction file")
+    hy.add_argument("hypernet", help="hypernet.safetensors from a `train` run with exp.trainer=hyper")
+    hy.add_argument("--prompt", action="append", required=True, help="target text (repeat with --out)")
+    hy.add_argument("--out", action="append", required=True, help="direction file for each --prompt")
+    hy.add_argument("--clip", help="the CLIP that embeds the prompt (default: the one named in the file)")
+    hy.set_defaults(func=cmd_hyper)
 
     mo = sub.add_parser("morph", help="frames between domains: direction ramps and mixes, weight morphs between "
                                       "generators; writes a strip, a GIF and an MP4",

@@ -88,6 +88,8 @@ def test_tensors_hash_is_content_based():
     assert tensors_hash(a) == tensors_hash(dict(reversed(list(a.items()))))
     assert tensors_hash(a) != tensors_hash({"x": torch.arange(4.0), "y": torch.ones(2) * 2})
     assert tensors_hash(a) != tensors_hash({"x": torch.arange(4.0).double(), "y": torch.ones(2)})
+    # 0-dim tensors (BatchNorm's num_batches_tracked) hash by value too
+    assert tensors_hash({"n": torch.tensor(3)}) != tensors_hash({"n": torch.tensor(4)})
 
 
 def test_clip_loads_plain_and_torchscript_files_through_one_path(tmp_path):

@@ -1,0 +1,306 @@
+"""Multi-domain training of the HyperDomainNet hypernetwork from text (``exp.trainer: hyper``).
+
+    python -m gan_adapt train --config configs/hyper_synthfaces.yaml [key=value ...] [--resume]
+    torchrun --nproc_per_node 2 -m gan_adapt train --config configs/hyper_synthfaces.yaml
+
+Each step (HyperDomainNet's ``td_multiple_resample_and_convex``): draw B domains from the list; with
+``convex``, mix them with Dirichlet(2/B) weights so the mapper sees points of the convex hull of the domain
+embeddings, not only the corners; the mapper's input is the normalised mix of the targets' CLIP text
+embeddings (template "{}"); the loss targets are the same mixes of target and source embeddings, optionally
+``resample``d to a random unit vector at cosine U[min_cos, 1] from the target (so the mapper generalises to
+embeddings near, not only at, the training ones). Losses: the per-sample ``direction`` loss and
+``tt_direction`` (samples of different targets must differ along the difference of their directions, which
+keeps domains apart). Under torchrun every process draws its own batch and gradients are averaged.
+
+Outputs: ``hypernet.safetensors`` (+ manifest: domains, the mapper's CLIP, the base generator's hash),
+``samples/`` grids with one row per training domain (source first), and ``eval.json`` with each similar
+SynthFaces domain's ground-truth error of the predicted modulation when ``evaluation.n > 0``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from adapt_common.clip_guidance import ClipGuide
+from adapt_common.config import to_dict
+from adapt_common.image_io import save_grid
+from adapt_common.training import LoopTrainer, rng_state, set_rng_state
+from ..hypernetwork import Hypernetwork
+from .clip_guided import DEFAULT_SOURCE
+from .engine import _average_gradients, _world, init_distributed
+
+
+@dataclass
+class HyperExp:
+    trainer: str = "hyper"
+    name: str = "hyper"
+    seed: int = 0
+    run_dir: str = "runs/hyper"
+    threads: int = 2
+    device: str = "cpu"
+
+
+@dataclass
+class HyperGenerator:
+    ckpt: str = DEFAULT_SOURCE
+
+
+@dataclass
+class HyperDomains:
+    # "target - source" lines (the official domain-list format); a lone target uses `source`
+    train: list = field(default_factory=list)
+    source: str = "a photo of a face"
+    templates: list = field(default_factory=lambda: ["{}"])
+    names: list = field(default_factory=list)  # optional SynthFaces domain names of `train`, for the evaluation
+
+
+@dataclass
+class HyperMapper:
+    width: int = 512
+    depth: int = 4
+
+
+@dataclass
+class HyperTraining:
+    iters: int = 2000
+    batch: int = 8  # per process
+    lr: float = 0.0005
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    convex: bool = True
+    resample: bool = True
+    resample_min_cos: float = 0.95
+    mixing: float = 0.9
+
+
+@dataclass
+class HyperLoss:
+    clip: list = field(default_factory=lambda: ["synthfaces"])  # the first one also embeds the mapper's input
+    direction: float = 1.0
+    tt_direction: float = 0.4
+    offsets_l2: float = 0.0
+
+
+@dataclass
+class HyperLogging:
+    log_every: int = 10
+    sample_every: int = 100
+    checkpoint_every: int = 100
+    n_samples: int = 6
+    sample_seed: int = 12345
+    tensorboard: bool = False
+
+
+@dataclass
+class HyperEval:
+    n: int = 0  # samples per domain for the ground-truth errors at the end (0: none)
+
+
+@dataclass
+class HyperConfig:
+    exp: HyperExp = field(default_factory=HyperExp)
+    generator_args: HyperGenerator = field(default_factory=HyperGenerator)
+    domains: HyperDomains = field(default_factory=HyperDomains)
+    mapper: HyperMapper = field(default_factory=HyperMapper)
+    training: HyperTraining = field(default_factory=HyperTraining)
+    loss: HyperLoss = field(default_factory=HyperLoss)
+    logging: HyperLogging = field(default_factory=HyperLogging)
+    evaluation: HyperEval = field(default_factory=HyperEval)
+
+
+def parse_domains(lines: list[str], source: str) -> list[tuple[str, str]]:
+    """(target, source) pairs from "target - source" lines (or bare targets)."""
+    out = []
+    for line in lines:
+        target, sep, src = str(line).partition(" - ")
+        out.append((target.strip(), src.strip() if sep else source))
+    if len(out) < 2:
+        raise ValueError(f"multi-domain training needs at least 2 domains in domains.train, got {len(out)}")
+    return out
+
+
+def resample_near(v: torch.Tensor, min_cos: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random unit vectors at cosine ~U[min_cos, 1] from each row of ``v`` (normalised) [N, D]."""
+    v = F.normalize(v, dim=-1)
+    c = min_cos + (1 - min_cos) * torch.rand(v.shape[0], 1, generator=generator)
+    r = torch.randn(v.shape, generator=generator)
+    ortho = F.normalize(r - (r * v).sum(-1, keepdim=True) * v, dim=-1)
+    return c * v + (1 - c.square()).clamp_min(0).sqrt() * ortho
+
+
+class HyperTrainer(LoopTrainer):
+    def __init__(self, cfg: HyperConfig, *, quiet: bool = False):
+        from ..formats import load_generator
+        self.cfg = cfg
+        self.rank, self.world = _world()
+        self.quiet = quiet or self.rank != 0
+        torch.set_num_threads(cfg.exp.threads)
+        torch.manual_seed(cfg.exp.seed + self.rank)  # every process draws its own domains and latents
+        self.device = torch.device(cfg.exp.device)
+        self.domains = parse_domains(list(cfg.domains.train), cfg.domains.source)
+        if cfg.domains.names and len(cfg.domains.names) != len(self.domains):
+            raise ValueError(f"domains.names has {len(cfg.domains.names)} entries for {len(self.domains)} domains")
+        self.source = load_generator(cfg.generator_args.ckpt, device=self.device).eval().requires_grad_(False)
+        self.guide = ClipGuide(list(cfg.loss.clip), self.device)
+        tmpl = list(cfg.domains.templates)
+        targets = [t for t, _ in self.domains]
+        sources = [s for _, s in self.domains]
+        # Mapper input: the first CLIP, template "{}" only; loss references: every CLIP, templates averaged.
+        self.mapper_emb = self.guide.encode_texts(targets, ["{}"])[0][:, 0]  # [K, D]
+        self.trg_emb = [F.normalize(e.mean(1), dim=-1) for e in self.guide.encode_texts(targets, tmpl)]
+        self.src_emb = [F.normalize(e.mean(1), dim=-1) for e in self.guide.encode_texts(sources, tmpl)]
+        torch.manual_seed(cfg.exp.seed)  # the same initial mapper on every process
+        self.mapper = Hypernetwork.for_generator(self.source, input_dim=self.mapper_emb.shape[1],
+                                                 width=cfg.mapper.width, depth=cfg.mapper.depth).to(self.device)
+        torch.manual_seed(cfg.exp.seed + 1000 * self.rank + 1)
+        self.opt = torch.optim.Adam(self.mapper.parameters(), lr=cfg.training.lr, betas=tuple(cfg.training.betas))
+        self.step, self.elapsed = 0, 0.0
+        gen = torch.Generator().manual_seed(cfg.logging.sample_seed)
+        self.sample_z = torch.randn(cfg.logging.n_samples, self.source.style_dim, generator=gen)
+        self.run_dir = Path(cfg.exp.run_dir)
+
+    # -- one step ------------------------------------------------------------------------------------------
+
+    def domain_weights(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, K] weights over the domains, [B] target ids for tt_direction: equal ids = same target)."""
+        k = len(self.domains)
+        idx = torch.randint(0, k, (batch,))
+        onehot = F.one_hot(idx, k).float()
+        if not self.cfg.training.convex:
+            return onehot, idx
+        alpha = torch.distributions.Dirichlet(torch.full((batch,), 2.0 / batch)).sample((batch,))  # [B, B]
+        return alpha @ onehot, torch.arange(batch)
+
+    def train_step(self) -> dict:
+        tr, lc = self.cfg.training, self.cfg.loss
+        g = self.source
+        weights, ids = self.domain_weights(tr.batch)
+        mapper_in = F.normalize(weights @ self.mapper_emb, dim=-1)
+        directions = []
+        for trg, src in zip(self.trg_emb, self.src_emb):
+            t = F.normalize(weights @ trg, dim=-1)
+            if tr.resample:
+                t = resample_near(t, tr.resample_min_cos)
+            directions.append(F.normalize(t - F.normalize(weights @ src, dim=-1), dim=-1))
+        z = torch.randn(tr.batch, g.style_dim)
+        with torch.no_grad():
+            if tr.mixing > 0 and torch.rand(()) < tr.mixing:
+                w2 = g.get_latent(torch.randn(tr.batch, g.style_dim).to(self.device))
+                k = int(torch.randint(1, g.n_latent, ()))
+                wp = g.to_wplus(g.get_latent(z.to(self.device))).clone()
+                wp[:, k:] = w2[:, None]
+            else:
+                wp = g.to_wplus(g.get_latent(z.to(self.device)))
+            styles = g.styles_from_latent(wp)
+            img_a = g.synthesis(styles, "const")
+            emb_a = self.guide.encode_images(img_a)
+        self.mapper.train()
+        mults = self.mapper.weight_mults(g, mapper_in.to(self.device))
+        img_b = g.synthesis(styles, "const", mults)
+        emb_b = self.guide.encode_images(img_b)
+        stats = {}
+        loss = lc.direction * self.guide.direction_loss(emb_b, emb_a, directions)
+        stats["direction"] = loss.item() / max(lc.direction, 1e-12)
+        if lc.tt_direction > 0:
+            tt = self.guide.tt_direction_loss(emb_b, directions, ids)
+            loss = loss + lc.tt_direction * tt
+            stats["tt_direction"] = float(tt.detach()) if torch.is_tensor(tt) else float(tt)
+        if lc.offsets_l2 > 0:
+            l2 = sum((m - 1).square().mean() for m in mults if m is not None)
+            loss = loss + lc.offsets_l2 * l2
+            stats["offsets_l2"] = float(l2.detach())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _average_gradients(list(self.mapper.parameters()))
+        self.opt.step()
+        if self.world > 1:  # BatchNorm statistics: rank 0's, as DistributedDataParallel broadcasts them
+            import torch.distributed as dist
+            for b in self.mapper.buffers():
+                dist.broadcast(b, 0)
+        stats["loss"] = loss.item()
+        self.step += 1
+        return stats
+
+    # -- state ---------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "elapsed_s": self.elapsed, "mapper": self.mapper.state_dict(),
+                "opt": self.opt.state_dict(), "rng": rng_state(), "domains": [list(d) for d in self.domains]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if [tuple(d) for d in state["domains"]] != self.domains:
+            raise ValueError("the checkpoint was trained on another domain list; choose another exp.run_dir")
+        self.mapper.load_state_dict(state["mapper"])
+        self.opt.load_state_dict(state["opt"])
+        set_rng_state(state["rng"])
+        self.step, self.elapsed = state["step"], state["elapsed_s"]
+
+    # -- outputs -------------------------------------------------------------------------------------------
+
+    def direction_for(self, text: str):
+        emb = self.guide.encode_texts([text], ["{}"])[0][0, 0]
+        return self.mapper.direction(emb, prompt=text)
+
+    @torch.no_grad()
+    def write_samples(self, path: Path, extra_prompts: tuple[str, ...] = ()) -> Path:
+        """Source row, then one row per training domain (and per extra prompt)."""
+        from ..directions import DomainEdit
+        z = self.sample_z.to(self.device)
+        rows = [self.source.generate(z)]
+        for text in [t for t, _ in self.domains] + list(extra_prompts):
+            rows.append(DomainEdit(self.source, [(self.direction_for(text), 1.0)], check=False).generate(z))
+        return save_grid(torch.cat(rows).cpu(), path, nrow=z.shape[0])
+
+    def export(self) -> Path:
+        from adapt_common.files import tensors_hash
+        return self.mapper.save(self.run_dir / "hypernet.safetensors", clip=self.guide.names[0],
+                                domains=[list(d) for d in self.domains], steps=self.step,
+                                base_generator={"hash": tensors_hash(self.source.state_dict())},
+                                training_config=to_dict(self.cfg))
+
+    def evaluate(self, n: int) -> dict:
+        """Ground-truth error of each named similar SynthFaces domain's predicted modulation."""
+        from adapt_common import synthfaces as sf
+        from adapt_common.metrics.domain import domain_error
+        from ..directions import DomainEdit
+        out = {}
+        z = torch.randn(n, self.source.style_dim, generator=torch.Generator().manual_seed(777)).to(self.device)
+        with torch.no_grad():
+            src = self.source.generate(z)
+            for (text, _), name in zip(self.domains, self.cfg.domains.names):
+                if name not in sf.DOMAINS or sf.DOMAINS[name].kind != "similar":
+                    continue
+                tgt = DomainEdit(self.source, [(self.direction_for(text), 1.0)], check=False).generate(z)
+                err = domain_error(tgt, src, lambda x, name=name: sf.apply_domain(x, name).clamp(-1, 1))
+                out[name] = {"prompt": text, "pixel_l1": err["pixel_l1"],
+                             "identity_l1": err["identity_baseline"]["pixel_l1"],
+                             "gap_closed": err["gap_closed"]["pixel_l1"]}
+        return out
+
+    def fit(self, resume: bool = False) -> dict:
+        cfg = self.cfg
+        self.start(resume)
+        n_params = sum(p.numel() for p in self.mapper.parameters())
+        self._log(f"hypernetwork: {n_params:,} parameters for {len(self.domains)} domains; {self.world} "
+                  f"process(es), batch {cfg.training.batch} each")
+        self.loop(cfg.training.iters, resume)
+        result = {"steps": self.step, "wall_time_s": self.elapsed}
+        if self.rank == 0:
+            result["file"] = str(self.export())
+            if cfg.evaluation.n > 0 and cfg.domains.names:
+                import json
+                result["eval"] = self.evaluate(cfg.evaluation.n)
+                (self.run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=2))
+                for name, e in result["eval"].items():
+                    self._log(f"{name}: L1 {e['pixel_l1']:.4f} (identity {e['identity_l1']:.4f}, gap closed "
+                              f"{e['gap_closed']:.3f})")
+        return result
+
+
+def train(cfg: HyperConfig, resume: bool = False, quiet: bool = False) -> HyperTrainer:
+    init_distributed()
+    trainer = HyperTrainer(cfg, quiet=quiet)
+    trainer.fit(resume=resume)
+    return trainer

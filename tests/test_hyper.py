@@ -1,0 +1,120 @@
+"""HyperDomainNet hypernetwork: the paper's parameter counts, identity at start, per-sample modulations equal
+their direction files, multi-domain training lowers its loss, resumes exactly and stays in sync under torchrun."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adapt_common.clip_models import tiny_clip
+from adapt_common.config import load_config
+from gan_adapt.directions import DomainEdit, load_direction
+from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint
+from gan_adapt.hypernetwork import Hypernetwork
+from gan_adapt.networks import Generator
+from gan_adapt.training import hyper
+from gan_adapt.training.hyper import HyperConfig, HyperTrainer, resample_near
+
+DOMAINS = ["domains.train=[a pencil sketch of a face,a sepia photo of a face,a negative photo of a face]",
+           "domains.names=[sketch,sepia,negative]"]
+
+
+@pytest.mark.parametrize("size,depth,count", [(1024, 4, 13_913_504), (1024, 6, 14_968_224)])
+def test_parameter_counts_match_the_paper(size, depth, count):
+    with torch.device("meta"):
+        g = Generator(size, 512, 8, channel_multiplier=2)
+        net = Hypernetwork.for_generator(g, depth=depth)
+    assert sum(p.numel() for p in net.parameters()) == count
+
+
+def test_resample_near():
+    v = F.normalize(torch.randn(64, 16), dim=-1)
+    r = resample_near(v, 0.95, torch.Generator().manual_seed(0))
+    cos = (r * v).sum(-1)
+    assert torch.allclose(r.norm(dim=-1), torch.ones(64), atol=1e-5)
+    assert cos.min() >= 0.95 - 1e-5 and cos.max() <= 1 + 1e-5 and cos.std() > 0.005
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_generator):
+    ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
+    clip_path = tmp_path / "clip.pt"
+    torch.save(tiny_clip(0).model.state_dict(), clip_path)
+    return ckpt, clip_path
+
+
+def _args(setup, run, *extra):
+    ckpt, clip_path = setup
+    return [f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]", f"exp.run_dir={run}", "exp.threads=1",
+            "mapper.width=32", "mapper.depth=2", "training.batch=4", "logging.log_every=1",
+            "logging.sample_every=100", "logging.n_samples=2", *DOMAINS, *extra]
+
+
+def test_starts_as_the_source_and_directions_match_per_sample_modulation(setup, tmp_path):
+    tr = HyperTrainer(load_config(HyperConfig, [], _args(setup, tmp_path / "r")), quiet=True)
+    z = torch.randn(2, tr.source.style_dim)
+    d = tr.direction_for("a pencil sketch of a face")
+    assert d.kind == "cin_mult" and d.delta.abs().max() < 0.05  # xavier x 0.01: near the source
+    with torch.no_grad():
+        for p in tr.mapper.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    tr.mapper.eval()
+    texts = ["a pencil sketch of a face", "a sepia photo of a face"]
+    emb = tr.guide.encode_texts(texts, ["{}"])[0][:, 0]
+    styles = tr.source.styles_from_latent(tr.source.get_latent(z))
+    per_sample = tr.source.synthesis(styles, "const", tr.mapper.weight_mults(tr.source, emb))
+    for i, text in enumerate(texts):
+        one = DomainEdit(tr.source, [(tr.direction_for(text), 1.0)], check=False).generate(z[i:i + 1])
+        torch.testing.assert_close(per_sample[i:i + 1], one, rtol=1e-4, atol=1e-5)
+
+
+def test_training_lowers_the_loss_resumes_exactly_and_exports(setup, tmp_path, monkeypatch):
+    from gan_adapt.cli import main
+    extra = ["training.iters=24", "training.lr=0.003", "training.convex=false", "training.resample=false",
+             "logging.checkpoint_every=12", "evaluation.n=4"]
+    straight = hyper.train(load_config(HyperConfig, [], _args(setup, tmp_path / "a", *extra)), quiet=True)
+    rows = [r.split(",") for r in (tmp_path / "a" / "log.csv").read_text().splitlines()]
+    col = rows[0].index("direction")
+    first = sum(float(r[col]) for r in rows[1:7]) / 6
+    last = sum(float(r[col]) for r in rows[-6:]) / 6
+    assert last < first - 0.02, (first, last)
+    import json
+    assert set(json.loads((tmp_path / "a" / "eval.json").read_text())) == {"sketch", "sepia", "negative"}
+
+    real = HyperTrainer.train_step
+
+    def crash(self):
+        if self.step == 15:
+            raise KeyboardInterrupt
+        return real(self)
+    monkeypatch.setattr(HyperTrainer, "train_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        hyper.train(load_config(HyperConfig, [], _args(setup, tmp_path / "b", *extra)), quiet=True)
+    monkeypatch.setattr(HyperTrainer, "train_step", real)
+    resumed = hyper.train(load_config(HyperConfig, [], _args(setup, tmp_path / "b", *extra)), resume=True,
+                          quiet=True)
+    a, b = straight.mapper.state_dict(), resumed.mapper.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    ckpt, clip_path = setup
+    out = tmp_path / "sketch.safetensors"
+    assert main(["hyper", str(tmp_path / "a" / "hypernet.safetensors"), "--prompt", "a pencil sketch of a face",
+                 "--out", str(out), "--clip", str(clip_path)]) == 0
+    torch.testing.assert_close(load_direction(out).delta, straight.direction_for("a pencil sketch of a face").delta)
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_under_torchrun_stay_in_sync(setup, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed beside this Python")
+    run = tmp_path / "ddp"
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "tests/hyper_ddp_worker.py",
+                        *_args(setup, run, "training.iters=3")], cwd=Path(__file__).resolve().parents[1],
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    h0, h1 = (run / "rank0.txt").read_text(), (run / "rank1.txt").read_text()
+    assert h0.startswith("2 ") and h0 == h1
