@@ -8,7 +8,8 @@ from one reference image (E(I_ref) − mean E(G_source(z)), as DiFa: the mean of
 anchor than any one image). Losses, on normalised embeddings of matching source/adapted batches (a = source,
 b = adapted):
 
-- ``direction``: 1 − cos(E(b) − E(a), Δ), the directional loss;
+- ``direction``: 1 − cos(E(b) − E(a), Δ), the directional loss (the cosine's norm floored at
+  :data:`DIFFERENCE_FLOOR`, so the first step, where b = a, has a finite gradient);
 - ``indomain``: HyperDomainNet's in-domain angle consistency, mean over pairs i < j of
   (⟨a_i, a_j⟩ − ⟨b_i, b_j⟩)²: keeps the batch's pairwise geometry, so the adapted samples stay as different
   from each other as the source ones (it fixed the pop-art collapse in shared/specs/synthfaces_feasibility.md);
@@ -30,8 +31,16 @@ from .clip_models import ClipModel, load_clip
 DEFAULT_TEMPLATES = ("{}",)
 
 
-def _cosine_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return (1 - F.cosine_similarity(x, y.expand_as(x), dim=-1)).mean()
+#: Differences of unit embeddings shorter than this count as "no direction yet": the cosine divides by at least
+#: this much. Without it the first step, where the adapted generator still equals the source (b − a = 0),
+#: has a gradient ~1/|b − a| ≈ 1e8 that fills Adam's second moment and stalls training for hundreds of steps.
+DIFFERENCE_FLOOR = 0.02
+
+
+def _cosine_loss(x: torch.Tensor, y: torch.Tensor, floor: float = 1e-8) -> torch.Tensor:
+    """mean 1 − ⟨x, ŷ⟩ / max(|x|, floor)."""
+    y = F.normalize(y, dim=-1).expand_as(x)
+    return (1 - (x * y).sum(-1) / x.norm(dim=-1).clamp_min(floor)).mean()
 
 
 class ClipGuide:
@@ -90,7 +99,7 @@ class ClipGuide:
     def direction_loss(emb_b: Sequence[torch.Tensor], emb_a: Sequence[torch.Tensor],
                        directions: Sequence[torch.Tensor]) -> torch.Tensor:
         """Σ_models mean_i 1 − cos(b_i − a_i, Δ) (Δ [D], or [N, D] for a per-sample target)."""
-        return sum(_cosine_loss(b - a, d) for b, a, d in zip(emb_b, emb_a, directions))
+        return sum(_cosine_loss(b - a, d, DIFFERENCE_FLOOR) for b, a, d in zip(emb_b, emb_a, directions))
 
     @staticmethod
     def indomain_loss(emb_b: Sequence[torch.Tensor], emb_a: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -116,7 +125,7 @@ class ClipGuide:
             return torch.zeros(())
         i, j = i[keep], j[keep]
         for b, d in zip(emb_b, directions):
-            total = total + _cosine_loss(b[i] - b[j], d[i] - d[j])
+            total = total + _cosine_loss(b[i] - b[j], d[i] - d[j], DIFFERENCE_FLOOR)
         return total
 
     @staticmethod
@@ -125,4 +134,4 @@ class ClipGuide:
 
     @staticmethod
     def clip_within_loss(emb_b, emb_ref, emb_a, emb_a_ref) -> torch.Tensor:
-        return sum(_cosine_loss(b - r, a - ar) for b, r, a, ar in zip(emb_b, emb_ref, emb_a, emb_a_ref))
+        return sum(_cosine_loss(b - r, a - ar, DIFFERENCE_FLOOR) for b, r, a, ar in zip(emb_b, emb_ref, emb_a, emb_a_ref))
