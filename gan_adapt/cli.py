@@ -284,6 +284,32 @@ def cmd_hyper(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """One row per model (a generator, an adapter on it, directions), the same seeds in every row."""
+    import torch
+
+    from adapt_common.image_io import save_grid
+    from .directions import DomainEdit
+    from .seeds import parse_seeds, z_from_seeds
+    _threads(args.threads)
+    keys = _keyframes(args.row, args.ckpt, args.device)
+    z = z_from_seeds(parse_seeds(args.seeds), keys[0].generator.style_dim)
+    rows = []
+    with torch.no_grad():
+        for k in keys:
+            rows.append(DomainEdit(k.generator, k.directions).generate(z, truncation=args.truncation).cpu())
+    if args.real:
+        from .training.data import ImageSource
+        real = ImageSource(args.real, keys[0].generator.size, quiet=True)
+        images = real.images if real.images is not None else real.batch(0, len(z), 0, 1, 0)
+        rows.insert(0, images[:len(z)].float())
+    grid = torch.cat([r[:len(z)] for r in rows])
+    save_grid(grid, args.out, nrow=len(z))
+    print(f"wrote {args.out}: rows " + ", ".join((["real " + args.real] if args.real else []) +
+                                                 [k.label or "(base)" for k in keys]))
+    return 0
+
+
 def cmd_export(args) -> int:
     """Files from a run folder's latest checkpoint, without finishing (or re-running) the training."""
     from adapt_common.config import load_config
@@ -399,6 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--device", default="cpu")
     mo.add_argument("--threads", type=int, default=None)
     mo.set_defaults(func=cmd_morph)
+
+    cp = sub.add_parser("compare", help="a grid with one row per model (generators, adapters, directions) at the "
+                                        "same seeds, optionally under a row of real images")
+    cp.add_argument("--ckpt", help="the generator of rows that name none")
+    cp.add_argument("--row", action="append", required=True,
+                    help="a row: comma-separated g=CKPT, a=ADAPTER, DIR[:WEIGHT] (as morph --key); '' = the base")
+    cp.add_argument("--real", help="a first row of real images: a folder or synthfaces:<domain>[@shots]")
+    cp.add_argument("--seeds", default="0-7")
+    cp.add_argument("--truncation", type=float, default=1.0)
+    cp.add_argument("--out", required=True, help="the grid (.png)")
+    cp.add_argument("--device", default="cpu")
+    cp.add_argument("--threads", type=int, default=None)
+    cp.set_defaults(func=cmd_compare)
 
     x = sub.add_parser("export", help="write the adapter (trained tensors only) and/or the merged generator of a "
                                       "training run from its latest checkpoint")

@@ -89,3 +89,18 @@ def test_morph_cli(world, tmp_path):
     torch.testing.assert_close(frames[-1], DomainEdit(g_b, [(d1, 0.8)], check=False).generate(z), atol=2e-3, rtol=0)
     assert all((tmp_path / "out" / f).stat().st_size > 0 for f in ("strip.png", "morph.gif", "morph.mp4"))
     assert main(["morph", "--key", f"{tmp_path / 'd1.safetensors'}", "--key", "", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_compare_grid(world, tmp_path):
+    from PIL import Image
+
+    from gan_adapt.cli import main
+    from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint
+    g_a, g_b, d1, _ = world
+    a = save_checkpoint(StyleGANCheckpoint(g_ema=g_a), tmp_path / "a.safetensors")
+    d1.save(tmp_path / "d1.safetensors")
+    out = tmp_path / "grid.png"
+    assert main(["compare", "--ckpt", str(a), "--row", "", "--row", f"{tmp_path / 'd1.safetensors'}:0.5",
+                 "--real", "synthfaces:cat@5", "--seeds", "0-2", "--out", str(out)]) == 0
+    w, h = Image.open(out).size
+    assert (w, h) == (3 * 34 + 2, 3 * 34 + 2)  # 3 seeds x (real, base, direction) rows of 32 px, 2 px padding

@@ -40,6 +40,11 @@ def test_losses():
     assert ClipGuide.indomain_loss([collapsed], [a]) > 0.01  # a collapsed batch breaks the pairwise geometry
     # Two models: the losses add up.
     assert torch.isclose(ClipGuide.direction_loss([b, b], [a, a], [d, d]), 2 * ClipGuide.direction_loss([b], [a], [d]))
+    # At the first step the adapted generator equals the source (b − a = 0): the gradient must stay finite
+    # and moderate, or Adam's second moment is flooded and training stalls.
+    x = torch.zeros(3, 8, requires_grad=True)
+    ClipGuide.direction_loss([x], [torch.zeros(3, 8)], [d]).backward()
+    assert 0 < x.grad.abs().max() < 100
     targets = torch.tensor([0, 0, 1, 1])
     dirs = torch.stack([d, d, -d, -d])
     assert ClipGuide.tt_direction_loss([b], [dirs], torch.zeros(4, dtype=torch.long)) == 0  # no pair differs
