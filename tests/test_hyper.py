@@ -19,7 +19,7 @@ from gan_adapt.training import hyper
 from gan_adapt.training.hyper import HyperConfig, HyperTrainer, resample_near
 
 DOMAINS = ["domains.train=[a pencil sketch of a face,a sepia photo of a face,a negative photo of a face]",
-           "domains.names=[sketch,sepia,negative]"]
+           "domains.names=[sketch,sepia,negative]", "domains.unseen=[a sepia pencil sketch of a face = sketch+sepia]"]
 
 
 @pytest.mark.parametrize("size,depth,count", [(1024, 4, 13_913_504), (1024, 6, 14_968_224)])
@@ -82,7 +82,9 @@ def test_training_lowers_the_loss_resumes_exactly_and_exports(setup, tmp_path, m
     last = sum(float(r[col]) for r in rows[-6:]) / 6
     assert last < first - 0.02, (first, last)
     import json
-    assert set(json.loads((tmp_path / "a" / "eval.json").read_text())) == {"sketch", "sepia", "negative"}
+    report = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert set(report) == {"sketch", "sepia", "negative", "sketch+sepia"}
+    assert report["sketch"]["seen"] and not report["sketch+sepia"]["seen"]
 
     real = HyperTrainer.train_step
 

@@ -55,6 +55,8 @@ class HyperDomains:
     source: str = "a photo of a face"
     templates: list = field(default_factory=lambda: ["{}"])
     names: list = field(default_factory=list)  # optional SynthFaces domain names of `train`, for the evaluation
+    # held-out prompts evaluated at the end: "prompt = dom1+dom2" (ground truth: dom2's transform of dom1's)
+    unseen: list = field(default_factory=list)
 
 
 @dataclass
@@ -261,22 +263,33 @@ class HyperTrainer(LoopTrainer):
                                 training_config=to_dict(self.cfg))
 
     def evaluate(self, n: int) -> dict:
-        """Ground-truth error of each named similar SynthFaces domain's predicted modulation."""
+        """Ground-truth error of the predicted modulation for each named similar SynthFaces training domain and
+        each held-out ``domains.unseen`` prompt (a composition of domains, unseen in training)."""
         from adapt_common import synthfaces as sf
         from adapt_common.metrics.domain import domain_error
         from ..directions import DomainEdit
+        cases = [(text, [name]) for (text, _), name in zip(self.domains, self.cfg.domains.names)]
+        for line in self.cfg.domains.unseen:
+            text, _, names = str(line).partition("=")
+            cases.append((text.strip(), [x.strip() for x in names.split("+") if x.strip()]))
         out = {}
         z = torch.randn(n, self.source.style_dim, generator=torch.Generator().manual_seed(777)).to(self.device)
+
+        def truth(x, names):
+            for name in names:
+                x = sf.apply_domain(x, name).clamp(-1, 1)
+            return x
         with torch.no_grad():
             src = self.source.generate(z)
-            for (text, _), name in zip(self.domains, self.cfg.domains.names):
-                if name not in sf.DOMAINS or sf.DOMAINS[name].kind != "similar":
+            for text, names in cases:
+                if not names or any(nm not in sf.DOMAINS or sf.DOMAINS[nm].kind != "similar" for nm in names):
                     continue
                 tgt = DomainEdit(self.source, [(self.direction_for(text), 1.0)], check=False).generate(z)
-                err = domain_error(tgt, src, lambda x, name=name: sf.apply_domain(x, name).clamp(-1, 1))
-                out[name] = {"prompt": text, "pixel_l1": err["pixel_l1"],
-                             "identity_l1": err["identity_baseline"]["pixel_l1"],
-                             "gap_closed": err["gap_closed"]["pixel_l1"]}
+                err = domain_error(tgt, src, lambda x, names=names: truth(x, names))
+                out["+".join(names)] = {"prompt": text, "seen": len(names) == 1 and text in dict(self.domains),
+                                        "pixel_l1": err["pixel_l1"],
+                                        "identity_l1": err["identity_baseline"]["pixel_l1"],
+                                        "gap_closed": err["gap_closed"]["pixel_l1"]}
         return out
 
     def fit(self, resume: bool = False) -> dict:
@@ -294,7 +307,7 @@ class HyperTrainer(LoopTrainer):
                 result["eval"] = self.evaluate(cfg.evaluation.n)
                 (self.run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=2))
                 for name, e in result["eval"].items():
-                    self._log(f"{name}: L1 {e['pixel_l1']:.4f} (identity {e['identity_l1']:.4f}, gap closed "
+                    self._log(f"{name} ({'seen' if e['seen'] else 'unseen'}): L1 {e['pixel_l1']:.4f} (identity {e['identity_l1']:.4f}, gap closed "
                               f"{e['gap_closed']:.3f})")
         return result
 
