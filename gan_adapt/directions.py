@@ -10,7 +10,7 @@ Both are one vector per modulated 3x3 conv, in generation order (``conv1``, ``co
 They are not interchangeable, so every :class:`Direction` carries its kind, and a weighted set of directions
 (:class:`DomainEdit`) adds the Δs of the first kind and the α·d of the second.
 
-File format (``.safetensors``): a float32 tensor ``delta`` [N] (or, for a sparse direction, ``indices`` int64
+File format (``.safetensors``): a float32 tensor ``delta`` [N] (or, for a sparse direction, ``indices`` int32
 and ``values`` float32 with ``size`` in the manifest) and a JSON manifest in the metadata (also written beside the
 file as ``<file>.json``): kind, per-layer names and channels, the base generator's content hash and
 architecture, domain, prompt or reference hash, training config, metrics, recommended strength.
@@ -174,7 +174,7 @@ class Direction:
             sparse = self.nonzero_fraction < 0.5
         if sparse:
             idx = self.delta.nonzero().reshape(-1)
-            tensors = {"indices": idx.to(torch.int64).contiguous(), "values": self.delta[idx].contiguous()}
+            tensors = {"indices": idx.to(torch.int32).contiguous(), "values": self.delta[idx].contiguous()}
         else:
             tensors = {"delta": self.delta.contiguous()}
         manifest = {"format": FORMAT, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -207,3 +207,15 @@ def test_cli_generate_with_directions_and_direction_tools(source, tmp_path):
     assert main(["direction", "import", str(tmp_path / "models_250.pt"), "--out", str(tmp_path / "o.safetensors")]) == 0
     assert load_direction(tmp_path / "o.safetensors").size == sum(official_conv_channels(32))
     assert main(["direction", "info", str(tmp_path / "o.safetensors")]) == 0
+
+
+def test_file_sizes_at_1024(tmp_path):
+    """StyleDomain's sizes: a dense 1024 direction is about 24 KB, its 20 % sparse form well under half."""
+    chans = official_conv_channels(1024)
+    names = ["conv1"] + [f"convs.{i}" for i in range(len(chans) - 1)]
+    d = Direction("s_delta", list(zip(names, chans)), torch.randn(sum(chans)), {"domain": "x"})
+    d.save(tmp_path / "d.safetensors")
+    d.sparse(0.2).save(tmp_path / "s.safetensors")
+    dense, sparse = (tmp_path / "d.safetensors").stat().st_size, (tmp_path / "s.safetensors").stat().st_size
+    assert 24_192 < dense < 28_000 and sparse < 12_500, (dense, sparse)
+    torch.testing.assert_close(load_direction(tmp_path / "s.safetensors").delta, d.sparse(0.2).delta)
