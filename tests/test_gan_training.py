@@ -162,3 +162,14 @@ def test_mapping_lr_multiplier_only_touches_the_mapping_network(tmp_path):
     assert [len(g["params"]) for g in groups] == [len(trainer.param.trainable_parameters()) - len(mapping), len(mapping)]
     assert all(id(p) in mapping for p in groups[1]["params"])
     assert groups[1]["lr"] == pytest.approx(100 * groups[0]["lr"]) and groups[0]["betas"][0] == 0.9
+
+
+def test_lr_rampdown(tmp_path):
+    trainer = GanTrainer(_cfg(tmp_path / "r", "training.iters=100", "training.lr_rampdown=0.5"), quiet=True)
+    f = [trainer.lr_factor(s) for s in (0, 50, 75, 100)]
+    assert f[0] == 1 and f[1] == 1 and f[2] == pytest.approx(0.5) and f[3] == pytest.approx(0)
+    base = trainer.g_opt.param_groups[0]["lr"]
+    trainer.step = 75
+    trainer.train_step()
+    assert trainer.g_opt.param_groups[0]["lr"] == pytest.approx(0.5 * base)
+    assert GanTrainer(_cfg(tmp_path / "c", "training.iters=100"), quiet=True).lr_factor(99) == 1

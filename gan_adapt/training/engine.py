@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -87,6 +88,7 @@ class TrainingConfig:
     # supervised phase can speed it back up without changing the stored weights' meaning.
     mapping_lr_mult: float = 1.0
     adam_beta1: float = 0.0  # StyleGAN2 uses 0; a supervised (distillation) phase prefers 0.9
+    lr_rampdown: float = 0.0  # the last fraction of `iters` over which every learning rate falls to 0 (cosine)
 
 
 @dataclass
@@ -232,6 +234,8 @@ class GanTrainer(LoopTrainer):
         self.g_opt = torch.optim.Adam([g for g in groups if g["params"]], lr=tr.lr_g * g_ratio,
                                       betas=(tr.adam_beta1, 0.99 ** g_ratio))
         self.d_opt = torch.optim.Adam(self.d.parameters(), lr=tr.lr_d * d_ratio, betas=(0.0, 0.99 ** d_ratio))
+        # The config's learning rates (a resumed optimiser state does not override them).
+        self._base_lrs = [[group["lr"] for group in opt.param_groups] for opt in (self.g_opt, self.d_opt)]
         self.augment = AugmentPipe(cfg.ada.p_init if cfg.ada.enabled else 0.0).to(self.device)
         self.ada = AdaController(self.augment, cfg.ada.target, cfg.ada.interval, cfg.ada.kimg) if cfg.ada.enabled \
             else None
@@ -244,9 +248,21 @@ class GanTrainer(LoopTrainer):
 
     # -- one step ------------------------------------------------------------------------------------------
 
+    def lr_factor(self, step: int) -> float:
+        """1, then a cosine ramp to 0 over the last ``lr_rampdown`` fraction of the iterations."""
+        tr = self.cfg.training
+        if tr.lr_rampdown <= 0:
+            return 1.0
+        t = (step / tr.iters - (1 - tr.lr_rampdown)) / tr.lr_rampdown
+        return 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
     def train_step(self) -> dict:
         cfg, tr = self.cfg, self.cfg.training
         G, D = self.param.generator, self.d
+        factor = self.lr_factor(self.step)
+        for opt, base in zip((self.g_opt, self.d_opt), self._base_lrs):
+            for group, lr in zip(opt.param_groups, base):
+                group["lr"] = lr * factor
         dim = G.style_dim
         real = self.data.batch(self.step, tr.batch, self.rank, self.world, cfg.exp.seed).to(self.device)
         stats: dict = {}
