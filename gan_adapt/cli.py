@@ -310,6 +310,41 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_invert(args) -> int:
+    """Project an image into the generator, then show it with each direction."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from adapt_common.image_io import load_image, save_grid
+    from .directions import DomainEdit, load_direction, parse_direction_arg
+    from .formats import load_generator
+    from .inversion import invert
+    _threads(args.threads)
+    g = load_generator(args.ckpt, device=args.device)
+    target = load_image(args.image, size=g.size)
+    clip = None
+    if args.clip:
+        from adapt_common.clip_models import load_clip
+        clip = load_clip(args.clip, args.device)
+    bar = tqdm(total=args.steps, desc="invert", disable=not sys.stderr.isatty())
+    result = invert(g, target, space=args.space, steps=args.steps, lr=args.lr, clip=clip,
+                    callback=lambda step, loss: bar.update(1) and None)
+    bar.close()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "latent.npy", result.w.cpu().numpy().astype(np.float32))
+    row = [target.to(result.image), result.image]
+    with torch.no_grad():
+        for text in args.direction:
+            path, weight = parse_direction_arg(text)
+            row.append(DomainEdit(g, [(load_direction(path), weight)]).generate(w=result.w))
+    save_grid(torch.cat(row).cpu(), out / "inversion.png", nrow=len(row))
+    print(f"wrote {out}/latent.npy (W+ {tuple(result.w.shape)}) and inversion.png (target, reconstruction"
+          f"{', then each direction' if args.direction else ''}); pixel MSE {result.mse:.4f}")
+    return 0
+
+
 def cmd_export(args) -> int:
     """Files from a run folder's latest checkpoint, without finishing (or re-running) the training."""
     from adapt_common.config import load_config
@@ -425,6 +460,19 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--device", default="cpu")
     mo.add_argument("--threads", type=int, default=None)
     mo.set_defaults(func=cmd_morph)
+
+    iv = sub.add_parser("invert", help="project an image into the generator (W or W+), then render it with directions")
+    iv.add_argument("--ckpt", required=True)
+    iv.add_argument("--image", required=True)
+    iv.add_argument("--space", default="w+", choices=["w", "w+"])
+    iv.add_argument("--steps", type=int, default=300)
+    iv.add_argument("--lr", type=float, default=0.05)
+    iv.add_argument("--clip", help="add a CLIP embedding distance (name or path), e.g. synthfaces")
+    iv.add_argument("--direction", action="append", default=[], metavar="FILE[:WEIGHT]")
+    iv.add_argument("--out", required=True, help="folder for latent.npy and inversion.png")
+    iv.add_argument("--device", default="cpu")
+    iv.add_argument("--threads", type=int, default=None)
+    iv.set_defaults(func=cmd_invert)
 
     cp = sub.add_parser("compare", help="a grid with one row per model (generators, adapters, directions) at the "
                                         "same seeds, optionally under a row of real images")

@@ -114,3 +114,15 @@ def test_train_command_dispatches_on_exp_trainer(setup, tmp_path):
     assert torch.equal(load_direction(tmp_path / "again.safetensors").delta,
                        load_direction(tmp_path / "run" / "direction.safetensors").delta)
     assert main(["train", "--config", str(cfg), "exp.trainer=gan"]) == 2
+
+
+def test_reference_image_from_a_file_of_any_size_and_mode(tmp_path):
+    from PIL import Image
+    Image.new("RGBA", (90, 50), (200, 30, 30, 128)).save(tmp_path / "ref.png")
+    img, digest = clip_guided.reference_image(str(tmp_path / "ref.png"), 32)
+    assert img.shape == (1, 3, 32, 32) and len(digest) == 16
+    same, digest2 = clip_guided.reference_image("synthfaces:sketch/0", 32)
+    assert same.shape == (1, 3, 32, 32) and digest2 != digest
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(Exception, match="bad.png"):
+        clip_guided.reference_image(str(tmp_path / "bad.png"), 32)

@@ -115,7 +115,7 @@ def reference_image(spec: str, size: int) -> tuple[torch.Tensor, str]:
         images, _ = sf.fewshot_set(domain, max(i + 1, 1), size=size)
         img = images[i:i + 1]
     else:
-        img = load_image(spec, size=size)[None]
+        img = load_image(spec, size=size)
     digest = hashlib.sha256(img.numpy().tobytes()).hexdigest()[:16]
     return img, digest
 
