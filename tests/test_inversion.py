@@ -13,7 +13,8 @@ def test_inversion_recovers_a_generated_image(tiny_generator):
     g.set_latent_avg(g.mean_latent(512, seed=0))
     with torch.no_grad():
         target = g.generate(torch.randn(1, TINY["style_dim"], generator=torch.Generator().manual_seed(3)))
-    start = float(((g.generate(w=g.latent_avg[None]) - target) ** 2).mean())
+    with torch.no_grad():
+        start = float(((g.generate(w=g.latent_avg[None]) - target) ** 2).mean())
     stops = []
     res = invert(g, target, steps=80, lr=0.05, callback=lambda step, loss: stops.append(step) or step == 59)
     assert len(res.losses) == 60 and stops[-1] == 59  # the callback stopped it

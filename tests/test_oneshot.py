@@ -126,3 +126,15 @@ def test_reference_image_from_a_file_of_any_size_and_mode(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(Exception, match="bad.png"):
         clip_guided.reference_image(str(tmp_path / "bad.png"), 32)
+
+
+def test_mtg_reference_terms(setup, tmp_path):
+    cfg = _cfg(setup, tmp_path / "mtg", "target.image=synthfaces:sketch", "target.source_mean_n=8",
+               "target.invert_steps=5", "training.iters=3", "loss.clip_ref=30", "loss.rec_l2=10", "loss.clip_within=0.5")
+    tr = ClipTrainer(cfg, quiet=True)
+    assert tr.w_ref.shape[1] == tr.source.n_latent
+    stats = tr.train_step()
+    assert {"clip_ref", "rec_l2", "clip_within", "direction"} <= set(stats)
+    assert stats["loss"] > 30 * stats["clip_ref"]
+    with pytest.raises(ValueError, match="need an image target"):
+        ClipTrainer(_cfg(setup, tmp_path / "x", "target.text=a sketch", "loss.clip_ref=1"), quiet=True)

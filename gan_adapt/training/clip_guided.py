@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from adapt_common.clip_guidance import ClipGuide
 from adapt_common.config import to_dict
@@ -54,6 +55,7 @@ class TargetConfig:
     domain: str = ""  # a name for reports; a SynthFaces domain name enables the ground-truth evaluation
     templates: list = field(default_factory=lambda: ["{}"])  # prompt templates, "{}" is the prompt
     source_mean_n: int = 256  # source samples averaged for the image direction's anchor
+    invert_steps: int = 300  # inversion of the reference into G_A (W+), for the MTG terms below
 
 
 @dataclass
@@ -76,6 +78,10 @@ class OneShotLoss:
     direction: float = 1.0
     indomain: float = 0.5
     offsets_l2: float = 0.0  # HyperDomainNet's norm of the trained vectors (mean square per layer)
+    # MTG's reference terms (image targets; they invert the reference into the source generator first):
+    clip_ref: float = 0.0  # 1 - cos(E(G_B(w_ref)), E(I_ref))
+    clip_within: float = 0.0  # 1 - cos(E(G_B(z)) - E(I_ref), E(G_A(z)) - E(G_A(w_ref)))
+    rec_l2: float = 0.0  # MSE(G_B(w_ref), I_ref)
 
 
 @dataclass
@@ -148,6 +154,17 @@ class ClipTrainer(LoopTrainer):
                 return self.source.generate(z)
             self.source_mean = self.guide.mean_embedding(sample, tg.source_mean_n)
             self.directions = self.guide.image_direction(self.reference.to(self.device), self.source_mean)
+        self.w_ref = None
+        lc = cfg.loss
+        if lc.clip_ref > 0 or lc.clip_within > 0 or lc.rec_l2 > 0:
+            if self.reference is None:
+                raise ValueError("loss.clip_ref / clip_within / rec_l2 need an image target (target.image)")
+            from ..inversion import invert
+            inv = invert(self.source, self.reference, steps=tg.invert_steps, clip=self.guide.clips[0])
+            self.w_ref = inv.w
+            with torch.no_grad():
+                self.emb_ref = self.guide.encode_images(self.reference.to(self.device))
+                self.emb_a_ref = self.guide.encode_images(inv.image)
         self.opt = torch.optim.Adam(self.param.trainable_parameters(), lr=tr.lr, betas=tuple(tr.betas))
         self.step, self.elapsed = 0, 0.0
         gen = torch.Generator().manual_seed(cfg.logging.sample_seed)
@@ -190,7 +207,21 @@ class ClipTrainer(LoopTrainer):
         if lc.offsets_l2 > 0:
             d = sum(p.square().mean() for p in self.param.trainable_parameters())
             loss = loss + lc.offsets_l2 * d
-            stats["offsets_l2"] = float(d)
+            stats["offsets_l2"] = float(d.detach())
+        if self.w_ref is not None:
+            img_ref = self.param.generator.generate(w=self.w_ref)
+            if lc.clip_ref > 0:
+                d = self.guide.clip_ref_loss(self.guide.encode_images(img_ref), self.emb_ref)
+                loss = loss + lc.clip_ref * d
+                stats["clip_ref"] = d.item()
+            if lc.rec_l2 > 0:
+                d = F.mse_loss(img_ref, self.reference.to(img_ref.device))
+                loss = loss + lc.rec_l2 * d
+                stats["rec_l2"] = d.item()
+            if lc.clip_within > 0:
+                d = self.guide.clip_within_loss(emb_b, self.emb_ref, emb_a, self.emb_a_ref)
+                loss = loss + lc.clip_within * d
+                stats["clip_within"] = d.item()
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)
