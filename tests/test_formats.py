@@ -184,3 +184,17 @@ def test_native_detected_whatever_its_header_length(tmp_path, models):
         pytest.fail("could not make a header length starting with 0x80")
     assert detect_format(path) == "native"
     _same_images(load_generator(path), g)
+
+
+def test_official_styledomain_full_finetune_and_direction_files(tmp_path, models):
+    """`models_*.pt` with model_type "original" is a generator (trained copy under "generator."); a direction file
+    given where a generator is expected is refused with a pointer to --direction."""
+    g, _ = models
+    sd = {f"generator.{k}": v for k, v in g.state_dict().items()}
+    sd.update({f"generator_frozen.{k}": torch.zeros_like(v) for k, v in g.state_dict().items()})
+    torch.save({"model_type": "original", "state_dict": sd, "sg2_params": {"img_size": 32}}, tmp_path / "models_250.pt")
+    _same_images(load_generator(tmp_path / "models_250.pt"), g, truncation=1.0)
+    torch.save({"model_type": "parametrization", "patch_key": "s_delta",
+                "state_dict": {"heads.conv_0.params_in": torch.zeros(1, 32)}}, tmp_path / "models_300.pt")
+    with pytest.raises(CheckpointError, match="--direction"):
+        load_generator(tmp_path / "models_300.pt")

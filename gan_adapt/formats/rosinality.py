@@ -43,6 +43,15 @@ def load(path: str | Path) -> StyleGANCheckpoint:
     obj = read_torch_file(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict with 'g_ema', found a {type(obj).__name__}")
+    if obj.get("model_type") == "original" and isinstance(obj.get("state_dict"), dict):
+        # A StyleDomain / HyperDomainNet full fine-tune (`models_*.pt`, patch_key "original"): the trained copy's
+        # state dict under "generator." names (the source copy, if any, under "generator_frozen." is ignored).
+        sd = {k[len("generator."):]: v for k, v in obj["state_dict"].items() if k.startswith("generator.")}
+        obj = {"g_ema": sd}
+    if obj.get("model_type") in ("parametrization", "parameterization", "mapper"):
+        raise CheckpointError(f"{path}: a StyleDomain / HyperDomainNet {obj['model_type']} file (patch_key "
+                              f"{obj.get('patch_key')!r}), not a generator: apply it to its generator with "
+                              "`generate --direction` (gan_adapt.directions.load_direction)")
     if "g_ema" not in obj:
         if "style.1.weight" in obj:  # a bare generator state dict
             obj = {"g_ema": obj}
