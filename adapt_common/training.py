@@ -15,6 +15,38 @@ from tqdm import tqdm
 from .files import atomic_path
 
 
+# -- several processes (torchrun) -------------------------------------------------------------------------
+
+
+def world_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torchrun."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> None:
+    """Join the torchrun process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
+    import torch.distributed as dist
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def average_gradients(params) -> None:
+    """All-reduce and average the gradients of ``params`` across processes (what DistributedDataParallel does,
+    written out so double-backward regularisers need no special casing)."""
+    import torch.distributed as dist
+    _, world = world_info()
+    if world == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world
+
+
 def rng_state() -> dict:
     """All global RNG states, as tensors and plain containers (loadable with weights_only=True)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()

@@ -1,5 +1,10 @@
-"""Diffusion-model adaptation on ``diffusers`` (SVDiff spectral shifts, DomainStudio losses).
+"""Diffusion-model adaptation on ``diffusers``: SVDiff spectral shifts and DomainStudio losses.
 
-Not implemented yet: it arrives with issue #6. Shared pieces (image I/O, and later CLIP guidance, metrics and
-SynthFaces) live in :mod:`adapt_common`.
+- :mod:`.models`: build / load / save local model folders (``DDPMPipeline`` layout);
+- :mod:`.svdiff`: spectral shifts on any torch model, in the public ``spectral_shifts.safetensors`` layout;
+- :mod:`.losses`: DomainStudio's relative-distance and high-frequency losses;
+- :mod:`.training`: pretraining and few-shot adaptation (``python -m diffusion_adapt train``);
+- :mod:`.sampling`: DDIM sampling, DDIM inversion, DDIB translation.
+
+Shared pieces (datasets, image I/O, CLIP, metrics, SynthFaces, the training loop) live in :mod:`adapt_common`.
 """

@@ -299,7 +299,7 @@ def cmd_compare(args) -> int:
         for k in keys:
             rows.append(DomainEdit(k.generator, k.directions).generate(z, truncation=args.truncation).cpu())
     if args.real:
-        from .training.data import ImageSource
+        from adapt_common.datasets import ImageSource
         real = ImageSource(args.real, keys[0].generator.size, quiet=True)
         images = real.images if real.images is not None else real.batch(0, len(z), 0, 1, 0)
         rows.insert(0, images[:len(z)].float())

@@ -8,11 +8,12 @@ from adapt_common.config import load_config
 from gan_adapt.cli import trainer_kind
 from gan_adapt.training.clip_guided import OneShotConfig
 from gan_adapt.training.engine import GanTrainConfig
+from diffusion_adapt.training import DiffTrainConfig
 from gan_adapt.training.hyper import HyperConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SCHEMAS = {"clip_": ClipTrainConfig, "pretrain_": GanTrainConfig, "fewshot_": GanTrainConfig,
-           "oneshot_": OneShotConfig, "hyper_": HyperConfig}
+           "oneshot_": OneShotConfig, "hyper_": HyperConfig, "ddpm_": DiffTrainConfig}
 TRAINER = {GanTrainConfig: "adversarial", OneShotConfig: "clip", HyperConfig: "hyper"}
 
 

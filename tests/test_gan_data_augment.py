@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from gan_adapt.training.augment import AdaController, AugmentPipe
-from gan_adapt.training.data import ImageSource, load_image_folder
+from adapt_common.datasets import ImageSource, load_image_folder
 
 ALL_OFF = {k: 0.0 for k in ["xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness",
                             "contrast", "lumaflip", "hue", "saturation"]}

@@ -18,22 +18,21 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from adapt_common.config import to_dict
 from adapt_common.image_io import save_grid
-from adapt_common.training import LoopTrainer, rng_state, set_rng_state
+from adapt_common.training import (LoopTrainer, average_gradients, init_distributed, rng_state, set_rng_state,
+                                   world_info)
 from ..networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from ..parameterizations import Parameterization
 from .augment import AdaController, AugmentPipe
-from .data import ImageSource
+from adapt_common.datasets import ImageSource
 from .losses import accumulate_ema, d_logistic_loss, ema_decay_for, g_nonsaturating_loss, path_length_penalty, r1_penalty
 
 
@@ -129,33 +128,6 @@ class GanTrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Distributed helpers
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed() -> None:
-    """Join the torchrun process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-
-def _average_gradients(params: list[torch.nn.Parameter]) -> None:
-    _, world = _world()
-    if world == 1:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad /= world
-
-
-# ----------------------------------------------------------------------------------------------------------
 # The trainer
 
 
@@ -187,7 +159,7 @@ def _fake(G: Generator, batch: int, prob: float, device) -> torch.Tensor:
 class GanTrainer(LoopTrainer):
     def __init__(self, cfg: GanTrainConfig, *, quiet: bool = False):
         self.cfg = cfg
-        self.rank, self.world = _world()
+        self.rank, self.world = world_info()
         self.quiet = quiet or self.rank != 0
         torch.set_num_threads(cfg.exp.threads)
         torch.manual_seed(cfg.exp.seed)
@@ -277,7 +249,7 @@ class GanTrainer(LoopTrainer):
             d_loss = d_logistic_loss(real_pred, fake_pred)
             self.d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
-            _average_gradients(list(D.parameters()))
+            average_gradients(list(D.parameters()))
             self.d_opt.step()
             if self.ada is not None:
                 self.ada.accumulate(real_pred)
@@ -289,7 +261,7 @@ class GanTrainer(LoopTrainer):
                 r1 = r1_penalty(real_pred, real_in)
                 self.d_opt.zero_grad(set_to_none=True)
                 (tr.r1_gamma / 2 * r1 * tr.r1_every + 0 * real_pred[0, 0]).backward()
-                _average_gradients(list(D.parameters()))
+                average_gradients(list(D.parameters()))
                 self.d_opt.step()
                 stats["r1"] = r1.item()
             D.requires_grad_(False)
@@ -309,7 +281,7 @@ class GanTrainer(LoopTrainer):
             stats["distill_l1"] = distill.item()
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
-        _average_gradients(self.param.trainable_parameters())
+        average_gradients(self.param.trainable_parameters())
         self.g_opt.step()
         if tr.pl_weight > 0 and self.step % tr.pl_every == 0:
             n = max(1, tr.batch // 2)
@@ -319,7 +291,7 @@ class GanTrainer(LoopTrainer):
             pl, self.mean_path_length, _ = path_length_penalty(img, w, self.mean_path_length)
             self.g_opt.zero_grad(set_to_none=True)
             (tr.pl_weight * tr.pl_every * pl + 0 * img[0, 0, 0, 0]).backward()
-            _average_gradients(self.param.trainable_parameters())
+            average_gradients(self.param.trainable_parameters())
             self.g_opt.step()
             stats["pl"] = pl.item()
         if tr.train_d:

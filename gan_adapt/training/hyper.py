@@ -27,10 +27,9 @@ import torch.nn.functional as F
 from adapt_common.clip_guidance import ClipGuide
 from adapt_common.config import to_dict
 from adapt_common.image_io import save_grid
-from adapt_common.training import LoopTrainer, rng_state, set_rng_state
+from adapt_common.training import LoopTrainer, average_gradients, init_distributed, rng_state, set_rng_state, world_info
 from ..hypernetwork import Hypernetwork
 from .clip_guided import DEFAULT_SOURCE
-from .engine import _average_gradients, _world, init_distributed
 
 
 @dataclass
@@ -136,7 +135,7 @@ class HyperTrainer(LoopTrainer):
     def __init__(self, cfg: HyperConfig, *, quiet: bool = False):
         from ..formats import load_generator
         self.cfg = cfg
-        self.rank, self.world = _world()
+        self.rank, self.world = world_info()
         self.quiet = quiet or self.rank != 0
         torch.set_num_threads(cfg.exp.threads)
         torch.manual_seed(cfg.exp.seed + self.rank)  # every process draws its own domains and latents
@@ -215,7 +214,7 @@ class HyperTrainer(LoopTrainer):
             stats["offsets_l2"] = float(l2.detach())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        _average_gradients(list(self.mapper.parameters()))
+        average_gradients(list(self.mapper.parameters()))
         self.opt.step()
         if self.world > 1:  # BatchNorm statistics: rank 0's, as DistributedDataParallel broadcasts them
             import torch.distributed as dist

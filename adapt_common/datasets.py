@@ -1,4 +1,5 @@
-"""Training images: a folder of a few images (few-shot), or SynthFaces rendered on the fly.
+"""Training images shared by the GAN and diffusion trainers: a folder of a few images (few-shot), or SynthFaces
+rendered on the fly.
 
 ``"synthfaces:cat"`` means faces of the SynthFaces domain ``cat`` (``synthfaces:cat@10`` its fixed 10-shot
 set); anything else is a folder path. Folders may hold images of any size and mode: each is converted to RGB,

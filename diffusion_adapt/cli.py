@@ -1,0 +1,180 @@
+"""Command line: ``python -m diffusion_adapt <command> ...`` (``--help`` for each)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _threads(n):
+    import torch
+    if n:
+        torch.set_num_threads(n)
+
+
+def _parse_weighted(text: str) -> tuple[str, float]:
+    path, sep, tail = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(tail)
+        except ValueError:
+            pass
+    return text, 1.0
+
+
+def _model_with_shifts(model: str, shifts: list[str], device: str):
+    from . import svdiff
+    from .models import load_model
+    unet, scheduler = load_model(model, device)
+    if shifts:
+        svdiff.apply_shift_files(unet, [_parse_weighted(s) for s in shifts])
+    return unet.eval(), scheduler
+
+
+def cmd_train(args) -> int:
+    from adapt_common.config import load_config
+    from .training import DiffTrainConfig, train
+    train(load_config(DiffTrainConfig, args.config, args.overrides), resume=args.resume)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+    import torch
+
+    from adapt_common.image_io import save_grid, save_image
+    from gan_adapt.seeds import parse_seeds
+    from .sampling import ddim_sample, noise_from_seeds
+    _threads(args.threads)
+    unet, scheduler = _model_with_shifts(args.model, args.shifts, args.device)
+    seeds = parse_seeds(args.seeds)
+    size = unet.config.sample_size
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i in range(0, len(seeds), args.batch):
+        chunk = seeds[i:i + args.batch]
+        img = ddim_sample(unet, scheduler, noise_from_seeds(chunk, (unet.config.in_channels, size, size)),
+                          args.steps).cpu()
+        images.append(img)
+        for s, im in zip(chunk, img):
+            save_image(im, out / f"seed{s:04d}.png")
+    images = torch.cat(images)
+    save_grid(images, out / "grid.png")
+    if args.save_raw:
+        np.save(args.save_raw, images.numpy().astype(np.float32))
+    print(f"wrote {len(seeds)} images and grid.png to {out} ({args.steps} DDIM steps"
+          + (f", shifts {', '.join(args.shifts)})" if args.shifts else ")"))
+    return 0
+
+
+def cmd_translate(args) -> int:
+    import torch
+
+    from adapt_common.image_io import load_image, save_grid
+    from .models import load_model
+    from .sampling import translate
+    _threads(args.threads)
+    source, scheduler = load_model(args.model, args.device)
+    target, _ = _model_with_shifts(args.target_model or args.model, args.shifts, args.device)
+    size = source.config.sample_size
+    images = torch.cat([load_image(p, size=size) for p in args.images])
+    out = translate(source, target, scheduler, images, args.steps).cpu()
+    save_grid(torch.cat([images, out]), args.out, nrow=len(args.images))
+    print(f"wrote {args.out}: inputs (top) translated by DDIM inversion with {args.model} and decoding with the "
+          "adapted model (bottom)")
+    return 0
+
+
+def cmd_shifts(args) -> int:
+    import json
+
+    from . import svdiff
+    if args.action == "info":
+        for f in args.files:
+            tensors, manifest = svdiff.read_shifts(f)
+            print(json.dumps({"file": f, "tensors": len(tensors), "values": sum(t.numel() for t in tensors.values()),
+                              **{k: v for k, v in manifest.items() if k != "training_config"}}, indent=2, default=str))
+        return 0
+    if not args.out:
+        raise ValueError(f"shifts {args.action} needs --out")
+    if args.action == "mix":
+        pairs = [_parse_weighted(f) for f in args.files]
+        states = [svdiff.read_shifts(p)[0] for p, _ in pairs]
+        mixed = svdiff.mix_shifts(states, [w for _, w in pairs])
+        from safetensors.torch import save_file
+        from adapt_common.files import atomic_path
+        with atomic_path(Path(args.out)) as tmp:
+            save_file({k: v.contiguous() for k, v in mixed.items()}, str(tmp), metadata={
+                "format": svdiff.FORMAT, "manifest": json.dumps({"format": svdiff.FORMAT, "derived": "mix",
+                                                                 "mixed": [{"file": p, "weight": w} for p, w in pairs]})})
+        print(f"wrote {args.out}: " + " + ".join(f"{w:g} x {p}" for p, w in pairs))
+        return 0
+    # merge: bake shifts into a plain model folder
+    if not args.model:
+        raise ValueError("shifts merge needs --model (the base model folder)")
+    from .models import save_model
+    unet, scheduler = _model_with_shifts(args.model, args.files, "cpu")
+    save_model(svdiff.bake(unet), scheduler, args.out)
+    print(f"wrote {args.out}: {args.model} with the shifts baked in (a plain diffusers model)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from adapt_common.config import describe
+    from .training import DiffTrainConfig
+    p = argparse.ArgumentParser(prog="python -m diffusion_adapt", description="diffusion-model domain adaptation")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="pretraining or few-shot adaptation (full or SVDiff, DomainStudio losses)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="config keys and defaults:\n" + describe(DiffTrainConfig))
+    t.add_argument("--config", action="append", default=[])
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("overrides", nargs="*")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="DDIM samples for seeds, with any number of shift files")
+    s.add_argument("--model", required=True, help="a model folder")
+    s.add_argument("--shifts", action="append", default=[], metavar="FILE[:SCALE]")
+    s.add_argument("--seeds", default="0-15")
+    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--save-raw", metavar="FILE.npy")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_sample)
+
+    tr = sub.add_parser("translate", help="source image -> adapted domain (DDIM inversion, DDIB)")
+    tr.add_argument("--model", required=True, help="the source model folder")
+    tr.add_argument("--target-model", help="the adapted model folder (default: --model with --shifts)")
+    tr.add_argument("--shifts", action="append", default=[], metavar="FILE[:SCALE]")
+    tr.add_argument("--images", nargs="+", required=True)
+    tr.add_argument("--steps", type=int, default=50)
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--threads", type=int)
+    tr.set_defaults(func=cmd_translate)
+
+    sh = sub.add_parser("shifts", help="spectral-shift files: info, mix (weighted sum / interpolation), merge")
+    sh.add_argument("action", choices=["info", "mix", "merge"])
+    sh.add_argument("files", nargs="+", metavar="FILE[:WEIGHT]")
+    sh.add_argument("--model", help="merge: the base model folder")
+    sh.add_argument("--out")
+    sh.set_defaults(func=cmd_shifts)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from adapt_common.image_io import ImageReadError
+    try:
+        return args.func(args)
+    except (ImageReadError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
