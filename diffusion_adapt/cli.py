@@ -31,8 +31,26 @@ def _model_with_shifts(model: str, shifts: list[str], device: str):
     return unet.eval(), scheduler
 
 
+def trainer_kind(files: list[str], overrides: list[str]) -> str:
+    from omegaconf import OmegaConf
+    kind = "ddpm"
+    for f in files:
+        if Path(f).is_file():
+            kind = OmegaConf.select(OmegaConf.load(f), "exp.trainer", default=kind)
+    for item in overrides:
+        if item.startswith("exp.trainer="):
+            kind = item.split("=", 1)[1]
+    if kind not in ("ddpm", "t2i"):
+        raise ValueError(f"exp.trainer={kind!r}: expected ddpm (unconditional) or t2i (text-to-image)")
+    return kind
+
+
 def cmd_train(args) -> int:
     from adapt_common.config import load_config
+    if trainer_kind(args.config, args.overrides) == "t2i":
+        from .text2image import T2IConfig, train as train_t2i
+        train_t2i(load_config(T2IConfig, args.config, args.overrides), resume=args.resume)
+        return 0
     from .training import DiffTrainConfig, train
     train(load_config(DiffTrainConfig, args.config, args.overrides), resume=args.resume)
     return 0
@@ -122,13 +140,15 @@ def cmd_shifts(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from adapt_common.config import describe
+    from .text2image import T2IConfig
     from .training import DiffTrainConfig
     p = argparse.ArgumentParser(prog="python -m diffusion_adapt", description="diffusion-model domain adaptation")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="pretraining or few-shot adaptation (full or SVDiff, DomainStudio losses)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="config keys and defaults:\n" + describe(DiffTrainConfig))
+                       epilog="unconditional config keys and defaults (exp.trainer=ddpm):\n" + describe(DiffTrainConfig)
+                       + "\n\ntext-to-image config keys and defaults (exp.trainer=t2i):\n" + describe(T2IConfig))
     t.add_argument("--config", action="append", default=[])
     t.add_argument("--resume", action="store_true")
     t.add_argument("overrides", nargs="*")

@@ -35,6 +35,7 @@ PARAMETERIZATIONS = ("full", "svdiff")
 
 @dataclass
 class DiffExp:
+    trainer: str = "ddpm"  # `python -m diffusion_adapt train` dispatches on this ("t2i": text2image.py)
     name: str = "ddpm"
     seed: int = 0
     run_dir: str = "runs/ddpm"

@@ -1,0 +1,336 @@
+"""Text-to-image adaptation (Stable Diffusion layout): DreamBooth-style training with prior preservation, SVDiff
+shifts on the UNet (and optionally the text encoder), and DomainStudio's text-to-image losses.
+
+    python -m diffusion_adapt train --config configs/<t2i>.yaml        # exp.trainer: t2i
+
+A model is a ``StableDiffusionPipeline.save_pretrained`` folder (``unet/``, ``text_encoder/``, ``scheduler/``, and
+``vae/`` for latent models, ``tokenizer/`` when present). Without a saved tokenizer, prompts are tokenised with the
+``clip`` package's BPE (the same 49,408-token vocabulary as ``CLIPTokenizer``), which needs no download.
+
+Each step (DomainStudio, text-to-image): instance images with ``instance_prompt`` and prior images with
+``class_prompt`` (generated once by the base model and cached in the run folder); the DreamBooth loss
+``MSE(ε̂_inst, ε) + λ_prior·MSE(ε̂_class, ε)`` at per-sample t; and, at one shared t, the predicted clean images of
+both halves (decoded through the VAE with gradients) give the relative-distance terms (class half as the source
+distribution, instance half as the adapted one) and the high-frequency MSE to the instance images. Unlike the
+official script, the high-frequency MSE compares each prediction with its own training image (the published code
+draws the targets from a second, independently shuffled loader).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from adapt_common.config import to_dict
+from adapt_common.datasets import ImageSource
+from adapt_common.image_io import save_grid
+from adapt_common.training import LoopTrainer, average_gradients, rng_state, set_rng_state, world_info
+from . import svdiff
+from .losses import haar_hf, pair_kl, predicted_x0
+from .models import ModelLoadError, model_hash
+from .sampling import _ddim, noise_from_seeds
+
+
+@dataclass
+class T2IModel:
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    scheduler: object
+    vae: torch.nn.Module | None = None
+    tokenizer: object | None = None
+
+    @property
+    def latent_scale(self) -> float:
+        return float(getattr(self.vae.config, "scaling_factor", 0.18215)) if self.vae is not None else 1.0
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        n = int(self.text_encoder.config.max_position_embeddings)
+        if self.tokenizer is not None:
+            return self.tokenizer(list(texts), padding="max_length", max_length=n, truncation=True,
+                                  return_tensors="pt").input_ids
+        import clip
+        vocab = int(self.text_encoder.config.vocab_size)
+        if vocab != 49408:
+            raise ModelLoadError(f"the model has no tokenizer/ folder and its text encoder's vocabulary has {vocab} "
+                                 "tokens, not CLIP's 49,408: save its tokenizer with the pipeline")
+        return clip.tokenize(list(texts), context_length=n, truncate=True)
+
+    def encode_prompts(self, texts: list[str]) -> torch.Tensor:
+        ids = self.tokenize(texts).to(next(self.text_encoder.parameters()).device)
+        return self.text_encoder(ids).last_hidden_state
+
+    def to_latents(self, images: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            return images
+        with torch.no_grad():
+            return self.vae.encode(images).latent_dist.sample() * self.latent_scale
+
+    def to_images(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents if self.vae is None else self.vae.decode(latents / self.latent_scale).sample
+
+
+def load_t2i(path: str | Path, device="cpu") -> T2IModel:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+    p = Path(path)
+    if not (p / "unet").is_dir() or not (p / "text_encoder").is_dir():
+        raise ModelLoadError(f"{p}: not a text-to-image model folder (needs unet/ and text_encoder/, as "
+                             "StableDiffusionPipeline.save_pretrained writes)")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(p, subfolder="unet", local_files_only=True)
+        te = CLIPTextModel.from_pretrained(p / "text_encoder", local_files_only=True)
+        sched = DDPMScheduler.from_pretrained(p, subfolder="scheduler", local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(p, subfolder="vae", local_files_only=True) if (p / "vae").is_dir() else None
+        tok = None
+        if (p / "tokenizer").is_dir():
+            from transformers import CLIPTokenizer
+            tok = CLIPTokenizer.from_pretrained(p / "tokenizer", local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{p}: could not load the text-to-image model ({str(e).splitlines()[0]})") from e
+    for m in (unet, te, vae):
+        if m is not None:
+            m.to(device).eval().requires_grad_(False)
+    return T2IModel(unet=unet, text_encoder=te, scheduler=sched, vae=vae, tokenizer=tok)
+
+
+def save_t2i(model: T2IModel, path: str | Path) -> Path:
+    path = Path(path)
+    model.unet.save_pretrained(path / "unet")
+    model.text_encoder.save_pretrained(path / "text_encoder")
+    model.scheduler.save_pretrained(path / "scheduler")
+    if model.vae is not None:
+        model.vae.save_pretrained(path / "vae")
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(path / "tokenizer")
+    (path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}\n')
+    return path
+
+
+@torch.no_grad()
+def t2i_sample(model: T2IModel, prompts: list[str], noise: torch.Tensor, steps: int = 50,
+               guidance: float = 5.0) -> torch.Tensor:
+    """DDIM with classifier-free guidance (the unconditional branch is the empty prompt); images in [-1, 1]."""
+    sched = _ddim(model.scheduler, steps)
+    cond = model.encode_prompts(prompts)
+    uncond = model.encode_prompts([""] * len(prompts))
+    x = noise.to(cond.device)
+    for t in sched.timesteps:
+        both = model.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+        e_u, e_c = both.chunk(2)
+        x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
+    return model.to_images(x).clamp(-1, 1)
+
+
+@dataclass
+class T2IExp:
+    trainer: str = "t2i"
+    name: str = "t2i"
+    seed: int = 0
+    run_dir: str = "runs/t2i"
+    threads: int = 2
+    device: str = "cpu"
+
+
+@dataclass
+class T2IData:
+    source: str = "synthfaces:sketch@10"  # instance images: a folder or synthfaces:<domain>@<shots>
+    instance_prompt: str = "a sks sketch of a face"
+    class_prompt: str = "a photo of a face"
+    num_class_images: int = 50
+    hflip: bool = True
+
+
+@dataclass
+class T2ITraining:
+    pretrained: str = ""  # a StableDiffusionPipeline folder
+    parameterization: str = "svdiff"  # svdiff | full
+    train_text_encoder: bool = False
+    iters: int = 500
+    batch: int = 2  # instance images per step (as many prior images)
+    lr: float = 5e-6  # full fine-tuning (DomainStudio's recipe)
+    lr_shift: float = 1e-3
+    lr_1d: float = 1e-6
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+
+
+@dataclass
+class T2ILoss:
+    prior: float = 1.0  # DreamBooth prior preservation
+    pair: float = 100.0  # DomainStudio text-to-image weights (0 turns a term off)
+    hf_pair: float = 100.0
+    hf_mse: float = 0.1
+
+
+@dataclass
+class T2ILogging:
+    log_every: int = 10
+    sample_every: int = 100
+    checkpoint_every: int = 100
+    n_samples: int = 4
+    sample_seed: int = 0
+    sample_steps: int = 30
+    guidance: float = 5.0
+    tensorboard: bool = False
+
+
+@dataclass
+class T2IConfig:
+    exp: T2IExp = field(default_factory=T2IExp)
+    data: T2IData = field(default_factory=T2IData)
+    training: T2ITraining = field(default_factory=T2ITraining)
+    loss: T2ILoss = field(default_factory=T2ILoss)
+    logging: T2ILogging = field(default_factory=T2ILogging)
+
+
+class T2ITrainer(LoopTrainer):
+    def __init__(self, cfg: T2IConfig, *, quiet: bool = False):
+        self.cfg = cfg
+        self.rank, self.world = world_info()
+        self.quiet = quiet or self.rank != 0
+        tr = cfg.training
+        if tr.parameterization not in ("svdiff", "full"):
+            raise ValueError(f"training.parameterization={tr.parameterization!r}; choose svdiff or full")
+        if not tr.pretrained:
+            raise ValueError("training.pretrained: the text-to-image model folder to adapt")
+        torch.set_num_threads(cfg.exp.threads)
+        torch.manual_seed(cfg.exp.seed)
+        self.device = torch.device(cfg.exp.device)
+        self.model = load_t2i(tr.pretrained, self.device)
+        self.base_hash = model_hash(self.model.unet)
+        self.run_dir = Path(cfg.exp.run_dir)
+        m = self.model
+        factor = 2 ** (len(m.vae.config.block_out_channels) - 1) if m.vae is not None else 1  # VAE downsampling
+        size = self.image_size = m.unet.config.sample_size * factor
+        self.instances = ImageSource(cfg.data.source, size, quiet=self.quiet)
+        self.class_images = self._prior_images()
+        modules = [m.unet] + ([m.text_encoder] if tr.train_text_encoder else [])
+        groups = []
+        for mod in modules:
+            if tr.parameterization == "svdiff":
+                svdiff.add_spectral_shifts(mod)
+                groups += svdiff.shift_parameter_groups(mod, tr.lr_shift, tr.lr_1d)
+            else:
+                mod.requires_grad_(True)
+                groups.append({"params": list(mod.parameters()), "lr": tr.lr})
+        self.params = [p for g in groups for p in g["params"]]
+        self.opt = torch.optim.AdamW(groups, weight_decay=tr.weight_decay)
+        self.step, self.elapsed = 0, 0.0
+        lat = m.unet.config.sample_size
+        self.sample_noise = noise_from_seeds(range(cfg.logging.sample_seed, cfg.logging.sample_seed +
+                                                   cfg.logging.n_samples), (m.unet.config.in_channels, lat, lat))
+
+    def _prior_images(self) -> torch.Tensor:
+        """Class-prompt images of the base model, generated once and cached in the run folder."""
+        path = self.run_dir / "class_images.pt"
+        if path.exists():
+            return torch.load(path, weights_only=True)
+        n = self.cfg.data.num_class_images
+        lat = self.model.unet.config.sample_size
+        noise = noise_from_seeds(range(10_000, 10_000 + n), (self.model.unet.config.in_channels, lat, lat))
+        images = torch.cat([t2i_sample(self.model, [self.cfg.data.class_prompt] * len(chunk), chunk,
+                                       self.cfg.logging.sample_steps, self.cfg.logging.guidance)
+                            for chunk in noise.split(8)]).cpu()
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(images, path)
+        return images
+
+    def train_step(self) -> dict:
+        cfg, tr, lc = self.cfg, self.cfg.training, self.cfg.loss
+        m = self.model
+        b = tr.batch
+        inst = self.instances.batch(self.step, b, self.rank, self.world, cfg.exp.seed).to(self.device)
+        idx = torch.randint(len(self.class_images), (b,))
+        cls = self.class_images[idx].to(self.device)
+        x = torch.cat([inst, cls])
+        if cfg.data.hflip:
+            flip = (torch.rand(x.shape[0]) < 0.5).reshape(-1, 1, 1, 1).to(x.device)
+            x = torch.where(flip, x.flip(3), x)
+        z0 = m.to_latents(x)
+        text = m.encode_prompts([cfg.data.instance_prompt] * b + [cfg.data.class_prompt] * b)
+        if not tr.train_text_encoder:
+            text = text.detach()
+        T = m.scheduler.config.num_train_timesteps
+        eps = torch.randn_like(z0)
+        t = torch.randint(0, T, (2 * b,), device=self.device)
+        pred = m.unet(m.scheduler.add_noise(z0, eps, t), t, encoder_hidden_states=text).sample
+        l_inst, l_prior = F.mse_loss(pred[:b], eps[:b]), F.mse_loss(pred[b:], eps[b:])
+        loss = l_inst + lc.prior * l_prior
+        stats = {"instance": l_inst.item(), "prior": l_prior.item()}
+        if lc.pair > 0 or lc.hf_pair > 0 or lc.hf_mse > 0:
+            t1 = torch.randint(0, T, (1,), device=self.device).expand(2 * b)
+            z_t = m.scheduler.add_noise(z0, eps, t1)
+            z0_hat = predicted_x0(z_t, m.unet(z_t, t1, encoder_hidden_states=text).sample,
+                                  m.scheduler.alphas_cumprod.to(self.device)[t1])
+            img = m.to_images(z0_hat)
+            x_inst, x_cls = img[:b], img[b:]
+            terms = {"pair": pair_kl(x_cls, x_inst) if b > 1 else None,
+                     "hf_pair": pair_kl(haar_hf(x_cls), haar_hf(x_inst)) if b > 1 else None,
+                     "hf_mse": (haar_hf(x_inst) - haar_hf(x[:b])).square().mean()}
+            for k, v in terms.items():
+                w = getattr(lc, k)
+                if v is not None and w > 0:
+                    loss = loss + w * v
+                    stats[k] = v.item()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(self.params)
+        if tr.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, tr.grad_clip)
+        self.opt.step()
+        stats["loss"] = loss.item()
+        self.step += 1
+        return stats
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "elapsed_s": self.elapsed, "params": [p.detach().clone() for p in self.params],
+                "opt": self.opt.state_dict(), "rng": rng_state(), "base_hash": self.base_hash}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["base_hash"] != self.base_hash:
+            raise ValueError("the checkpoint adapts another base model; choose another exp.run_dir")
+        with torch.no_grad():
+            for p, v in zip(self.params, state["params"]):
+                p.copy_(v)
+        self.opt.load_state_dict(state["opt"])
+        set_rng_state(state["rng"])
+        self.step, self.elapsed = state["step"], state["elapsed_s"]
+
+    def write_samples(self, path: Path) -> Path:
+        n = self.sample_noise.shape[0]
+        with torch.no_grad():
+            rows = [t2i_sample(self.model, [p] * n, self.sample_noise, self.cfg.logging.sample_steps,
+                               self.cfg.logging.guidance)
+                    for p in (self.cfg.data.instance_prompt, self.cfg.data.class_prompt)]
+        return save_grid(torch.cat(rows).cpu(), path, nrow=n)
+
+    def export(self) -> list[Path]:
+        extra = {"steps": self.step, "instance_prompt": self.cfg.data.instance_prompt,
+                 "training_config": to_dict(self.cfg)}
+        if self.cfg.training.parameterization == "svdiff":
+            out = [svdiff.save_shifts(self.model.unet, self.run_dir / "spectral_shifts.safetensors",
+                                      base_hash=self.base_hash, extra=extra)]
+            if self.cfg.training.train_text_encoder:
+                out.append(svdiff.save_shifts(self.model.text_encoder, self.run_dir / "spectral_shifts_te.safetensors",
+                                              base_hash=model_hash(self.model.text_encoder), extra=extra))
+            return out
+        return [save_t2i(self.model, self.run_dir / "model")]
+
+    def fit(self, resume: bool = False) -> dict:
+        self.start(resume)
+        self._log(f"text-to-image {self.cfg.training.parameterization}: {sum(p.numel() for p in self.params):,} "
+                  f"trainable values; {len(self.class_images)} prior images")
+        self.loop(self.cfg.training.iters, resume)
+        out = self.export() if self.rank == 0 else []
+        return {"steps": self.step, "files": [str(p) for p in out]}
+
+
+def train(cfg: T2IConfig, resume: bool = False, quiet: bool = False) -> T2ITrainer:
+    from adapt_common.training import init_distributed
+    init_distributed()
+    trainer = T2ITrainer(cfg, quiet=quiet)
+    trainer.fit(resume=resume)
+    return trainer
