@@ -1,7 +1,8 @@
 """Domain directions: StyleDomain's Δs and HyperDomainNet's domain modulation d as small portable files.
 
 Both are one vector per modulated 3x3 conv, in generation order (``conv1``, ``convs.0`` ... ``convs.15`` at
-1024 px: 17 vectors, 6,048 numbers), and differ in where they act:
+1024 px: 17 vectors, 6,048 numbers); a Δs may also cover the toRGB layers (the ``stylespace`` parameterization,
+DissimilarDomains' variant: 9,088 at 1024). They differ in where they act:
 
 - ``s_delta`` (StyleDomain direction): added to the style vector before modulation, ``s' = s + α·Δs``;
 - ``cin_mult`` (HyperDomainNet domain modulation): multiplies the demodulated conv weight per input channel,
@@ -40,7 +41,7 @@ from .parameterizations import DIRECTION_KINDS, Parameterization
 FORMAT = "domain-adapt/direction"
 VERSION = "1"
 KINDS = ("s_delta", "cin_mult")
-KIND_PARAMETERIZATION = {kind: name for name, kind in DIRECTION_KINDS.items()}
+KIND_PARAMETERIZATION = {"s_delta": "direction", "cin_mult": "dommod"}  # stylespace when toRGB layers are in
 
 
 class DirectionFileError(ValueError):
@@ -124,14 +125,19 @@ class Direction:
 
     # -- fitting a generator ---------------------------------------------------------------------------------
 
+    @property
+    def with_torgb(self) -> bool:
+        return any(name.startswith("to_rgb") for name, _ in self.layers)
+
     def check_fits(self, g: Generator) -> None:
-        """Refuse a generator whose conv layers differ; note (warn) a transfer to another generator of the same
+        """Refuse a generator whose layers differ; note (warn) a transfer to another generator of the same
         layout (StyleDomain's transfer property)."""
         source = self.path or "this direction"
-        mine = [(layer.name, layer.channels) for layer in conv_layers(g)]
+        mine = [(layer.name, layer.channels) for layer in g.style_layers()
+                if layer.kind == "conv" or (self.with_torgb and self.kind == "s_delta")]
         if mine != self.layers:
             raise DirectionFileError(
-                f"{source} was made for a generator with {len(self.layers)} conv layers of channels "
+                f"{source} was made for a generator with {len(self.layers)} modulated layers of channels "
                 f"{self.channels} ({self.size} values); this generator ({g.size}px) has {len(mine)} with "
                 f"{[c for _, c in mine]} ({sum(c for _, c in mine)}). Use a direction trained for this "
                 "architecture.")
@@ -146,20 +152,22 @@ class Direction:
 
     @classmethod
     def from_parameterization(cls, param: Parameterization, **meta) -> "Direction":
-        """The trained vector of a ``direction`` or ``dommod`` parameterization."""
+        """The trained vector of a ``direction``, ``stylespace`` (Δs with toRGB) or ``dommod`` parameterization."""
         if param.name not in DIRECTION_KINDS:
-            raise ValueError(f"only {' and '.join(DIRECTION_KINDS)} parameterizations are directions, "
+            raise ValueError(f"only {', '.join(DIRECTION_KINDS)} parameterizations are directions, "
                              f"not {param.name!r}")
         g = param.generator
-        vecs = [_trained_vector(g, layer.name, param.name) for layer in conv_layers(g)]
-        layers = [(layer.name, layer.channels) for layer in conv_layers(g)]
+        chosen = g.style_layers() if param.name == "stylespace" else conv_layers(g)
+        vecs = [_trained_vector(g, layer.name, param.name) for layer in chosen]
+        layers = [(layer.name, layer.channels) for layer in chosen]
         meta = {"base_generator": {"hash": param.source_hash, "architecture": _arch(g)}, **meta}
         return cls(DIRECTION_KINDS[param.name], layers, torch.cat(vecs), meta)
 
     def parameterization(self, g: Generator) -> Parameterization:
         """A trainable parameterization of ``g`` holding this direction (to continue training it)."""
         self.check_fits(g)
-        param = Parameterization(KIND_PARAMETERIZATION[self.kind], g)
+        name = "stylespace" if self.with_torgb else KIND_PARAMETERIZATION[self.kind]
+        param = Parameterization(name, g)
         with torch.no_grad():
             for name, vec in self.vectors().items():
                 _trained_vector(param.generator, name, param.name).copy_(vec)
@@ -196,7 +204,7 @@ def _arch(g: Generator) -> dict:
 
 def _trained_vector(g: Generator, layer: str, param_name: str) -> torch.Tensor:
     conv = g.get_submodule(layer).conv
-    if param_name == "direction":
+    if param_name in ("direction", "stylespace"):
         return conv.modulation.parametrizations.bias[0].offset
     return conv.domain_modulation.params_in
 
@@ -303,7 +311,6 @@ class DomainEdit:
 
     def __init__(self, g: Generator, directions: Iterable[tuple[Direction, float]] = (), *, check: bool = True):
         self.g = g
-        layers = conv_layers(g)
         self.s_delta: dict[str, torch.Tensor] = {}
         self.cin_mult: dict[str, torch.Tensor] = {}
         device = next(g.parameters()).device
@@ -315,7 +322,6 @@ class DomainEdit:
                 vec = float(weight) * vec.to(device)
                 target[name] = target[name] + vec if name in target else vec
         self._layers = g.style_layers()
-        self._names = {layer.name for layer in layers}
 
     def style_edit(self, layer: StyleLayer, s: torch.Tensor) -> torch.Tensor:
         delta = self.s_delta.get(layer.name)

@@ -38,7 +38,7 @@ from .networks import Generator
 PARAMETERIZATIONS = ("full", "mapping", "syntconv", "affine", "stylespace", "direction", "dommod", "affine_plus",
                      "affine_light_plus")
 #: Parameterizations whose trained tensors are one vector per conv layer (the direction-file kinds).
-DIRECTION_KINDS = {"direction": "s_delta", "dommod": "cin_mult"}
+DIRECTION_KINDS = {"direction": "s_delta", "stylespace": "s_delta", "dommod": "cin_mult"}
 
 
 class AddOffset(nn.Module):

@@ -32,11 +32,15 @@ def _trained(source, name, seed=0, scale=0.3):
     return p
 
 
-@pytest.mark.parametrize("name", ["direction", "dommod"])
-def test_direction_renders_like_its_parameterization_and_alpha_zero_is_the_source(source, name):
+@pytest.mark.parametrize("name", ["direction", "stylespace", "dommod"])
+def test_direction_renders_like_its_parameterization_and_alpha_zero_is_the_source(source, name, tmp_path):
     p = _trained(source, name)
     d = Direction.from_parameterization(p, domain="test")
-    assert d.kind == {"direction": "s_delta", "dommod": "cin_mult"}[name] and d.size == p.num_trainable()
+    assert d.kind == {"direction": "s_delta", "stylespace": "s_delta", "dommod": "cin_mult"}[name]
+    assert d.size == p.num_trainable() and d.with_torgb == (name == "stylespace")
+    d.save(tmp_path / "d.safetensors")
+    again = load_direction(tmp_path / "d.safetensors").parameterization(source)  # continues as the same kind
+    assert again.name == name and again.num_trainable() == p.num_trainable()
     z = _z()
     torch.testing.assert_close(DomainEdit(source, [(d, 1.0)]).generate(z), p.generator.generate(z),
                                rtol=1e-5, atol=1e-5)
@@ -110,7 +114,7 @@ def test_file_round_trip_dense_and_sparse(source, tmp_path):
 def test_refusals_and_transfer_note(source, tmp_path):
     d = Direction.from_parameterization(_trained(source, "direction"))
     other_arch = Generator(**{**TINY, "channel_max": 16})
-    with pytest.raises(DirectionFileError, match="conv layers of channels"):
+    with pytest.raises(DirectionFileError, match="modulated layers of channels"):
         DomainEdit(other_arch, [(d, 1)])
     fine_tuned = Generator(**TINY)  # same architecture, other weights: allowed, with a note
     with pytest.warns(TransferNote, match="transfer"):
