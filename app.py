@@ -1,19 +1,41 @@
-"""Gradio app: ``python app.py [--ckpt PATH] [--port 7860]``, bound to localhost, no analytics, no share link.
+"""The Gradio app: ``python app.py [--ckpt G] [--directions DIR ...] [--ddpm DIR] [--port 7860]``.
 
-For now it renders a StyleGAN2 checkpoint (any supported format) for seeds and truncation; domain mixing,
-morphing, one-shot training and diffusion tabs come with the later issues.
+Bound to localhost, no analytics, no share link. Tabs: **Mix** (weighted directions, the grid follows the sliders),
+**Morph** (frames between domains: strip, GIF, MP4), **Adapt** (one-shot training from an uploaded image or a prompt,
+live progress, cancel, download or add to the library), **Real photo** (inversion, then the photo in each domain)
+and **Diffusion** (the DDPM with SVDiff shift files; translation of an upload).
+
+Every callback is a plain function below (tests call them directly); bad input raises ``ValueError`` with a message
+that the UI shows, and the app keeps working. Uploads are size-limited; files are only read from the paths the user
+gave or uploaded.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
+import threading
 from functools import lru_cache
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+ROOT = Path(__file__).resolve().parent
+BUNDLED_G = ROOT / "checkpoints" / "synthfaces_stylegan2.safetensors"
+BUNDLED_DIRECTIONS = ROOT / "checkpoints" / "directions"
+BUNDLED_DDPM = ROOT / "checkpoints" / "synthfaces_ddpm"
 MAX_SEEDS = 16
+SLOTS = 6  # direction sliders on the Mix tab
+MAX_UPLOAD_MB = 20
+MAX_IMAGE_SIDE = 4096
+SOURCE = "(source)"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading (cached) and checks
 
 
 @lru_cache(maxsize=4)
@@ -22,60 +44,418 @@ def _generator(path: str, mtime: float):
     return load_generator(path)
 
 
-def render(ckpt: str, seeds: str, truncation: float, noise_mode: str):
-    """Callback: a uint8 grid [H, W, 3] for the seeds. Raises ValueError with a message for bad input."""
-    import torch
-
-    from adapt_common.image_io import make_grid, to_uint8
-    from gan_adapt.seeds import parse_seeds, z_from_seeds
-    path = os.path.expanduser((ckpt or "").strip())
+def generator(path: str):
+    path = os.path.expanduser((path or "").strip())
     if not path:
-        raise ValueError("enter the path of a checkpoint file (.pt, .pkl or .safetensors)")
+        raise ValueError("enter the path of a generator checkpoint (.pt, .pkl or .safetensors)")
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
-    seed_list = parse_seeds(seeds)
-    if len(seed_list) > MAX_SEEDS:
-        raise ValueError(f"at most {MAX_SEEDS} seeds at once, got {len(seed_list)}")
-    g = _generator(os.path.abspath(path), os.path.getmtime(path))
+    return _generator(os.path.abspath(path), os.path.getmtime(path))
+
+
+@lru_cache(maxsize=64)
+def _direction(path: str, mtime: float):
+    from gan_adapt.directions import load_direction
+    return load_direction(path)
+
+
+def check_upload(path: str | None, what: str = "image") -> str:
+    """An uploaded file: it exists, is not too large, and (for images) decodes. Returns the path."""
+    if not path:
+        raise ValueError(f"upload an {what} first")
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p.name}: the upload is missing")
+    size_mb = p.stat().st_size / 2 ** 20
+    if size_mb > MAX_UPLOAD_MB:
+        raise ValueError(f"{p.name}: {size_mb:.1f} MB, more than the {MAX_UPLOAD_MB} MB upload limit")
+    if what == "image":
+        from PIL import Image, UnidentifiedImageError
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise ValueError(f"{p.name}: not an image that can be read ({e.__class__.__name__}); upload a PNG, JPEG "
+                             "or WebP") from e
+        if max(w, h) > MAX_IMAGE_SIDE:
+            raise ValueError(f"{p.name}: {w}x{h} pixels; the largest side may be {MAX_IMAGE_SIDE}")
+    return str(p)
+
+
+def _seeds(text: str) -> list[int]:
+    from gan_adapt.seeds import parse_seeds
+    seeds = parse_seeds(text)
+    if not seeds:
+        raise ValueError("enter at least one seed, e.g. 0-3")
+    if len(seeds) > MAX_SEEDS:
+        raise ValueError(f"at most {MAX_SEEDS} seeds at once, got {len(seeds)}")
+    return seeds
+
+
+def _grid(images, nrow):
+    from adapt_common.image_io import make_grid, to_uint8
+    return to_uint8(make_grid(images.detach().float().cpu(), nrow=nrow))[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The direction library
+
+
+class Library:
+    """Named direction files: bundled ones, files from folders the user names, uploads and adapted results."""
+
+    def __init__(self, folders=()):
+        self.files: dict[str, str] = {}
+        self.upload_dir = Path(tempfile.mkdtemp(prefix="domain_adapt_app_"))
+        for folder in [BUNDLED_DIRECTIONS, *folders]:
+            self.add_folder(folder, quiet=True)
+
+    def _unique(self, name: str) -> str:
+        base, i = name, 2
+        while name in self.files:
+            name = f"{base} ({i})"
+            i += 1
+        return name
+
+    def add_folder(self, folder, quiet: bool = False) -> list[str]:
+        folder = Path(os.path.expanduser(str(folder)))
+        if not folder.is_dir():
+            if quiet:
+                return []
+            raise ValueError(f"{folder}: no such folder")
+        added = []
+        for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.pt")):
+            if f.name.endswith(".safetensors.json"):
+                continue
+            try:
+                _direction(str(f), f.stat().st_mtime)
+            except (ValueError, OSError):
+                continue  # not a direction file: skipped, not an error for a whole folder
+            name = self._unique(f.stem)
+            self.files[name] = str(f)
+            added.append(name)
+        if not added and not quiet:
+            raise ValueError(f"{folder}: no direction files (.safetensors or official .pt) in it")
+        return added
+
+    def add_file(self, path: str, name: str | None = None) -> str:
+        """Add an uploaded or trained file (copied into the app's own folder); refuses non-direction files."""
+        p = Path(check_upload(path, "direction file"))
+        try:
+            _direction(str(p), p.stat().st_mtime)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"{p.name}: not a direction file ({e})") from e
+        dst = self.upload_dir / p.name
+        if p.resolve() != dst.resolve():
+            shutil.copy(p, dst)
+        key = self._unique(name or p.stem)
+        self.files[key] = str(dst)
+        return key
+
+    def names(self) -> list[str]:
+        return list(self.files)
+
+    def get(self, name: str):
+        if name not in self.files:
+            raise ValueError(f"{name!r} is not in the library")
+        path = self.files[name]
+        return _direction(path, os.path.getmtime(path))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Callbacks
+
+
+def render(ckpt: str, seeds: str, truncation: float, noise_mode: str = "const"):
+    """The plain generator: a uint8 grid [H, W, 3]."""
+    return mix_render(ckpt, None, [], [], seeds, truncation, noise_mode)
+
+
+def mix_render(ckpt: str, library: Library | None, names: list[str], weights: list[float], seeds: str,
+               truncation: float, noise_mode: str = "const"):
+    """The generator with Σ wᵢ·directionᵢ (any weights, negative too) for the seeds: a uint8 grid."""
+    import torch
+
+    from gan_adapt.directions import DomainEdit
+    from gan_adapt.seeds import z_from_seeds
+    g = generator(ckpt)
+    seed_list = _seeds(seeds)
+    pairs = [(library.get(n), float(w)) for n, w in zip(names, weights) if n and float(w) != 0.0]
+    try:
+        edit = DomainEdit(g, pairs)
+    except ValueError as e:
+        raise ValueError(f"a direction does not fit this generator: {e}") from e
     with torch.no_grad():
-        images = g.generate(z_from_seeds(seed_list, g.style_dim), truncation=float(truncation), noise_mode=noise_mode)
-    return to_uint8(make_grid(images, nrow=min(4, len(seed_list))))[0]
+        images = edit.generate(z_from_seeds(seed_list, g.style_dim), truncation=float(truncation),
+                               noise_mode=noise_mode)
+    return _grid(images, min(4, len(seed_list)))
 
 
-def build_app(default_ckpt: str = ""):
+def morph_files(ckpt: str, library: Library, keys: list[str], strength: float, frames: int, seeds: str,
+                out_dir: str | None = None) -> tuple[str, str, str]:
+    """Frames through the keyframes (``(source)`` or a library name each): strip PNG, GIF, MP4 paths."""
+    import torch
+
+    from gan_adapt.morphing import Keyframe, morph, save_gif, save_mp4, save_strip
+    from gan_adapt.seeds import z_from_seeds
+    keys = [k for k in keys if k]
+    if len(keys) < 2:
+        raise ValueError("choose at least two keyframes (domains) to morph between")
+    if not 2 <= int(frames) <= 32:
+        raise ValueError("frames per step must be between 2 and 32")
+    g = generator(ckpt)
+    kf = [Keyframe(g, [] if k == SOURCE else [(library.get(k), float(strength))], k) for k in keys]
+    with torch.no_grad():
+        frames_t = morph(kf, z_from_seeds(_seeds(seeds), g.style_dim), int(frames))
+    out = Path(out_dir or tempfile.mkdtemp(prefix="morph_"))
+    return (str(save_strip(frames_t, out / "strip.png")), str(save_gif(frames_t, out / "morph.gif")),
+            str(save_mp4(frames_t, out / "morph.mp4")))
+
+
+def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iters: int, every: int = 25,
+          cancel: threading.Event | None = None, run_dir: str | None = None, clip: str = "synthfaces"):
+    """One-shot training; yields (status, before/after grid or None, direction file or None) as it goes."""
+    from adapt_common.config import load_config
+    from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
+    prompt = (prompt or "").strip()
+    if image:
+        image = check_upload(image)
+    if not image and not prompt:
+        raise ValueError("upload a reference image or type a target prompt")
+    if image and prompt:
+        raise ValueError("use either a reference image or a prompt, not both")
+    if not 1 <= int(iters) <= 2000:
+        raise ValueError("iterations must be between 1 and 2000")
+    generator(ckpt)  # a clear message for a bad checkpoint before anything else
+    run = Path(run_dir or tempfile.mkdtemp(prefix="adapt_"))
+    overrides = [f"generator_args.ckpt={os.path.abspath(os.path.expanduser(ckpt.strip()))}", f"exp.run_dir={run}",
+                 f"training.parameterization={parameterization}", f"training.iters={int(iters)}",
+                 "evaluation.n=0", f"loss.clip=[{clip}]"]
+    if parameterization == "dommod":
+        overrides.append("training.lr=0.02")
+    overrides += [f"target.image={image}", "target.text=''"] if image else ["target.image=''", f"target.text={prompt}"]
+    cfg = load_config(OneShotConfig, [ROOT / "configs" / "oneshot_sketch_image.yaml"], overrides)
+    cfg.target.domain = Path(image).stem if image else prompt
+    trainer = ClipTrainer(cfg, quiet=True)
+    trainer.run_dir.mkdir(parents=True, exist_ok=True)
+    yield f"training {trainer.param.describe()}", None, None
+    while trainer.step < cfg.training.iters:
+        if cancel is not None and cancel.is_set():
+            yield f"cancelled at step {trainer.step}", None, None
+            return
+        stats = trainer.train_step()
+        if trainer.step % every == 0 or trainer.step == cfg.training.iters:
+            path = trainer.before_after(run / "samples" / f"step{trainer.step:06d}.png")
+            from PIL import Image
+            import numpy as np
+            yield (f"step {trainer.step}/{cfg.training.iters}: direction loss {stats.get('direction', 0):.3f}",
+                   np.asarray(Image.open(path).convert("RGB")), None)
+    out = trainer.export()
+    from PIL import Image
+    import numpy as np
+    grid = np.asarray(Image.open(trainer.before_after(run / "before_after.png")).convert("RGB"))
+    yield f"done: {out.name} ({trainer.param.num_trainable():,} values)", grid, str(out)
+
+
+def photo_in_domains(ckpt: str, library: Library, image: str, names: list[str], strength: float, steps: int = 200,
+                     progress=None):
+    """Invert an uploaded photo (W+), then show: photo, reconstruction, each chosen domain, and their mix."""
+    import torch
+
+    from adapt_common.image_io import load_image
+    from gan_adapt.directions import DomainEdit
+    from gan_adapt.inversion import invert
+    g = generator(ckpt)
+    target = load_image(check_upload(image), size=g.size)
+    if not 10 <= int(steps) <= 2000:
+        raise ValueError("inversion steps must be between 10 and 2000")
+    res = invert(g, target, steps=int(steps),
+                 callback=(lambda s, loss: progress((s + 1) / steps, desc="inverting")) if progress else None)
+    dirs = [library.get(n) for n in names if n]
+    with torch.no_grad():
+        row = [target, res.image]
+        for d in dirs:
+            row.append(DomainEdit(g, [(d, float(strength))]).generate(w=res.w))
+        if len(dirs) > 1:
+            row.append(DomainEdit(g, [(d, float(strength) / len(dirs)) for d in dirs]).generate(w=res.w))
+    return _grid(torch.cat(row), len(row))
+
+
+@lru_cache(maxsize=2)
+def _ddpm(path: str, mtime: float):
+    from diffusion_adapt.models import load_model
+    return load_model(path)
+
+
+def diffusion_samples(model_dir: str, shift_files: list[str], scales: list[float], seeds: str, steps: int):
+    """DDIM samples of the model with the shift files at their scales: a uint8 grid."""
+    import copy
+
+    from diffusion_adapt import svdiff
+    from diffusion_adapt.sampling import ddim_sample, noise_from_seeds
+    path = os.path.expanduser((model_dir or "").strip())
+    if not os.path.isdir(path):
+        raise ValueError(f"{path or '(empty)'}: not a model folder")
+    if not 1 <= int(steps) <= 200:
+        raise ValueError("steps must be between 1 and 200")
+    unet, sched = _ddpm(os.path.abspath(path), os.path.getmtime(path))
+    pairs = [(check_upload(f, "shift file"), float(s)) for f, s in zip(shift_files, scales) if f]
+    if pairs:
+        unet = copy.deepcopy(unet)
+        svdiff.apply_shift_files(unet, pairs)
+    seed_list = _seeds(seeds)
+    size = unet.config.sample_size
+    images = ddim_sample(unet, sched, noise_from_seeds(seed_list, (3, size, size)), int(steps))
+    return _grid(images, min(4, len(seed_list)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The UI
+
+
+def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
     import gradio as gr
 
-    from gan_adapt.formats import CheckpointError
+    library = Library(folders)
+    default_ckpt = default_ckpt or (str(BUNDLED_G) if BUNDLED_G.exists() else "")
+    ddpm = ddpm or (str(BUNDLED_DDPM) if BUNDLED_DDPM.exists() else "")
+    cancel = threading.Event()
 
-    def on_render(ckpt, seeds, truncation, noise_mode):
-        try:
-            return render(ckpt, seeds, truncation, noise_mode)
-        except (ValueError, CheckpointError, FileNotFoundError) as e:
-            raise gr.Error(str(e))
+    def guard(fn):
+        def wrapped(*args):
+            try:
+                return fn(*args)
+            except (ValueError, FileNotFoundError, OSError) as e:
+                raise gr.Error(str(e))
+        return wrapped
+
+    def slot_updates():
+        names = library.names()
+        return [gr.update(choices=[""] + names) for _ in range(SLOTS)]
 
     with gr.Blocks(title="domain-adapt") as demo:
-        gr.Markdown("## StyleGAN2 viewer\nRender any rosinality `.pt`, NVIDIA `.pkl` or native `.safetensors` "
-                    "checkpoint.")
-        with gr.Row():
-            with gr.Column(scale=1):
-                ckpt = gr.Textbox(label="checkpoint file", value=default_ckpt, elem_id="ckpt")
-                seeds = gr.Textbox(label="seeds", value="0-3", elem_id="seeds")
-                truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="truncation", elem_id="truncation")
-                noise = gr.Radio(["const", "random", "none"], value="const", label="noise", elem_id="noise")
-                go = gr.Button("Render", elem_id="go")
-            out = gr.Image(label="samples", type="numpy", format="png", elem_id="out")
-        inputs = [ckpt, seeds, truncation, noise]
-        go.click(on_render, inputs, out, api_name="render")
-        truncation.release(on_render, inputs, out)
+        gr.Markdown("## domain-adapt: one-shot and few-shot domain adaptation\nGenerator: any rosinality `.pt`, "
+                    "NVIDIA `.pkl` or native `.safetensors`; directions: ours or official StyleDomain/HyperDomainNet.")
+        ckpt = gr.Textbox(label="generator checkpoint", value=default_ckpt, elem_id="ckpt")
+        with gr.Tab("Mix", elem_id="tab-mix"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    folder = gr.Textbox(label="add direction files from a folder", elem_id="folder")
+                    upload_dir = gr.File(label="upload a direction file", file_types=[".safetensors", ".pt"],
+                                         elem_id="upload-direction")
+                    names, weights = [], []
+                    for i in range(SLOTS):
+                        with gr.Row():
+                            names.append(gr.Dropdown([""] + library.names(), value=(library.names() + [""] * SLOTS)[i],
+                                                     label=f"direction {i + 1}", elem_id=f"dir{i}"))
+                            weights.append(gr.Slider(-1.5, 1.5, value=0.0, step=0.05, label="weight",
+                                                     elem_id=f"w{i}"))
+                    seeds = gr.Textbox(label="seeds", value="0-3", elem_id="seeds")
+                    truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="truncation", elem_id="truncation")
+                    go = gr.Button("Render", elem_id="go")
+                out = gr.Image(label="samples", type="numpy", format="png", elem_id="out")
+
+            def on_mix(ck, sd, tr, *slots):
+                return mix_render(ck, library, list(slots[:SLOTS]), list(slots[SLOTS:]), sd, tr)
+            mix_inputs = [ckpt, seeds, truncation, *names, *weights]
+            go.click(guard(on_mix), mix_inputs, out, api_name="mix")
+            for comp in [*weights, truncation]:
+                comp.release(guard(on_mix), mix_inputs, out)
+            for comp in names:
+                comp.change(guard(on_mix), mix_inputs, out)
+            folder.submit(guard(lambda f: (library.add_folder(f), slot_updates())[1]), folder, names)
+            upload_dir.upload(guard(lambda f: (library.add_file(f), slot_updates())[1]), upload_dir, names)
+
+        with gr.Tab("Morph", elem_id="tab-morph"):
+            keys = gr.Dropdown([SOURCE] + library.names(), value=[SOURCE] + library.names()[:1], multiselect=True,
+                               label="keyframes, in order", elem_id="morph-keys")
+            with gr.Row():
+                strength = gr.Slider(0.0, 1.5, value=0.8, step=0.05, label="direction strength", elem_id="morph-strength")
+                frames = gr.Slider(2, 16, value=6, step=1, label="frames per step", elem_id="morph-frames")
+                mseeds = gr.Textbox(label="seeds", value="0-3", elem_id="morph-seeds")
+            mgo = gr.Button("Morph", elem_id="morph-go")
+            strip = gr.Image(label="strip (rows: seeds, columns: frames)", type="filepath", elem_id="morph-strip")
+            with gr.Row():
+                gif = gr.Image(label="GIF", type="filepath", elem_id="morph-gif")
+                mp4 = gr.File(label="MP4", elem_id="morph-mp4")
+            mgo.click(guard(lambda ck, k, s, f, sd: morph_files(ck, library, k, s, f, sd)),
+                      [ckpt, keys, strength, frames, mseeds], [strip, gif, mp4], api_name="morph")
+
+        with gr.Tab("Adapt", elem_id="tab-adapt"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    ref = gr.Image(label="one reference image", type="filepath", elem_id="adapt-image")
+                    prompt = gr.Textbox(label="or a target prompt", placeholder="a pencil sketch of a face",
+                                        elem_id="adapt-prompt")
+                    param = gr.Dropdown(["stylespace", "direction", "dommod"], value="stylespace",
+                                        label="parameterization", elem_id="adapt-param")
+                    iters = gr.Slider(10, 600, value=150, step=10, label="iterations", elem_id="adapt-iters")
+                    with gr.Row():
+                        train_btn = gr.Button("Train", variant="primary", elem_id="adapt-go")
+                        stop_btn = gr.Button("Cancel", elem_id="adapt-cancel")
+                    status = gr.Textbox(label="status", interactive=False, elem_id="adapt-status")
+                with gr.Column(scale=2):
+                    progress_img = gr.Image(label="source (top) and adapted (bottom)", type="numpy",
+                                            elem_id="adapt-grid")
+                    result = gr.File(label="direction file", elem_id="adapt-file")
+                    add_btn = gr.Button("Add to the library", elem_id="adapt-add")
+
+            def on_train(ck, im, pr, pa, it):
+                cancel.clear()
+                try:
+                    for st, grid, f in adapt(ck, im, pr, pa, int(it), cancel=cancel):
+                        yield st, (grid if grid is not None else gr.update()), (f if f else gr.update())
+                except (ValueError, FileNotFoundError, OSError) as e:
+                    raise gr.Error(str(e))
+            train_btn.click(on_train, [ckpt, ref, prompt, param, iters], [status, progress_img, result],
+                            api_name="adapt")
+            stop_btn.click(lambda: cancel.set(), None, None)
+            add_btn.click(guard(lambda f: (library.add_file(f), slot_updates())[1]), result, names)
+
+        with gr.Tab("Real photo", elem_id="tab-photo"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    photo = gr.Image(label="a photo", type="filepath", elem_id="photo")
+                    pdirs = gr.Dropdown(library.names(), value=library.names()[:2], multiselect=True,
+                                        label="domains", elem_id="photo-domains")
+                    pstrength = gr.Slider(0.0, 1.5, value=0.8, step=0.05, label="strength", elem_id="photo-strength")
+                    psteps = gr.Slider(20, 600, value=150, step=10, label="inversion steps", elem_id="photo-steps")
+                    pgo = gr.Button("Invert and stylise", elem_id="photo-go")
+                pout = gr.Image(label="photo, reconstruction, each domain, mix", type="numpy", elem_id="photo-out")
+
+            def on_photo(ck, im, ds, s, st, progress=gr.Progress()):
+                return photo_in_domains(ck, library, im, ds or [], s, int(st), progress)
+            pgo.click(guard(on_photo), [ckpt, photo, pdirs, pstrength, psteps], pout, api_name="photo")
+
+        with gr.Tab("Diffusion", elem_id="tab-diffusion"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    model = gr.Textbox(label="diffusion model folder", value=ddpm, elem_id="ddpm")
+                    shifts = gr.File(label="spectral-shift files", file_count="multiple", file_types=[".safetensors"],
+                                     elem_id="shifts")
+                    scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="shift scale", elem_id="shift-scale")
+                    dseeds = gr.Textbox(label="seeds", value="0-3", elem_id="ddpm-seeds")
+                    dsteps = gr.Slider(5, 100, value=25, step=5, label="DDIM steps", elem_id="ddpm-steps")
+                    dgo = gr.Button("Sample", elem_id="ddpm-go")
+                dout = gr.Image(label="samples", type="numpy", elem_id="ddpm-out")
+
+            def on_sample(md, files, sc, sd, st):
+                files = [f if isinstance(f, str) else f.name for f in (files or [])]
+                return diffusion_samples(md, files, [sc] * len(files), sd, int(st))
+            dgo.click(guard(on_sample), [model, shifts, scale, dseeds, dsteps], dout, api_name="diffusion")
     return demo
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--ckpt", default="", help="checkpoint to show first")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", default="", help="the generator (default: the bundled SynthFaces StyleGAN2)")
+    ap.add_argument("--directions", nargs="*", default=[], help="folders of direction files for the library")
+    ap.add_argument("--ddpm", default="", help="the diffusion model folder (default: the bundled DDPM)")
     ap.add_argument("--port", type=int, default=7860)
     args = ap.parse_args(argv)
-    build_app(args.ckpt).launch(server_name="127.0.0.1", server_port=args.port, share=False)
+    build_app(args.ckpt, args.directions, args.ddpm).queue().launch(
+        server_name="127.0.0.1", server_port=args.port, share=False, max_file_size=f"{MAX_UPLOAD_MB}mb")
 
 
 if __name__ == "__main__":
