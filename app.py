@@ -360,10 +360,8 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                 return mix_render(ck, library, list(slots[:SLOTS]), list(slots[SLOTS:]), sd, tr)
             mix_inputs = [ckpt, seeds, truncation, *names, *weights]
             go.click(guard(on_mix), mix_inputs, out, api_name="mix")
-            for comp in [*weights, truncation]:
-                comp.release(guard(on_mix), mix_inputs, out)
-            for comp in names:
-                comp.change(guard(on_mix), mix_inputs, out)
+            for comp in [*weights, truncation, *names]:  # the grid follows the controls as they move
+                comp.change(guard(on_mix), mix_inputs, out, trigger_mode="always_last")
             folder.submit(guard(lambda f: (library.add_folder(f), slot_updates())[1]), folder, names)
             upload_dir.upload(guard(lambda f: (library.add_file(f), slot_updates())[1]), upload_dir, names)
 

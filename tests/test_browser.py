@@ -1,0 +1,94 @@
+"""End to end in a real headless Chromium (Debian's, driven by Playwright; no browser download): open the app, move
+a mixing slider and see the image change, run a short adaptation from an upload, download the direction file.
+Set DOMAIN_ADAPT_SCREENSHOTS=DIR to keep a screenshot of each tab (the README's pictures)."""
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip("needs Debian's chromium (apt-get install chromium chromium-driver; .ci/run does)",
+                allow_module_level=True)
+playwright = pytest.importorskip("playwright.sync_api")
+
+import app  # noqa: E402
+from gan_adapt.directions import Direction  # noqa: E402
+from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint  # noqa: E402
+from gan_adapt.parameterizations import Parameterization  # noqa: E402
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-quic", "--no-first-run", "--disable-sync"]
+
+
+def _src(page, selector):
+    page.wait_for_selector(f"{selector} img", timeout=60_000)
+    return page.locator(f"{selector} img").first.get_attribute("src")
+
+
+@pytest.mark.timeout(600)
+def test_app_in_a_real_browser(tmp_path, tiny_generator):
+    ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
+    lib = tmp_path / "dirs"
+    lib.mkdir()
+    for i, name in enumerate(["sketch", "popart"]):
+        p = Parameterization("stylespace", tiny_generator)
+        with torch.no_grad():
+            for q in p.trainable_parameters():
+                q.copy_(0.7 * torch.randn(q.shape, generator=torch.Generator().manual_seed(i)))
+        Direction.from_parameterization(p, domain=name).save(lib / f"{name}.safetensors")
+    Image.new("RGB", (80, 60), (230, 230, 230)).save(tmp_path / "ref.png")
+    shots = os.environ.get("DOMAIN_ADAPT_SCREENSHOTS")
+    demo = app.build_app(str(ckpt), [str(lib)])
+    demo.queue().launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        with playwright.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+            requests = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(demo.local_url, wait_until="networkidle")
+
+            # Mix: render, then move the first direction's slider; the grid changes without pressing a button.
+            page.locator("#go").click()
+            before = _src(page, "#out")
+            num = page.locator("#w0 input[type=number]")
+            num.fill("1.2")
+            num.press("Enter")
+            deadline = time.time() + 60
+            while _src(page, "#out") == before and time.time() < deadline:
+                time.sleep(0.5)
+            assert _src(page, "#out") != before
+            if shots:
+                page.screenshot(path=f"{shots}/app_mix.png", full_page=True)
+
+            # Adapt: upload one image, train 10 iterations, download the direction file.
+            page.get_by_role("tab", name="Adapt").click()
+            page.set_input_files("#adapt-image input[type=file]", str(tmp_path / "ref.png"))
+            it = page.locator("#adapt-iters input[type=number]")
+            it.fill("10")
+            it.press("Enter")
+            page.locator("#adapt-go").click()
+            page.wait_for_function("document.querySelector('#adapt-status textarea') && "
+                                   "document.querySelector('#adapt-status textarea').value.startsWith('done')",
+                                   timeout=240_000)
+            with page.expect_download(timeout=60_000) as dl:
+                page.locator("#adapt-file a").first.click()
+            saved = tmp_path / "downloaded.safetensors"
+            dl.value.save_as(saved)
+            from gan_adapt.directions import load_direction
+            assert load_direction(saved).size == Parameterization("stylespace", tiny_generator).num_trainable()
+            if shots:
+                page.screenshot(path=f"{shots}/app_adapt.png", full_page=True)
+                for tab in ("Morph", "Real photo", "Diffusion"):
+                    page.get_by_role("tab", name=tab).click()
+                    page.screenshot(path=f"{shots}/app_{tab.lower().replace(' ', '_')}.png", full_page=True)
+            browser.close()
+        assert all(u.startswith(demo.local_url.rstrip("/")) or u.startswith("data:") or u.startswith("blob:")
+                   for u in requests), [u for u in requests if "127.0.0.1" not in u][:5]  # no external requests
+    finally:
+        demo.close()
