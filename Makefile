@@ -58,6 +58,8 @@ cuda-check: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS= $(PY) -m benchmarks.generator_speed
 	OMP_NUM_THREADS= $(PY) -m benchmarks.parameterization_speed
+	OMP_NUM_THREADS= $(PY) -m benchmarks.diffusion_speed
+	OMP_NUM_THREADS= $(PY) -m benchmarks.app_speed
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
