@@ -101,3 +101,18 @@ def describe(schema_cls: type) -> str:
     if docs:
         lines += ["", "keys:"] + docs
     return "\n".join(lines)
+
+
+def trainer_kind(files, overrides, kinds: tuple[str, ...]) -> str:
+    """The ``exp.trainer`` a set of YAML files and ``key=value`` overrides name (the last wins; default
+    ``kinds[0]``): how one ``train`` command picks among several trainers before their schemas are known."""
+    kind = kinds[0]
+    for f in files:
+        if Path(f).is_file():
+            kind = OmegaConf.select(OmegaConf.load(f), "exp.trainer", default=kind)
+    for item in overrides:
+        if item.startswith("exp.trainer="):
+            kind = item.split("=", 1)[1]
+    if kind not in kinds:
+        raise ConfigError(f"exp.trainer={kind!r}: expected one of {', '.join(kinds)}")
+    return kind

@@ -48,3 +48,63 @@ def tensors_hash(tensors: Mapping[str, torch.Tensor], length: int = 16) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-dim too
     return h.hexdigest()[:length]
+
+
+# -- small safetensors files with a JSON manifest (adapters, directions, hypernetworks, spectral shifts) ----------
+
+
+class ManifestFileError(ValueError):
+    """A safetensors file that is unreadable, or not of the expected kind."""
+
+
+def save_with_manifest(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, fmt: str,
+                       manifest: dict) -> Path:
+    """Write ``tensors`` as safetensors with ``{"format": fmt, "manifest": <JSON>}`` metadata, atomically, and the
+    manifest beside it as ``<file>.json`` for people to read."""
+    import json
+
+    from safetensors.torch import save_file
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": fmt, "manifest": json.dumps(manifest, default=str)})
+    with atomic_path(path.with_suffix(path.suffix + ".json")) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    return path
+
+
+def read_with_manifest(path: str | os.PathLike, fmt: str | None, what: str = "file",
+                       error: type[ValueError] = ManifestFileError) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(tensors, manifest, raw metadata) of a safetensors file; ``fmt`` (when given) must match its format. Errors
+    name the file and what is wrong, as ``error``."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise error(f"{path}: not a readable safetensors file; it is truncated or corrupt ({e})") from e
+    if fmt is not None and meta.get("format") != fmt:
+        raise error(f"{path}: a safetensors file, but not a {fmt} file (format {meta.get('format')!r})")
+    try:
+        manifest = json.loads(meta["manifest"]) if "manifest" in meta else {}
+    except ValueError as e:
+        raise error(f"{path}: its manifest is not JSON") from e
+    return tensors, manifest, meta
+
+
+def split_weight(text: str, default: float = 1.0) -> tuple[str, float]:
+    """``PATH[:WEIGHT]`` -> (path, weight); a colon inside the path (a Windows drive) is kept when what follows the
+    last colon is not a number."""
+    path, sep, tail = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(tail)
+        except ValueError:
+            pass
+    return text, default

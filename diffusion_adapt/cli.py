@@ -13,13 +13,8 @@ def _threads(n):
 
 
 def _parse_weighted(text: str) -> tuple[str, float]:
-    path, sep, tail = text.rpartition(":")
-    if sep:
-        try:
-            return path, float(tail)
-        except ValueError:
-            pass
-    return text, 1.0
+    from adapt_common.files import split_weight
+    return split_weight(text)
 
 
 def _model_with_shifts(model: str, shifts: list[str], device: str):
@@ -32,17 +27,8 @@ def _model_with_shifts(model: str, shifts: list[str], device: str):
 
 
 def trainer_kind(files: list[str], overrides: list[str]) -> str:
-    from omegaconf import OmegaConf
-    kind = "ddpm"
-    for f in files:
-        if Path(f).is_file():
-            kind = OmegaConf.select(OmegaConf.load(f), "exp.trainer", default=kind)
-    for item in overrides:
-        if item.startswith("exp.trainer="):
-            kind = item.split("=", 1)[1]
-    if kind not in ("ddpm", "t2i"):
-        raise ValueError(f"exp.trainer={kind!r}: expected ddpm (unconditional) or t2i (text-to-image)")
-    return kind
+    from adapt_common.config import trainer_kind as kind_of
+    return kind_of(files, overrides, ("ddpm", "t2i"))
 
 
 def cmd_train(args) -> int:
@@ -120,12 +106,9 @@ def cmd_shifts(args) -> int:
         pairs = [_parse_weighted(f) for f in args.files]
         states = [svdiff.read_shifts(p)[0] for p, _ in pairs]
         mixed = svdiff.mix_shifts(states, [w for _, w in pairs])
-        from safetensors.torch import save_file
-        from adapt_common.files import atomic_path
-        with atomic_path(Path(args.out)) as tmp:
-            save_file({k: v.contiguous() for k, v in mixed.items()}, str(tmp), metadata={
-                "format": svdiff.FORMAT, "manifest": json.dumps({"format": svdiff.FORMAT, "derived": "mix",
-                                                                 "mixed": [{"file": p, "weight": w} for p, w in pairs]})})
+        from adapt_common.files import save_with_manifest
+        save_with_manifest(mixed, args.out, svdiff.FORMAT, {"format": svdiff.FORMAT, "derived": "mix",
+                                                            "mixed": [{"file": p, "weight": w} for p, w in pairs]})
         print(f"wrote {args.out}: " + " + ".join(f"{w:g} x {p}" for p, w in pairs))
         return 0
     # merge: bake shifts into a plain model folder

@@ -19,19 +19,18 @@ SVDs are computed once per weight and cached on disk by content hash (``$DOMAIN_
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
-from adapt_common.files import atomic_path
+from adapt_common.files import atomic_path, read_with_manifest, save_with_manifest
 
 FORMAT = "domain-adapt/spectral-shifts"
 SVD_TYPES = (nn.Conv2d, nn.Linear, nn.Embedding)
@@ -213,28 +212,16 @@ def save_shifts(model: nn.Module, path: str | Path, *, base_hash: str | None = N
                 "base_model_hash": base_hash, "num_values": sum(sizes.values()),
                 "norm_convention": "per-channel additive", "norm_modules": len(norm_names),
                 "dtype": "float16" if half else "float32", **(extra or {})}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT, "manifest": json.dumps(manifest, default=str)})
-    with atomic_path(path.with_suffix(path.suffix + ".json")) as tmp:
-        tmp.write_text(json.dumps({**manifest, "sizes": sizes}, indent=2, default=str))
-    return path
+    return save_with_manifest(state, path, FORMAT, {**manifest, "sizes": sizes})
 
 
 def read_shifts(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, manifest); a public svdiff-pytorch file has no manifest ({} then)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such shift file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k).float() for k in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise ShiftFileError(f"{path}: not a readable safetensors file; truncated or corrupt ({e})") from e
+    tensors, manifest, _ = read_with_manifest(path, None, "shift file", ShiftFileError)
+    tensors = {k: v.float() for k, v in tensors.items()}
     bad = [k for k in tensors if not k.endswith(".delta")]
     if bad:
         raise ShiftFileError(f"{path}: keys {bad[:3]} are not spectral shifts ('<module path>.delta')")
-    manifest = json.loads(meta["manifest"]) if "manifest" in meta else {}
     return tensors, manifest
 
 

@@ -264,11 +264,12 @@ class DiffusionTrainer(LoopTrainer):
             images = self.data.images
             dom = EvalDomain(name=Path(self.cfg.data.source).name, kind="custom", prompt="a photo",
                              eval_images=lambda n, s: images[:n], shot_images=lambda s: images, world="folder")
-        sample_source = None
-        if self.source is not None:
-            def sample_source(noise):
-                return ddim_sample(self.source, self.scheduler, noise, ev.steps)
-        report = evaluate(sample_target, dom, sample_source=sample_source, make_batch=make_batch, n=ev.n,
+        source = self.source
+
+        def sample_source(noise):
+            return ddim_sample(source, self.scheduler, noise, ev.steps)
+        report = evaluate(sample_target, dom, sample_source=sample_source if source is not None else None,
+                          make_batch=make_batch, n=ev.n,
                           clip=ev.clip, features=ev.features, out_dir=self.run_dir / "eval", seed=self.cfg.exp.seed,
                           settings={"steps": self.step, "parameterization": self.cfg.training.parameterization,
                                     "ddim_steps": ev.steps}, quiet=True)

@@ -11,16 +11,13 @@ property; a generator of another architecture is refused with a message saying w
 """
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from adapt_common.files import atomic_path, tensors_hash
+from adapt_common.files import read_with_manifest, save_with_manifest, tensors_hash
 from .networks import Generator
 from .parameterizations import Parameterization
 
@@ -56,32 +53,14 @@ def save_adapter(param: Parameterization, path: str | Path, *, source_hash: str 
         "base_generator": {"hash": source_hash or param.source_hash, "architecture": _arch(param.generator)},
         "domain": domain, **(extra or {}),
     }
-    text = json.dumps(manifest, default=str)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "manifest": text})
-    with atomic_path(path.with_suffix(path.suffix + ".json")) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    return path
+    return save_with_manifest(tensors, path, FORMAT, manifest)
 
 
 def read_adapter(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """(manifest, tensors) of an adapter file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such adapter file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise AdapterFileError(f"{path}: not a readable safetensors file; it is truncated or corrupt ({e})") from e
-    if meta.get("format") != FORMAT:
-        raise AdapterFileError(f"{path}: a safetensors file, but not a {FORMAT} file (format "
-                               f"{meta.get('format')!r})")
-    try:
-        manifest = json.loads(meta["manifest"])
-    except (KeyError, ValueError) as e:
-        raise AdapterFileError(f"{path}: its manifest is missing or not JSON") from e
+    tensors, manifest, meta = read_with_manifest(path, FORMAT, "adapter file", AdapterFileError)
+    if "manifest" not in meta:
+        raise AdapterFileError(f"{path}: its manifest is missing")
     return manifest, tensors
 
 

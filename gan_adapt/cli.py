@@ -129,17 +129,8 @@ TRAINERS = ("adversarial", "clip", "hyper")
 
 def trainer_kind(files: list[str], overrides: list[str]) -> str:
     """Which trainer a config is for: its ``exp.trainer`` (the last one given wins; default adversarial)."""
-    from omegaconf import OmegaConf
-    kind = "adversarial"
-    for f in files:
-        if Path(f).is_file():
-            kind = OmegaConf.select(OmegaConf.load(f), "exp.trainer", default=kind)
-    for item in overrides:
-        if item.startswith("exp.trainer="):
-            kind = item.split("=", 1)[1]
-    if kind not in TRAINERS:
-        raise ValueError(f"exp.trainer={kind!r}: expected one of {', '.join(TRAINERS)}")
-    return kind
+    from adapt_common.config import trainer_kind as kind_of
+    return kind_of(files, overrides, TRAINERS)
 
 
 def cmd_train(args) -> int:

@@ -21,7 +21,6 @@ The official StyleDomain / HyperDomainNet checkpoints (``models_*.pt``, ``td_*.p
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 import warnings
@@ -30,10 +29,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from adapt_common.files import atomic_path, tensors_hash
+from adapt_common.files import read_with_manifest, save_with_manifest, split_weight, tensors_hash
 from .adapter_files import TransferNote
 from .networks import Generator, StyleLayer
 from .parameterizations import DIRECTION_KINDS, Parameterization
@@ -188,12 +185,7 @@ class Direction:
         manifest = {"format": FORMAT, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "kind": self.kind, "size": self.size, "nonzero": int((self.delta != 0).sum()),
                     "layers": [{"name": n, "channels": c} for n, c in self.layers], **self.meta}
-        text = json.dumps(manifest, default=str)
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT, "manifest": text})
-        with atomic_path(path.with_suffix(path.suffix + ".json")) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=2, default=str))
-        return path
+        return save_with_manifest(tensors, path, FORMAT, manifest)
 
 
 def _arch(g: Generator) -> dict:
@@ -223,21 +215,17 @@ def load_direction(path: str | Path) -> Direction:
     if head == b"PK\x03\x04":  # a torch zip checkpoint
         return _load_official(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as e:
+        tensors, manifest, meta = read_with_manifest(path, None, "direction file", DirectionFileError)
+    except DirectionFileError:
         if head[:1] == b"\x80":  # a legacy (non-zip) torch checkpoint
             return _load_official(path)
-        raise DirectionFileError(f"{path}: neither a readable safetensors direction file nor a torch checkpoint; "
-                                 f"it is truncated or corrupt ({e})") from e
+        raise
     if meta.get("format") != FORMAT:
         hint = " (an adapter file: load it with gan_adapt.adapter_files.load_adapter)" \
             if meta.get("format") == "domain-adapt/parameterization" else ""
         raise DirectionFileError(f"{path}: a safetensors file, but not a {FORMAT} file (format "
                                  f"{meta.get('format')!r}){hint}")
     try:
-        manifest = json.loads(meta["manifest"])
         layers = [(entry["name"], entry["channels"]) for entry in manifest["layers"]]
     except (KeyError, ValueError, TypeError) as e:
         raise DirectionFileError(f"{path}: its manifest is missing or malformed ({e})") from e
@@ -351,12 +339,5 @@ def mix(directions: Sequence[Direction], weights: Sequence[float]) -> Direction:
 
 
 def parse_direction_arg(text: str) -> tuple[str, float]:
-    """``FILE[:weight]`` (as given to ``generate --direction``) -> (path, weight); a Windows drive letter or a
-    colon inside the path is kept when what follows the last colon is not a number."""
-    path, sep, tail = text.rpartition(":")
-    if sep:
-        try:
-            return path, float(tail)
-        except ValueError:
-            pass
-    return text, 1.0
+    """``FILE[:weight]`` (as given to ``generate --direction``) -> (path, weight)."""
+    return split_weight(text)

@@ -16,18 +16,15 @@ manifest (the mapper config, the CLIP that embeds its inputs, the base generator
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from adapt_common.files import atomic_path
+from adapt_common.files import read_with_manifest, save_with_manifest
 from .directions import Direction, DirectionFileError, conv_layers
 from .networks import Generator
 
@@ -102,26 +99,11 @@ class Hypernetwork(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         info = {"format": FORMAT, "version": "1", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "mapper": asdict(self.config), "num_parameters": sum(p.numel() for p in self.parameters()), **manifest}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT, "manifest": json.dumps(info, default=str)})
-        with atomic_path(path.with_suffix(path.suffix + ".json")) as tmp:
-            tmp.write_text(json.dumps(info, indent=2, default=str))
-        return path
+        return save_with_manifest(tensors, path, FORMAT, info)
 
     @classmethod
     def load(cls, path: str | Path) -> "Hypernetwork":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such hypernetwork file")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError) as e:
-            raise DirectionFileError(f"{path}: not a readable safetensors file ({e})") from e
-        if meta.get("format") != FORMAT:
-            raise DirectionFileError(f"{path}: not a {FORMAT} file (format {meta.get('format')!r})")
-        manifest = json.loads(meta["manifest"])
+        tensors, manifest, _ = read_with_manifest(path, FORMAT, "hypernetwork file", DirectionFileError)
         net = cls(MapperConfig(**manifest["mapper"]))
         net.load_state_dict(tensors)
         net.manifest = manifest

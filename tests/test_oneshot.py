@@ -45,9 +45,12 @@ def test_losses():
     x = torch.zeros(3, 8, requires_grad=True)
     ClipGuide.direction_loss([x], [torch.zeros(3, 8)], [d]).backward()
     assert 0 < x.grad.abs().max() < 100
-    targets = torch.tensor([0, 0, 1, 1])
     dirs = torch.stack([d, d, -d, -d])
     assert ClipGuide.tt_direction_loss([b], [dirs], torch.zeros(4, dtype=torch.long)) == 0  # no pair differs
+    # Pairs of different targets: lower when the samples differ along their directions' difference.
+    along = F.normalize(a + torch.stack([d, d, -d, -d]), dim=-1)
+    targets = torch.tensor([0, 0, 1, 1])
+    assert ClipGuide.tt_direction_loss([along], [dirs], targets) < ClipGuide.tt_direction_loss([a], [dirs], targets)
 
 
 def test_text_guided_run_lowers_its_loss_and_writes_a_direction(setup, tmp_path):

@@ -47,6 +47,7 @@ class Domain:
 
     @property
     def prompt(self) -> str:
+        from .captions import domain_prompt  # captions imports this module
         return domain_prompt(self.name)
 
 
