@@ -33,6 +33,15 @@ def init_distributed() -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
+def finish_distributed() -> None:
+    """Wait for every process (rank 0 may still be exporting), then tear the process group down. Leaving it to
+    interpreter exit can abort a process ("terminate called without an active exception") while gloo threads run."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def average_gradients(params) -> None:
     """All-reduce and average the gradients of ``params`` across processes (what DistributedDataParallel does,
     written out so double-backward regularisers need no special casing)."""

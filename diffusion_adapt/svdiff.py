@@ -85,8 +85,8 @@ class SpectralShift(nn.Module):
 
 
 class NormShift(nn.Module):
-    """γ -> γ + s·δ per channel (official convention), or γ·(1 + s·δ/‖γ‖)… for a length-1 δ (mkshing's: γ's
-    single singular value ‖γ‖ shifted, i.e. γ · ReLU(‖γ‖ + s·δ) / ‖γ‖)."""
+    """γ -> γ + s·δ per channel (the official convention), or, for a length-1 δ (mkshing's files: γ's single
+    singular value ‖γ‖ shifted), γ · ReLU(‖γ‖ + s·δ) / ‖γ‖."""
 
     def __init__(self, channels: int, device=None, per_channel: bool = True):
         super().__init__()

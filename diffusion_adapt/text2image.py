@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from adapt_common.config import to_dict
 from adapt_common.datasets import ImageSource
 from adapt_common.image_io import save_grid
-from adapt_common.training import LoopTrainer, average_gradients, rng_state, set_rng_state, world_info
+from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
+                                   set_rng_state, world_info)
 from . import svdiff
 from .losses import haar_hf, pair_kl, predicted_x0
 from .models import ModelLoadError, model_hash
@@ -329,8 +330,10 @@ class T2ITrainer(LoopTrainer):
 
 
 def train(cfg: T2IConfig, resume: bool = False, quiet: bool = False) -> T2ITrainer:
-    from adapt_common.training import init_distributed
     init_distributed()
     trainer = T2ITrainer(cfg, quiet=quiet)
-    trainer.fit(resume=resume)
+    try:
+        trainer.fit(resume=resume)
+    finally:
+        finish_distributed()
     return trainer

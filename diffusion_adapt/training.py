@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from adapt_common.config import to_dict
 from adapt_common.datasets import ImageSource
 from adapt_common.image_io import save_grid
-from adapt_common.training import LoopTrainer, average_gradients, init_distributed, rng_state, set_rng_state, world_info
+from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
+                                   set_rng_state, world_info)
 from . import svdiff
 from .losses import domainstudio_losses, predicted_x0
 from .models import UNetArch, load_model, model_hash, new_scheduler, new_unet, save_model
@@ -294,5 +295,8 @@ class DiffusionTrainer(LoopTrainer):
 def train(cfg: DiffTrainConfig, resume: bool = False, quiet: bool = False) -> DiffusionTrainer:
     init_distributed()
     trainer = DiffusionTrainer(cfg, quiet=quiet)
-    trainer.fit(resume=resume)
+    try:
+        trainer.fit(resume=resume)
+    finally:
+        finish_distributed()
     return trainer

@@ -425,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--keep", type=float, default=0.2, help="sparse: fraction of values kept (default 0.2)")
     dr.set_defaults(func=cmd_direction)
 
-    hy = sub.add_parser("hyper", help="a trained HyperDomainNet hypernetwork's domain for a prompt, as a direction file")
+    hy = sub.add_parser("hyper", help="a trained HyperDomainNet hypernetwork's domain for a prompt, as a "
+                                      "direction file")
     hy.add_argument("hypernet", help="hypernet.safetensors from a `train` run with exp.trainer=hyper")
     hy.add_argument("--prompt", action="append", required=True, help="target text (repeat with --out)")
     hy.add_argument("--out", action="append", required=True, help="direction file for each --prompt")

@@ -334,7 +334,8 @@ def mix(directions: Sequence[Direction], weights: Sequence[float]) -> Direction:
     for d, a in zip(directions[1:], weights[1:]):
         out = out + d * a
     out.meta = {"derived": "mix", "base_generator": directions[0].meta.get("base_generator", {}),
-                "mixed": [{"domain": d.meta.get("domain", ""), "weight": float(a)} for d, a in zip(directions, weights)]}
+                "mixed": [{"domain": d.meta.get("domain", ""), "weight": float(a)}
+                          for d, a in zip(directions, weights)]}
     return out
 
 

@@ -27,8 +27,8 @@ import torch
 
 from adapt_common.config import to_dict
 from adapt_common.image_io import save_grid
-from adapt_common.training import (LoopTrainer, average_gradients, init_distributed, rng_state, set_rng_state,
-                                   world_info)
+from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
+                                   set_rng_state, world_info)
 from ..networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from ..parameterizations import Parameterization
 from .augment import AdaController, AugmentPipe
@@ -400,6 +400,9 @@ class GanTrainer(LoopTrainer):
 def train(cfg: GanTrainConfig, resume: bool = False, quiet: bool = False) -> GanTrainer:
     init_distributed()
     trainer = GanTrainer(cfg, quiet=quiet)
-    trainer.fit(resume=resume)
+    try:
+        trainer.fit(resume=resume)
+    finally:
+        finish_distributed()
     return trainer
 

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from adapt_common.clip_guidance import ClipGuide
 from adapt_common.config import to_dict
 from adapt_common.image_io import save_grid
-from adapt_common.training import LoopTrainer, average_gradients, init_distributed, rng_state, set_rng_state, world_info
+from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
+                                   set_rng_state, world_info)
 from ..hypernetwork import Hypernetwork
 from .clip_guided import DEFAULT_SOURCE
 
@@ -306,7 +307,8 @@ class HyperTrainer(LoopTrainer):
                 result["eval"] = self.evaluate(cfg.evaluation.n)
                 (self.run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=2))
                 for name, e in result["eval"].items():
-                    self._log(f"{name} ({'seen' if e['seen'] else 'unseen'}): L1 {e['pixel_l1']:.4f} (identity {e['identity_l1']:.4f}, gap closed "
+                    seen = "seen" if e["seen"] else "unseen"
+                    self._log(f"{name} ({seen}): L1 {e['pixel_l1']:.4f} (identity {e['identity_l1']:.4f}, gap closed "
                               f"{e['gap_closed']:.3f})")
         return result
 
@@ -314,5 +316,8 @@ class HyperTrainer(LoopTrainer):
 def train(cfg: HyperConfig, resume: bool = False, quiet: bool = False) -> HyperTrainer:
     init_distributed()
     trainer = HyperTrainer(cfg, quiet=quiet)
-    trainer.fit(resume=resume)
+    try:
+        trainer.fit(resume=resume)
+    finally:
+        finish_distributed()
     return trainer
