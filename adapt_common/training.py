@@ -187,3 +187,10 @@ class LoopTrainer:
         bar.close()
         if tb is not None:
             tb.close()
+
+
+def run_facts(run_dir: str | Path) -> dict:
+    """Steps and wall time of a training run folder (from its checkpoint), for model cards."""
+    run = Path(run_dir)
+    state = load_training_state(run / "checkpoint.pt")
+    return {"run": str(run), "steps": int(state["step"]), "wall_time_min": round(state["elapsed_s"] / 60, 1)}

@@ -45,18 +45,10 @@ def interpolation(g, rows: int = 6, steps: int = 10, seed: int = 99) -> tuple[to
     return frames.reshape(rows * steps, *frames.shape[2:]), ratio
 
 
-def _run_facts(run: Path) -> dict:
-    from adapt_common.training import load_training_state
-    state = load_training_state(run / "checkpoint.pt")
-    return {"run": str(run), "steps": int(state["step"]), "wall_time_min": round(state["elapsed_s"] / 60, 1),
-            "config": (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""}
-
-
 def main(argv=None) -> int:
     from adapt_common.image_io import save_grid
-    from adapt_common.metrics.evaluate import evaluate, gan_sampler, synthfaces_domain
+    from adapt_common.metrics.evaluate import evaluate, gan_sampler, real_vs_real_fid
     from adapt_common.metrics.features import feature_extractor
-    from adapt_common.metrics.fid import fid
     from adapt_common.clip_models import load_clip
     from adapt_common import synthfaces as sf
     from .formats import load_checkpoint
@@ -79,9 +71,7 @@ def main(argv=None) -> int:
                       out_dir=Path(args.docs) / "synthfaces_stylegan2_eval", quiet=True)
     clip = load_clip("synthfaces")
     extractor = feature_extractor("clip", clip)
-    real_a = synthfaces_domain("photo").eval_images(args.n, g.size)
-    real_b = sf.render_domain(sf.split_params("train", args.n), "photo", size=g.size)  # disjoint from eval
-    floor = fid(extractor(real_b), extractor(real_a))
+    floor = real_vs_real_fid("photo", args.n, g.size, extractor)
     fidelity = renderer_fidelity(g)
     frames, ratio = interpolation(g)
     docs = Path(args.docs)
@@ -92,14 +82,15 @@ def main(argv=None) -> int:
                                                                                   size=g.size)]),
                   docs / "synthfaces_stylegan2_vs_real.png", nrow=8)
     save_grid(frames, docs / "synthfaces_stylegan2_interpolation.png", nrow=10)
-    runs = [_run_facts(Path(r)) for r in args.runs]
+    from adapt_common.training import run_facts
+    runs = [run_facts(r) for r in args.runs]
     n_g = sum(p.numel() for p in g.parameters())
     n_d = sum(p.numel() for p in ck.d.parameters()) if ck.d is not None else 0
     facts = {"fid_clip": report["fid"], "kid_clip": report["kid"], "fid_floor_real_vs_real": floor,
              "clip_domain_accuracy": (report.get("domain_accuracy") or {}).get("accuracy"),
              "clip_diversity": report["clip_diversity"], "renderer_l1": fidelity, "interp_max_over_mean_step": ratio,
              "n": args.n, "generator_parameters": n_g, "discriminator_parameters": n_d,
-             "architecture": g.config.to_dict(), "runs": [{k: v for k, v in r.items() if k != "config"} for r in runs],
+             "architecture": g.config.to_dict(), "runs": runs,
              "eval_seconds": round(time.time() - t0, 1)}
     Path(args.out).with_suffix(".json").write_text(json.dumps(facts, indent=2, default=str))
 

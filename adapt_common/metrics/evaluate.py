@@ -96,6 +96,15 @@ def synthfaces_domain(name: str, shots: int = SHOTS) -> EvalDomain:
                       all_prompts={d: sf.domain_prompt(d) for d in sf.DOMAINS}, world="synthfaces")
 
 
+def real_vs_real_fid(domain: str, n: int, size: int, extractor) -> float:
+    """FID between two disjoint sets of ``n`` real SynthFaces images of ``domain`` (the train and eval streams):
+    the floor a perfect generator reaches with this sample size and feature extractor."""
+    from .. import synthfaces as sf
+    a = _images_of(sf.eval_set(domain, n, size))
+    b = sf.render_domain(sf.split_params("train", n), domain, size=size)
+    return fid_fn(extractor(b), extractor(a))
+
+
 def gan_sampler(G, truncation: float = 1.0, noise_mode: str = "const") -> tuple[Callable, Callable]:
     """``(make_batch, sample)`` for a StyleGAN2 generator: seeds -> z (NVIDIA seeding) -> images."""
     from gan_adapt.seeds import z_from_seeds
