@@ -167,6 +167,10 @@ class Library:
 # Callbacks
 
 
+# (generator, direction) pairs already checked to fit; the objects are kept so their ids stay theirs
+_CHECKED: dict = {}
+
+
 def render(ckpt: str, seeds: str, truncation: float, noise_mode: str = "const"):
     """The plain generator: a uint8 grid [H, W, 3]."""
     return mix_render(ckpt, None, [], [], seeds, truncation, noise_mode)
@@ -182,10 +186,15 @@ def mix_render(ckpt: str, library: Library | None, names: list[str], weights: li
     g = generator(ckpt)
     seed_list = _seeds(seeds)
     pairs = [(library.get(n), float(w)) for n, w in zip(names, weights) if n and float(w) != 0.0]
-    try:
-        edit = DomainEdit(g, pairs)
-    except ValueError as e:
-        raise ValueError(f"a direction does not fit this generator: {e}") from e
+    for d, _ in pairs:  # check each (generator, direction) once: hashing a 1024 px generator takes a while
+        key = (id(g), id(d))
+        if key not in _CHECKED:
+            try:
+                d.check_fits(g)
+            except ValueError as e:
+                raise ValueError(f"a direction does not fit this generator: {e}") from e
+            _CHECKED[key] = (g, d)
+    edit = DomainEdit(g, pairs, check=False)
     with torch.no_grad():
         images = edit.generate(z_from_seeds(seed_list, g.style_dim), truncation=float(truncation),
                                noise_mode=noise_mode)
