@@ -36,6 +36,17 @@ def tiny_generator():
     return g.eval()
 
 
+@pytest.fixture
+def tiny_ckpt_clip(tmp_path, tiny_generator):
+    """(the tiny generator saved as a checkpoint, a tiny random CLIP saved as a file): a one-shot world."""
+    from adapt_common.clip_models import tiny_clip
+    from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint
+    ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
+    clip_path = tmp_path / "clip.pt"
+    torch.save(tiny_clip(0).model.state_dict(), clip_path)
+    return ckpt, clip_path
+
+
 @pytest.fixture(scope="session")
 def rosinality_fixture():
     return torch.load(os.path.join(FIXTURES, "rosinality_tiny.pt"), weights_only=True)

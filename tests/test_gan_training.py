@@ -1,7 +1,6 @@
 """The adversarial training engine: a run from scratch, exact resume, few-shot adaptation of a checkpoint
 with a small parameterization, and two processes under torchrun."""
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +98,7 @@ def test_distillation_from_the_renderer_lowers_its_error(tmp_path):
     cfg = _cfg(tmp_path / "distill", "training.iters=30", "training.train_d=false", "training.adversarial_weight=0",
                "training.distill_weight=1", "training.pl_weight=0", "ada.enabled=false", "training.lr_g=0.01",
                "training.batch=8")
-    trainer = engine.train(cfg, quiet=True)
+    engine.train(cfg, quiet=True)
     rows = [r.split(",") for r in (tmp_path / "distill" / "log.csv").read_text().splitlines()]
     col = rows[0].index("distill_l1")
     first, last = float(rows[1][col]), sum(float(r[col]) for r in rows[-5:]) / 5

@@ -9,10 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adapt_common.clip_models import tiny_clip
 from adapt_common.config import load_config
 from gan_adapt.directions import DomainEdit, load_direction
-from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint
 from gan_adapt.hypernetwork import Hypernetwork
 from gan_adapt.networks import Generator
 from gan_adapt.training import hyper
@@ -38,23 +36,15 @@ def test_resample_near():
     assert cos.min() >= 0.95 - 1e-5 and cos.max() <= 1 + 1e-5 and cos.std() > 0.005
 
 
-@pytest.fixture
-def setup(tmp_path, tiny_generator):
-    ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
-    clip_path = tmp_path / "clip.pt"
-    torch.save(tiny_clip(0).model.state_dict(), clip_path)
-    return ckpt, clip_path
-
-
-def _args(setup, run, *extra):
-    ckpt, clip_path = setup
+def _args(tiny_ckpt_clip, run, *extra):
+    ckpt, clip_path = tiny_ckpt_clip
     return [f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]", f"exp.run_dir={run}", "exp.threads=1",
             "mapper.width=32", "mapper.depth=2", "training.batch=4", "logging.log_every=1",
             "logging.sample_every=100", "logging.n_samples=2", *DOMAINS, *extra]
 
 
-def test_starts_as_the_source_and_directions_match_per_sample_modulation(setup, tmp_path):
-    tr = HyperTrainer(load_config(HyperConfig, [], _args(setup, tmp_path / "r")), quiet=True)
+def test_starts_as_the_source_and_directions_match_per_sample_modulation(tiny_ckpt_clip, tmp_path):
+    tr = HyperTrainer(load_config(HyperConfig, [], _args(tiny_ckpt_clip, tmp_path / "r")), quiet=True)
     z = torch.randn(2, tr.source.style_dim)
     d = tr.direction_for("a pencil sketch of a face")
     assert d.kind == "cin_mult" and d.delta.abs().max() < 0.05  # xavier x 0.01: near the source
@@ -71,11 +61,11 @@ def test_starts_as_the_source_and_directions_match_per_sample_modulation(setup, 
         torch.testing.assert_close(per_sample[i:i + 1], one, rtol=1e-4, atol=1e-5)
 
 
-def test_training_lowers_the_loss_resumes_exactly_and_exports(setup, tmp_path, monkeypatch):
+def test_training_lowers_the_loss_resumes_exactly_and_exports(tiny_ckpt_clip, tmp_path, monkeypatch):
     from gan_adapt.cli import main
     extra = ["training.iters=24", "training.lr=0.003", "training.convex=false", "training.resample=false",
              "logging.checkpoint_every=12", "evaluation.n=4"]
-    straight = hyper.train(load_config(HyperConfig, [], _args(setup, tmp_path / "a", *extra)), quiet=True)
+    straight = hyper.train(load_config(HyperConfig, [], _args(tiny_ckpt_clip, tmp_path / "a", *extra)), quiet=True)
     rows = [r.split(",") for r in (tmp_path / "a" / "log.csv").read_text().splitlines()]
     col = rows[0].index("direction")
     first = sum(float(r[col]) for r in rows[1:7]) / 6
@@ -94,14 +84,14 @@ def test_training_lowers_the_loss_resumes_exactly_and_exports(setup, tmp_path, m
         return real(self)
     monkeypatch.setattr(HyperTrainer, "train_step", crash)
     with pytest.raises(KeyboardInterrupt):
-        hyper.train(load_config(HyperConfig, [], _args(setup, tmp_path / "b", *extra)), quiet=True)
+        hyper.train(load_config(HyperConfig, [], _args(tiny_ckpt_clip, tmp_path / "b", *extra)), quiet=True)
     monkeypatch.setattr(HyperTrainer, "train_step", real)
-    resumed = hyper.train(load_config(HyperConfig, [], _args(setup, tmp_path / "b", *extra)), resume=True,
+    resumed = hyper.train(load_config(HyperConfig, [], _args(tiny_ckpt_clip, tmp_path / "b", *extra)), resume=True,
                           quiet=True)
     a, b = straight.mapper.state_dict(), resumed.mapper.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-    ckpt, clip_path = setup
+    ckpt, clip_path = tiny_ckpt_clip
     out = tmp_path / "sketch.safetensors"
     assert main(["hyper", str(tmp_path / "a" / "hypernet.safetensors"), "--prompt", "a pencil sketch of a face",
                  "--out", str(out), "--clip", str(clip_path)]) == 0
@@ -109,13 +99,13 @@ def test_training_lowers_the_loss_resumes_exactly_and_exports(setup, tmp_path, m
 
 
 @pytest.mark.timeout(300)
-def test_two_processes_under_torchrun_stay_in_sync(setup, tmp_path):
+def test_two_processes_under_torchrun_stay_in_sync(tiny_ckpt_clip, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun not installed beside this Python")
     run = tmp_path / "ddp"
     r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "tests/hyper_ddp_worker.py",
-                        *_args(setup, run, "training.iters=3")], cwd=Path(__file__).resolve().parents[1],
+                        *_args(tiny_ckpt_clip, run, "training.iters=3")], cwd=Path(__file__).resolve().parents[1],
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=280)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     h0, h1 = (run / "rank0.txt").read_text(), (run / "rank1.txt").read_text()

@@ -5,25 +5,15 @@ import torch
 import torch.nn.functional as F
 
 from adapt_common.clip_guidance import ClipGuide
-from adapt_common.clip_models import tiny_clip
 from adapt_common.config import load_config
 from adapt_common.training import load_training_state
 from gan_adapt.directions import DomainEdit, load_direction
-from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint
 from gan_adapt.training import clip_guided
 from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
 
 
-@pytest.fixture
-def setup(tmp_path, tiny_generator):
-    ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
-    clip_path = tmp_path / "clip.pt"
-    torch.save(tiny_clip(0).model.state_dict(), clip_path)
-    return ckpt, clip_path
-
-
-def _cfg(setup, run, *extra):
-    ckpt, clip_path = setup
+def _cfg(tiny_ckpt_clip, run, *extra):
+    ckpt, clip_path = tiny_ckpt_clip
     return load_config(OneShotConfig, [], [f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]",
                                            f"exp.run_dir={run}", "exp.threads=1", "training.batch=3",
                                            "logging.log_every=1", "logging.sample_every=5", "logging.n_samples=3",
@@ -53,8 +43,8 @@ def test_losses():
     assert ClipGuide.tt_direction_loss([along], [dirs], targets) < ClipGuide.tt_direction_loss([a], [dirs], targets)
 
 
-def test_text_guided_run_lowers_its_loss_and_writes_a_direction(setup, tmp_path):
-    cfg = _cfg(setup, tmp_path / "run", "target.text=a pencil sketch of a face", "target.domain=sketch",
+def test_text_guided_run_lowers_its_loss_and_writes_a_direction(tiny_ckpt_clip, tmp_path):
+    cfg = _cfg(tiny_ckpt_clip, tmp_path / "run", "target.text=a pencil sketch of a face", "target.domain=sketch",
                "training.iters=20", "training.mixing=0", "loss.indomain=0.1")
     trainer = clip_guided.train(cfg, quiet=True)
     rows = [r.split(",") for r in (tmp_path / "run" / "log.csv").read_text().splitlines()]
@@ -73,10 +63,10 @@ def test_text_guided_run_lowers_its_loss_and_writes_a_direction(setup, tmp_path)
                                                                                 for i in (5, 10, 15, 20)]
 
 
-def test_resume_is_exact(setup, tmp_path, monkeypatch):
+def test_resume_is_exact(tiny_ckpt_clip, tmp_path, monkeypatch):
     extra = ["target.image=synthfaces:sketch", "training.iters=6", "logging.checkpoint_every=3",
              "training.parameterization=dommod", "target.source_mean_n=8", "training.lr=0.02"]
-    straight = clip_guided.train(_cfg(setup, tmp_path / "a", *extra), quiet=True)
+    straight = clip_guided.train(_cfg(tiny_ckpt_clip, tmp_path / "a", *extra), quiet=True)
     real = ClipTrainer.train_step
 
     def crash_after_4(self):
@@ -85,31 +75,31 @@ def test_resume_is_exact(setup, tmp_path, monkeypatch):
         return real(self)
     monkeypatch.setattr(ClipTrainer, "train_step", crash_after_4)
     with pytest.raises(KeyboardInterrupt):
-        clip_guided.train(_cfg(setup, tmp_path / "b", *extra), quiet=True)
+        clip_guided.train(_cfg(tiny_ckpt_clip, tmp_path / "b", *extra), quiet=True)
     monkeypatch.setattr(ClipTrainer, "train_step", real)
     assert load_training_state(tmp_path / "b" / "checkpoint.pt")["step"] == 3
-    resumed = clip_guided.train(_cfg(setup, tmp_path / "b", *extra), resume=True, quiet=True)
+    resumed = clip_guided.train(_cfg(tiny_ckpt_clip, tmp_path / "b", *extra), resume=True, quiet=True)
     a, b = straight.param.trained_state_dict(), resumed.param.trained_state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a) and any(a[k].abs().sum() > 0 for k in a)
     d = load_direction(tmp_path / "b" / "direction.safetensors")
     assert d.kind == "cin_mult" and len(d.meta["reference_hash"]) == 16
 
 
-def test_bad_configs(setup, tmp_path):
+def test_bad_configs(tiny_ckpt_clip, tmp_path):
     with pytest.raises(ValueError, match="exactly one of target.text"):
-        ClipTrainer(_cfg(setup, tmp_path / "x"), quiet=True)
+        ClipTrainer(_cfg(tiny_ckpt_clip, tmp_path / "x"), quiet=True)
     with pytest.raises(ValueError, match="exactly one of target.text"):
-        ClipTrainer(_cfg(setup, tmp_path / "x", "target.text=a", "target.image=b.png"), quiet=True)
+        ClipTrainer(_cfg(tiny_ckpt_clip, tmp_path / "x", "target.text=a", "target.image=b.png"), quiet=True)
     with pytest.raises(Exception, match="nope"):
-        _cfg(setup, tmp_path / "x", "training.nope=1")
+        _cfg(tiny_ckpt_clip, tmp_path / "x", "training.nope=1")
 
 
-def test_train_command_dispatches_on_exp_trainer(setup, tmp_path):
+def test_train_command_dispatches_on_exp_trainer(tiny_ckpt_clip, tmp_path):
     from gan_adapt.cli import main, trainer_kind
     cfg = tmp_path / "one.yaml"
     cfg.write_text("exp:\n  trainer: clip\ntarget:\n  text: a sepia photo of a face\ntraining:\n  iters: 2\n")
     assert trainer_kind([str(cfg)], []) == "clip" and trainer_kind([], []) == "adversarial"
-    ckpt, clip_path = setup
+    ckpt, clip_path = tiny_ckpt_clip
     assert main(["train", "--config", str(cfg), f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]",
                  f"exp.run_dir={tmp_path / 'run'}", "training.batch=2", "exp.threads=1"]) == 0
     assert load_direction(tmp_path / "run" / "direction.safetensors").meta["steps"] == 2
@@ -131,8 +121,8 @@ def test_reference_image_from_a_file_of_any_size_and_mode(tmp_path):
         clip_guided.reference_image(str(tmp_path / "bad.png"), 32)
 
 
-def test_mtg_reference_terms(setup, tmp_path):
-    cfg = _cfg(setup, tmp_path / "mtg", "target.image=synthfaces:sketch", "target.source_mean_n=8",
+def test_mtg_reference_terms(tiny_ckpt_clip, tmp_path):
+    cfg = _cfg(tiny_ckpt_clip, tmp_path / "mtg", "target.image=synthfaces:sketch", "target.source_mean_n=8",
                "target.invert_steps=5", "training.iters=3", "loss.clip_ref=30", "loss.rec_l2=10", "loss.clip_within=0.5")
     tr = ClipTrainer(cfg, quiet=True)
     assert tr.w_ref.shape[1] == tr.source.n_latent
@@ -140,4 +130,4 @@ def test_mtg_reference_terms(setup, tmp_path):
     assert {"clip_ref", "rec_l2", "clip_within", "direction"} <= set(stats)
     assert stats["loss"] > 30 * stats["clip_ref"]
     with pytest.raises(ValueError, match="need an image target"):
-        ClipTrainer(_cfg(setup, tmp_path / "x", "target.text=a sketch", "loss.clip_ref=1"), quiet=True)
+        ClipTrainer(_cfg(tiny_ckpt_clip, tmp_path / "x", "target.text=a sketch", "loss.clip_ref=1"), quiet=True)
