@@ -33,7 +33,8 @@ class TransferNote(UserWarning):
     """An adapter trained on another generator of the same architecture was applied (a transfer)."""
 
 
-def _arch(g: Generator) -> dict:
+def architecture(g: Generator) -> dict:
+    """The generator's architecture as recorded in adapter and direction manifests (what shapes depend on)."""
     cfg = g.config.to_dict()
     cfg.pop("conv_clamp", None)  # not part of the parameter shapes
     return cfg
@@ -50,7 +51,7 @@ def save_adapter(param: Parameterization, path: str | Path, *, source_hash: str 
         "parameterization": param.name, "block": param.block, "rank": param.rank,
         "num_parameters": sum(t.numel() for t in tensors.values()),
         "shapes": {k: list(t.shape) for k, t in tensors.items()},
-        "base_generator": {"hash": source_hash or param.source_hash, "architecture": _arch(param.generator)},
+        "base_generator": {"hash": source_hash or param.source_hash, "architecture": architecture(param.generator)},
         "domain": domain, **(extra or {}),
     }
     return save_with_manifest(tensors, path, FORMAT, manifest)
@@ -68,7 +69,7 @@ def load_adapter(path: str | Path, generator: Generator) -> Parameterization:
     """A :class:`Parameterization` of ``generator`` carrying the file's trained tensors."""
     manifest, tensors = read_adapter(path)
     base = manifest.get("base_generator", {})
-    arch = _arch(generator)
+    arch = architecture(generator)
     if base.get("architecture") != arch:
         diff = {k: (base.get("architecture", {}).get(k), v) for k, v in arch.items()
                 if base.get("architecture", {}).get(k) != v}

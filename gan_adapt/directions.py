@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 import torch
 
 from adapt_common.files import read_with_manifest, save_with_manifest, split_weight, tensors_hash
-from .adapter_files import TransferNote
+from .adapter_files import TransferNote, architecture
 from .networks import Generator, StyleLayer
 from .parameterizations import DIRECTION_KINDS, Parameterization
 
@@ -157,7 +157,7 @@ class Direction:
         chosen = g.style_layers() if param.name == "stylespace" else conv_layers(g)
         vecs = [_trained_vector(g, layer.name, param.name) for layer in chosen]
         layers = [(layer.name, layer.channels) for layer in chosen]
-        meta = {"base_generator": {"hash": param.source_hash, "architecture": _arch(g)}, **meta}
+        meta = {"base_generator": {"hash": param.source_hash, "architecture": architecture(g)}, **meta}
         return cls(DIRECTION_KINDS[param.name], layers, torch.cat(vecs), meta)
 
     def parameterization(self, g: Generator) -> Parameterization:
@@ -186,12 +186,6 @@ class Direction:
                     "kind": self.kind, "size": self.size, "nonzero": int((self.delta != 0).sum()),
                     "layers": [{"name": n, "channels": c} for n, c in self.layers], **self.meta}
         return save_with_manifest(tensors, path, FORMAT, manifest)
-
-
-def _arch(g: Generator) -> dict:
-    cfg = g.config.to_dict()
-    cfg.pop("conv_clamp", None)
-    return cfg
 
 
 def _trained_vector(g: Generator, layer: str, param_name: str) -> torch.Tensor:
