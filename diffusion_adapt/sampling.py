@@ -17,15 +17,15 @@ def noise_from_seeds(seeds, shape: tuple[int, int, int]) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.random.RandomState(int(s)).randn(*shape) for s in seeds])).float()
 
 
-def _schedule_args(scheduler) -> dict:
+def _schedule_args(scheduler, clip_x0: bool = False) -> dict:
     c = scheduler.config
     return dict(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start, beta_end=c.beta_end,
                 beta_schedule=c.beta_schedule, trained_betas=c.trained_betas, prediction_type=c.prediction_type,
-                clip_sample=False, set_alpha_to_one=False)
+                clip_sample=clip_x0, clip_sample_range=1.0, set_alpha_to_one=False)
 
 
-def _ddim(scheduler, steps: int) -> DDIMScheduler:
-    s = DDIMScheduler(**_schedule_args(scheduler))
+def _ddim(scheduler, steps: int, clip_x0: bool = False) -> DDIMScheduler:
+    s = DDIMScheduler(**_schedule_args(scheduler, clip_x0))
     s.set_timesteps(steps)
     return s
 
@@ -33,9 +33,13 @@ def _ddim(scheduler, steps: int) -> DDIMScheduler:
 @torch.no_grad()
 def ddim_sample(unet, scheduler, noise: torch.Tensor, steps: int = 50, eta: float = 0.0,
                 generator: torch.Generator | None = None, callback=None, clamp: bool = True) -> torch.Tensor:
-    """Images in [-1, 1] (clamped unless ``clamp=False``) from ``noise`` [N, C, H, W] in ``steps`` DDIM steps."""
+    """Images in [-1, 1] from ``noise`` [N, C, H, W] in ``steps`` DDIM steps.
+
+    ``clamp`` (default) clips each step's predicted x̂₀ to [-1, 1], as DDPM and DDIM sample pixel-space models: the
+    early steps divide ε's error by √ᾱ_t ≈ 0.006, and an unclipped x̂₀ there saturates whole images of a model
+    that is not yet perfect. ``clamp=False`` runs the exact ODE (what :func:`ddim_invert` inverts)."""
     device = next(unet.parameters()).device
-    sched = _ddim(scheduler, steps)
+    sched = _ddim(scheduler, steps, clip_x0=clamp)
     x = noise.to(device)
     for i, t in enumerate(sched.timesteps):
         eps = unet(x, t).sample
