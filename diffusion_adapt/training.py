@@ -266,6 +266,8 @@ class DiffusionTrainer(LoopTrainer):
             dom = EvalDomain(name=Path(self.cfg.data.source).name, kind="custom", prompt="a photo",
                              eval_images=lambda n, s: images[:n], shot_images=lambda s: images, world="folder")
         source = self.source
+        if source is None and self.cfg.model.pretrained:  # the frozen base: the same noise decoded before adaptation
+            source = load_model(self.cfg.model.pretrained, self.device)[0].eval().requires_grad_(False)
 
         def sample_source(noise):
             return ddim_sample(source, self.scheduler, noise, ev.steps)

@@ -1,0 +1,515 @@
+"""The study: StyleDomain's findings reproduced on SynthFaces, judged by ground truth, in one command.
+
+    python -m benchmarks.study --config configs/study/quick.yaml [key=value ...] [--report-only]
+
+Runs a grid of training cells and writes ``reports/<name>/``: ``results.json`` (every cell, every seed),
+``README.md`` (tables with mean ± spread over seeds, and the paper's claims checked one by one), ``plots/*.png``
+(loss curves, domain error against iterations, sparsity sweep) and ``grids/*.png`` (samples of each cell).
+
+The grid (each part can be switched off in the config):
+- one-shot, similar domains (image- and text-guided): full, StyleSpace direction, its sparse form, HyperDomainNet
+  modulation, Affine+; parameters, file size, wall time, ground-truth domain error, CLIP quality/diversity, FID;
+- few-shot, dissimilar domains (10 shots): full, Affine+, AffineLight+, StyleSpace, mapping; FID/KID,
+  intra-cluster diversity, wall time;
+- diffusion (10 shots): full fine-tuning, SVDiff, SVDiff + DomainStudio; parameters, file size, FID, intra-LPIPS,
+  domain error;
+- properties of directions: mixing (the small CLIP's domain probabilities and the composed ground truth),
+  transfer (a direction on a generator fine-tuned from the source), sparsity sweep.
+
+Each cell's result is written to ``runs/study/<name>/cells/`` as soon as it finishes, so an interrupted study
+picks up where it stopped (the run folders there are scratch). ``--report-only`` rebuilds the report from them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adapt_common.config import load_config
+from adapt_common.files import atomic_path
+
+# -- configuration -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyExp:
+    name: str = "quick"
+    seeds: list = field(default_factory=lambda: [0, 1])
+    threads: int = 2
+    device: str = "cpu"
+    generator: str = "checkpoints/synthfaces_stylegan2.safetensors"
+    clip: str = "synthfaces"  # the judge: CLIP domain scores and FID features
+    features: str = "clip"  # FID/KID features: clip | inception | auto
+    report_dir: str = "reports"
+    work_dir: str = "runs/study"  # scratch run folders and per-cell results (resume)
+    eval_seed: int = 0  # every cell is evaluated on the same latents / noises
+
+
+@dataclass
+class OneShotGrid:
+    enabled: bool = True
+    config: str = "configs/oneshot_sketch_image.yaml"  # the recipe every cell starts from
+    domains: list = field(default_factory=lambda: ["sketch", "sepia", "negative", "popart", "pixelart"])
+    guidance: list = field(default_factory=lambda: ["image", "text"])
+    parameterizations: list = field(default_factory=lambda: ["full", "stylespace", "dommod", "affine_plus"])
+    # learning rate and Adam betas per parameterization (the papers' values)
+    lr: dict = field(default_factory=lambda: {"direction": 0.08, "stylespace": 0.08, "dommod": 0.02, "full": 0.002,
+                                              "affine_plus": 0.002, "affine": 0.002})
+    betas: dict = field(default_factory=lambda: {"full": [0.0, 0.999], "affine_plus": [0.0, 0.999],
+                                                 "affine": [0.0, 0.999]})
+    sparse_keep: float = 0.2  # the sparse direction: the largest |Δs| of each trained direction cell
+    iters: int = 300
+    milestones: int = 4  # domain error measured this many times over training (the curve)
+    n_curve: int = 64
+    n_eval: int = 256
+    extra: list = field(default_factory=list)  # key=value overrides for every cell
+
+
+@dataclass
+class FewShotGrid:
+    enabled: bool = True
+    config: str = "configs/fewshot_cat_affine_plus.yaml"
+    domains: list = field(default_factory=lambda: ["cat", "robot"])
+    shots: int = 10
+    parameterizations: list = field(default_factory=lambda: ["full", "affine_plus", "affine_light_plus",
+                                                             "stylespace", "mapping"])
+    lr_g: dict = field(default_factory=lambda: {"full": 0.002, "affine_plus": 0.02, "affine_light_plus": 0.008,
+                                                "stylespace": 0.02, "mapping": 0.002, "affine": 0.02})
+    overrides: dict = field(default_factory=lambda: {"mapping": ["training.mapping_lr_mult=1.0"]})
+    iters: int = 1500
+    n_eval: int = 500
+    extra: list = field(default_factory=list)
+
+
+@dataclass
+class DiffusionGrid:
+    enabled: bool = True
+    model: str = "checkpoints/synthfaces_ddpm"
+    domain: str = "sketch"
+    shots: int = 10
+    variants: dict = field(default_factory=lambda: {
+        "full": "configs/ddpm_fewshot_sketch_full.yaml",
+        "svdiff": "configs/ddpm_fewshot_sketch_svdiff.yaml",
+        "svdiff_domainstudio": "configs/ddpm_fewshot_sketch_svdiff_domainstudio.yaml"})
+    iters: int = 1000
+    n_eval: int = 500
+    ddim_steps: int = 25
+    extra: list = field(default_factory=list)
+
+
+@dataclass
+class PropertiesGrid:
+    enabled: bool = True
+    direction: str = "stylespace"  # which one-shot cells' directions the properties use (image-guided)
+    mix_pairs: list = field(default_factory=lambda: [["sketch", "sepia"], ["negative", "pixelart"]])
+    transfer_to: str = "fewshot:cat"  # fewshot:<domain> (its full fine-tune) or oneshot:<domain> (its full run)
+    sparsity: list = field(default_factory=lambda: [1.0, 0.5, 0.2, 0.1, 0.05, 0.02])
+    n: int = 128
+
+
+@dataclass
+class StudyConfig:
+    exp: StudyExp = field(default_factory=StudyExp)
+    oneshot: OneShotGrid = field(default_factory=OneShotGrid)
+    fewshot: FewShotGrid = field(default_factory=FewShotGrid)
+    diffusion: DiffusionGrid = field(default_factory=DiffusionGrid)
+    properties: PropertiesGrid = field(default_factory=PropertiesGrid)
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+
+
+def file_size(path: Path) -> int:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def log_columns(path: Path, columns: tuple[str, ...]) -> dict[str, list[float]]:
+    """Columns of a run's log.csv (missing values skipped), for the loss curves."""
+    import csv
+    out: dict[str, list[float]] = {"step": []}
+    out.update({c: [] for c in columns})
+    if not Path(path).exists():
+        return out
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if not all(row.get(c) not in (None, "") for c in columns):
+                continue
+            out["step"].append(float(row["step"]))
+            for c in columns:
+                out[c].append(float(row[c]))
+    return out
+
+
+def pick(report: dict) -> dict:
+    """The numbers the tables use from a shared-metrics report."""
+    de = report.get("domain_error") or {}
+    icd = report.get("intra_cluster_diversity") or {}
+    acc = report.get("domain_accuracy") or {}
+    return {"fid": report.get("fid"), "kid": (report.get("kid") or {}).get("mean"),
+            "intra_lpips": icd.get("value"), "diversity_metric": icd.get("metric"),
+            "clip_quality": report.get("clip_quality"), "clip_diversity": report.get("clip_diversity"),
+            "clip_accuracy": acc.get("accuracy"), "domain_l1": de.get("pixel_l1"),
+            "identity_l1": (de.get("identity_baseline") or {}).get("pixel_l1"),
+            "gap_closed": (de.get("gap_closed") or {}).get("pixel_l1"),
+            "source_fid": (report.get("source") or {}).get("fid")}
+
+
+def synthfaces_truth(names: list[str]):
+    """T_n ∘ … ∘ T_1: the ground-truth transform of one similar domain or of a composition of them."""
+    from adapt_common import synthfaces as sf
+
+    def apply(x):
+        for name in names:
+            x = sf.apply_domain(x, name).clamp(-1, 1)
+        return x
+    return apply
+
+
+class Study:
+    def __init__(self, cfg: StudyConfig, quiet: bool = False):
+        self.cfg, self.quiet = cfg, quiet
+        self.work = Path(cfg.exp.work_dir) / cfg.exp.name
+        self.cells_dir = self.work / "cells"
+        self.report_dir = Path(cfg.exp.report_dir) / cfg.exp.name
+        self._clip = None
+        self._source = None
+        torch.set_num_threads(cfg.exp.threads)
+
+    # -- shared pieces -------------------------------------------------------------------------------------
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, flush=True)
+
+    @property
+    def clip(self):
+        if self._clip is None:
+            from adapt_common.clip_models import load_clip
+            self._clip = load_clip(self.cfg.exp.clip, self.cfg.exp.device)
+        return self._clip
+
+    @property
+    def source(self):
+        if self._source is None:
+            from gan_adapt.formats import load_generator
+            self._source = load_generator(self.cfg.exp.generator, device=self.cfg.exp.device).eval()
+            self._source.requires_grad_(False)
+        return self._source
+
+    def cell_path(self, key: str) -> Path:
+        return self.cells_dir / (key.replace("/", "__") + ".json")
+
+    def done(self, key: str) -> dict | None:
+        p = self.cell_path(key)
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def record(self, key: str, result: dict) -> dict:
+        result = {"key": key, **result}
+        p = self.cell_path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(p) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+        return result
+
+    def run_dir(self, key: str) -> Path:
+        d = self.work / "runs" / key
+        if d.exists():  # a cell without a result was interrupted: start it again
+            shutil.rmtree(d)
+        return d
+
+    def z(self, n: int, seed: int | None = None) -> torch.Tensor:
+        from gan_adapt.seeds import z_from_seeds
+        s = self.cfg.exp.eval_seed if seed is None else seed
+        return z_from_seeds(list(range(s, s + n)), self.source.style_dim).to(self.cfg.exp.device)
+
+    def evaluate_gan(self, generate, domain: str, n: int, out_dir: Path, settings: dict | None = None) -> dict:
+        """Shared-metrics report of a GAN sampler ``generate(z)`` against ``domain`` on the study's latents."""
+        from adapt_common.metrics.evaluate import evaluate, gan_sampler
+        make_batch, source = gan_sampler(self.source)
+        return evaluate(generate, domain, sample_source=source, make_batch=make_batch, n=n, clip=self.clip,
+                        features=self.cfg.exp.features, out_dir=out_dir, seed=self.cfg.exp.eval_seed,
+                        settings=settings, quiet=True)
+
+    @torch.no_grad()
+    def quick_error(self, generate, names: list[str], n: int, g_source=None) -> dict:
+        """Ground-truth pixel L1 (and gap closed) of ``generate`` against T(source) on n fixed latents."""
+        from adapt_common.metrics.domain import domain_error
+        z = self.z(n)
+        src = (g_source or self.source).generate(z)
+        err = domain_error(generate(z), src, synthfaces_truth(names))
+        return {"domain_l1": err["pixel_l1"], "identity_l1": err["identity_baseline"]["pixel_l1"],
+                "gap_closed": err["gap_closed"]["pixel_l1"]}
+
+    # -- one-shot ------------------------------------------------------------------------------------------
+
+    def oneshot_cells(self):
+        g = self.cfg.oneshot
+        for guidance in g.guidance:
+            for domain in g.domains:
+                for name in g.parameterizations:
+                    for seed in self.cfg.exp.seeds:
+                        yield f"oneshot/{guidance}/{domain}/{name}/s{seed}", guidance, domain, name, int(seed)
+
+    def run_oneshot(self, key: str, guidance: str, domain: str, name: str, seed: int) -> dict:
+        from adapt_common import synthfaces as sf
+        from gan_adapt.parameterizations import DIRECTION_KINDS
+        from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
+        g, exp = self.cfg.oneshot, self.cfg.exp
+        run = self.run_dir(key)
+        target = ([f"target.image=synthfaces:{domain}"] if guidance == "image"
+                  else ["target.image=''", f"target.text={sf.domain_prompt(domain)}"])
+        betas = list(g.betas.get(name, [0.9, 0.999]))
+        cfg = load_config(OneShotConfig, [g.config], [
+            *target, f"target.domain={domain}", f"generator_args.ckpt={exp.generator}", f"exp.run_dir={run}",
+            f"exp.seed={seed}", f"exp.threads={exp.threads}", f"exp.device={exp.device}",
+            f"training.parameterization={name}", f"training.iters={g.iters}", f"training.lr={g.lr[name]}",
+            f"training.betas=[{betas[0]},{betas[1]}]", "evaluation.n=0", "logging.log_every=5",
+            f"logging.sample_every={10 ** 9}", f"logging.checkpoint_every={10 ** 9}", *g.extra])
+        tr = ClipTrainer(cfg, quiet=True)
+        tr.start(False)
+        gen = tr.param.generator
+        curve = []
+        marks = sorted({max(1, round(g.iters * (i + 1) / g.milestones)) for i in range(g.milestones)})
+        for m in marks:
+            tr.loop(m, resume=True)
+            curve.append({"step": m, "elapsed_s": tr.elapsed, **self.quick_error(gen.generate, [domain], g.n_curve)})
+        wall = tr.elapsed
+        out = tr.export()
+        report = self.evaluate_gan(gen.generate, domain, g.n_eval, run / "eval",
+                                   {"parameterization": name, "guidance": guidance})
+        grid = self.work / "grids" / (key.replace("/", "_") + ".png")
+        tr.before_after(grid, z=self.z(8))
+        result = {"part": "oneshot", "guidance": guidance, "domain": domain, "parameterization": name, "seed": seed,
+                  "trainable": tr.param.num_trainable(), "file_bytes": file_size(out), "file": str(out),
+                  "wall_s": round(wall, 1), "iters": g.iters, **pick(report), "curve": curve,
+                  "loss": log_columns(run / "log.csv", ("loss",)), "grid": str(grid)}
+        if name in DIRECTION_KINDS:  # the sparse form: no retraining, the largest |Δs| kept
+            from gan_adapt.directions import DomainEdit, load_direction
+            d = load_direction(out)
+            sparse = d.sparse(g.sparse_keep)
+            path = sparse.save(run / "direction_sparse.safetensors")
+            edit = DomainEdit(self.source, [(sparse, 1.0)])
+            rep = self.evaluate_gan(edit.generate, domain, g.n_eval, run / "eval_sparse",
+                                    {"parameterization": f"{name} sparse {g.sparse_keep}"})
+            result["sparse"] = {"keep": g.sparse_keep, "nonzero": int(round(sparse.nonzero_fraction * sparse.size)),
+                                "file_bytes": file_size(path), **pick(rep)}
+        return result
+
+    # -- few-shot ------------------------------------------------------------------------------------------
+
+    def fewshot_cells(self):
+        g = self.cfg.fewshot
+        for domain in g.domains:
+            for name in g.parameterizations:
+                for seed in self.cfg.exp.seeds:
+                    yield f"fewshot/{domain}/{name}/s{seed}", domain, name, int(seed)
+
+    def run_fewshot(self, key: str, domain: str, name: str, seed: int) -> dict:
+        from gan_adapt.training.engine import GanTrainConfig, GanTrainer
+        g, exp = self.cfg.fewshot, self.cfg.exp
+        run = self.run_dir(key)
+        cfg = load_config(GanTrainConfig, [g.config], [
+            f"data.source=synthfaces:{domain}@{g.shots}", f"generator_args.ckpt={exp.generator}",
+            f"exp.run_dir={run}", f"exp.seed={seed}", f"exp.threads={exp.threads}", f"exp.device={exp.device}",
+            f"training.parameterization={name}", f"training.lr_g={g.lr_g[name]}", f"training.iters={g.iters}",
+            "evaluation.n=0", f"logging.sample_every={10 ** 9}", f"logging.checkpoint_every={10 ** 9}",
+            *g.extra, *g.overrides.get(name, [])])
+        tr = GanTrainer(cfg, quiet=True)
+        tr.fit()
+        adapter = tr.export_adapter(run / "adapter.safetensors")
+        gen = tr.ema.merged_generator().eval()
+        if name == "full":  # kept for the transfer property
+            tr.export_generator(run / "generator.safetensors")
+        report = self.evaluate_gan(gen.generate, domain, g.n_eval, run / "eval", {"parameterization": name})
+        grid = self.work / "grids" / (key.replace("/", "_") + ".png")
+        from adapt_common.image_io import save_grid
+        with torch.no_grad():
+            save_grid(torch.cat([self.source.generate(self.z(8)), gen.generate(self.z(8))]).cpu(), grid, nrow=8)
+        return {"part": "fewshot", "domain": domain, "parameterization": name, "seed": seed,
+                "trainable": tr.param.num_trainable(), "file_bytes": file_size(adapter), "wall_s": round(tr.elapsed, 1),
+                "iters": g.iters, **pick(report), "loss": log_columns(run / "log.csv", ("g_loss", "d_loss")),
+                "grid": str(grid), "generator": str(run / "generator.safetensors") if name == "full" else None}
+
+    # -- diffusion -----------------------------------------------------------------------------------------
+
+    def diffusion_cells(self):
+        for variant in self.cfg.diffusion.variants:
+            for seed in self.cfg.exp.seeds:
+                yield f"diffusion/{variant}/s{seed}", variant, int(seed)
+
+    def run_diffusion(self, key: str, variant: str, seed: int) -> dict:
+        from diffusion_adapt.training import DiffTrainConfig, DiffusionTrainer
+        g, exp = self.cfg.diffusion, self.cfg.exp
+        run = self.run_dir(key)
+        cfg = load_config(DiffTrainConfig, [g.variants[variant]], [
+            f"model.pretrained={g.model}", f"data.source=synthfaces:{g.domain}@{g.shots}", f"exp.run_dir={run}",
+            f"exp.seed={seed}", f"exp.threads={exp.threads}", f"exp.device={exp.device}",
+            f"training.iters={g.iters}", f"evaluation.n={g.n_eval}", f"evaluation.steps={g.ddim_steps}",
+            f"evaluation.clip={exp.clip}", f"evaluation.features={exp.features}", f"logging.sample_every={10 ** 9}",
+            f"logging.checkpoint_every={10 ** 9}", *g.extra])
+        tr = DiffusionTrainer(cfg, quiet=True)
+        res = tr.fit()
+        export = Path(res["export"])
+        grid = self.work / "grids" / (key.replace("/", "_") + ".png")
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(run / "eval" / "samples.png", grid)
+        return {"part": "diffusion", "variant": variant, "seed": seed, "trainable": tr.num_trainable(),
+                "file_bytes": file_size(export), "wall_s": round(tr.elapsed, 1), "iters": g.iters,
+                **pick(res["report"]), "loss": log_columns(run / "log.csv", ("loss",)), "grid": str(grid)}
+
+    # -- properties of directions --------------------------------------------------------------------------
+
+    def _direction(self, domain: str, seed: int):
+        from gan_adapt.directions import load_direction
+        cell = self.done(f"oneshot/image/{domain}/{self.cfg.properties.direction}/s{seed}")
+        if cell is None:
+            raise RuntimeError(f"the properties need the one-shot cell image/{domain}/"
+                               f"{self.cfg.properties.direction}; add the domain to oneshot.domains")
+        return load_direction(cell["file"])
+
+    @torch.no_grad()
+    def domain_probs(self, images: torch.Tensor, names: list[str]) -> dict[str, float]:
+        """The small CLIP's mean probability of each SynthFaces domain (softmax over all similar domains and
+        photo, at CLIP's logit scale)."""
+        from adapt_common import synthfaces as sf
+        doms = ["photo"] + [n for n, d in sf.DOMAINS.items() if d.kind == "similar"]
+        emb = torch.nn.functional.normalize(self.clip.encode_images(images).float(), dim=-1)
+        txt = torch.nn.functional.normalize(self.clip.encode_texts([sf.domain_prompt(d) for d in doms]).float(), dim=-1)
+        p = (100.0 * emb @ txt.T).softmax(dim=-1).mean(0)
+        return {n: float(p[doms.index(n)]) for n in names}
+
+    def run_mixing(self, key: str, a: str, b: str, seed: int) -> dict:
+        from gan_adapt.directions import DomainEdit, mix
+        n = self.cfg.properties.n
+        da, db = self._direction(a, seed), self._direction(b, seed)
+        z = self.z(n)
+        rows = {}
+        with torch.no_grad():
+            for label, edit in (("source", []), (a, [(da, 1.0)]), (b, [(db, 1.0)]),
+                                (f"{a}+{b}", [(mix([da, db], [1.0, 1.0]), 1.0)])):
+                gen = DomainEdit(self.source, edit).generate
+                rows[label] = {"probs": self.domain_probs(gen(z), ["photo", a, b]),
+                               "error_vs_composed": self.quick_error(gen, [a, b], n)}
+        return {"part": "mixing", "pair": [a, b], "seed": seed, "rows": rows}
+
+    def run_transfer(self, key: str, domain: str, seed: int) -> dict:
+        import warnings
+
+        from adapt_common.image_io import save_grid
+        from gan_adapt.adapter_files import TransferNote, load_adapter
+        from gan_adapt.directions import DomainEdit
+        from gan_adapt.formats import load_generator
+        where, _, other = self.cfg.properties.transfer_to.partition(":")
+        if where not in ("fewshot", "oneshot"):
+            raise ValueError(f"properties.transfer_to={self.cfg.properties.transfer_to!r}: use fewshot:<domain> or "
+                             "oneshot:<domain>")
+        cell = self.done(f"fewshot/{other}/full/s{seed}" if where == "fewshot" else f"oneshot/image/{other}/full/s{seed}")
+        if cell is None:
+            raise RuntimeError(f"the transfer needs the full run of {self.cfg.properties.transfer_to} (seed {seed}); "
+                               "add it to that part of the grid")
+        if where == "fewshot":
+            target_g = load_generator(cell["generator"], device=self.cfg.exp.device).eval()
+        else:
+            target_g = load_adapter(cell["file"], self.source).merged_generator().eval()
+        d = self._direction(domain, seed)
+        n = self.cfg.properties.n
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TransferNote)  # the transfer is the point here, not an accident
+            on_source = self.quick_error(DomainEdit(self.source, [(d, 1.0)]).generate, [domain], n)
+            edited = DomainEdit(target_g, [(d, 1.0)]).generate
+            on_target = self.quick_error(edited, [domain], n, g_source=target_g)
+            grid = self.work / "grids" / f"transfer_{domain}_to_{other}_s{seed}.png"
+            with torch.no_grad():
+                z = self.z(8)
+                save_grid(torch.cat([target_g.generate(z), edited(z)]).cpu(), grid, nrow=8)
+        return {"part": "transfer", "domain": domain, "to": self.cfg.properties.transfer_to, "seed": seed,
+                "on_source": on_source, "on_target": on_target, "grid": str(grid)}
+
+    def run_sparsity(self, key: str, domain: str, seed: int) -> dict:
+        from gan_adapt.directions import DomainEdit
+        d = self._direction(domain, seed)
+        rows = []
+        for keep in self.cfg.properties.sparsity:
+            dk = d if keep >= 1 else d.sparse(keep)
+            rows.append({"keep": keep, **self.quick_error(DomainEdit(self.source, [(dk, 1.0)]).generate, [domain],
+                                                          self.cfg.properties.n)})
+        return {"part": "sparsity", "domain": domain, "seed": seed, "rows": rows}
+
+    def property_cells(self):
+        p, seeds = self.cfg.properties, self.cfg.exp.seeds
+        for a, b in p.mix_pairs:
+            for s in seeds:
+                yield f"mixing/{a}+{b}/s{s}", self.run_mixing, (a, b, int(s))
+        for domain in self.cfg.oneshot.domains:
+            for s in seeds:
+                yield f"sparsity/{domain}/s{s}", self.run_sparsity, (domain, int(s))
+        for domain in self.cfg.oneshot.domains[:2]:
+            for s in seeds:
+                yield f"transfer/{domain}/s{s}", self.run_transfer, (domain, int(s))
+
+    # -- the whole grid ------------------------------------------------------------------------------------
+
+    def plan(self) -> list[tuple[str, Any, tuple]]:
+        c = self.cfg
+        cells = []
+        if c.oneshot.enabled:
+            cells += [(k, self.run_oneshot, args) for k, *args in self.oneshot_cells()]
+        if c.fewshot.enabled:
+            cells += [(k, self.run_fewshot, args) for k, *args in self.fewshot_cells()]
+        if c.diffusion.enabled:
+            cells += [(k, self.run_diffusion, args) for k, *args in self.diffusion_cells()]
+        if c.properties.enabled:
+            cells += list(self.property_cells())
+        return cells
+
+    def run(self) -> dict:
+        from adapt_common.training import progress
+        cells = self.plan()
+        todo = [c for c in cells if self.done(c[0]) is None]
+        self.say(f"study {self.cfg.exp.name}: {len(cells)} cells, {len(cells) - len(todo)} already done "
+                 f"({self.cells_dir})")
+        t0 = time.time()
+        bar = progress(len(cells), initial=len(cells) - len(todo), desc=f"study {self.cfg.exp.name}", quiet=self.quiet)
+        for key, fn, args in todo:
+            bar.set_postfix_str(key)
+            t = time.time()
+            self.record(key, {**fn(key, *args), "cell_s": round(time.time() - t, 1)})
+            bar.update(1)
+        bar.close()
+        self.say(f"ran {len(todo)} cells in {(time.time() - t0) / 60:.1f} min")
+        return self.write_report()
+
+    def results(self) -> list[dict]:
+        keys = [k for k, _, _ in self.plan()]
+        return [r for r in (self.done(k) for k in keys) if r is not None]
+
+    def write_report(self) -> dict:
+        from .study_report import write_report
+        return write_report(self.cfg, self.results(), self.report_dir)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="configs/study/<name>.yaml")
+    ap.add_argument("--report-only", action="store_true", help="rebuild reports/<name>/ from the finished cells")
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = ap.parse_args(argv)
+    cfg = load_config(StudyConfig, [args.config], args.overrides)
+    study = Study(cfg)
+    out = study.write_report() if args.report_only else study.run()
+    print(f"wrote {out['readme']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The study (benchmarks/study.py) on a tiny world: every part of the grid runs, the numbers agree with each
+other where they must (a direction file reproduces its training run; a sparse direction keeps its fraction),
+results are cached per cell so an interrupted study resumes, and the report checks the claims."""
+import json
+
+import pytest
+import torch
+
+from adapt_common.config import ConfigError, load_config
+from benchmarks import study as st
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def tiny_world(tmp_path, tiny_ckpt_clip, monkeypatch):
+    from diffusers import UNet2DModel
+
+    from diffusion_adapt.models import new_scheduler, save_model
+    from gan_adapt.formats import StyleGANCheckpoint, load_checkpoint, save_checkpoint
+    from gan_adapt.networks import Discriminator
+    monkeypatch.setenv("DOMAIN_ADAPT_SVD_CACHE", str(tmp_path / "svd"))
+    ckpt, clip = tiny_ckpt_clip
+    g = load_checkpoint(ckpt).g_ema
+    torch.manual_seed(0)
+    src = save_checkpoint(StyleGANCheckpoint(g_ema=g, d=Discriminator(32, channel_base=256, channel_max=32)),
+                          tmp_path / "source.safetensors")
+    unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
+                       norm_num_groups=8, attention_head_dim=8, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    model = save_model(unet, new_scheduler(), tmp_path / "ddpm")
+    return [f"exp.generator={src}", f"exp.clip={clip}", "exp.features=clip", "exp.threads=1", "exp.seeds=[0,1]",
+            f"exp.report_dir={tmp_path / 'reports'}", f"exp.work_dir={tmp_path / 'work'}",
+            "oneshot.domains=[sketch,sepia]", "oneshot.guidance=[image]", "oneshot.parameterizations=[stylespace,full]",
+            "oneshot.iters=4", "oneshot.milestones=2", "oneshot.n_curve=8", "oneshot.n_eval=8",
+            "oneshot.extra=[training.block=16,target.source_mean_n=8]",
+            "fewshot.domains=[cat]", "fewshot.parameterizations=[affine_light_plus,full]", "fewshot.iters=2",
+            "fewshot.n_eval=8", "fewshot.shots=5", "fewshot.extra=[training.block=16,training.batch=2]",
+            f"diffusion.model={model}", "diffusion.iters=2", "diffusion.n_eval=8", "diffusion.ddim_steps=2",
+            "diffusion.shots=5", "diffusion.extra=[training.batch=2]",
+            "properties.mix_pairs=[[sketch,sepia]]", "properties.sparsity=[1.0,0.2]", "properties.n=8"]
+
+
+def _study(overrides, tmp_path):
+    cfg = load_config(st.StudyConfig, [], overrides)
+    cfg.exp.name = "tiny"
+    cfg.diffusion.variants = {"full": "configs/ddpm_fewshot_sketch_full.yaml",
+                              "svdiff_domainstudio": "configs/ddpm_fewshot_sketch_svdiff_domainstudio.yaml"}
+    return st.Study(cfg, quiet=True)
+
+
+def test_the_whole_grid_on_a_tiny_world(tiny_world, tmp_path, monkeypatch):
+    study = _study(tiny_world, tmp_path)
+    out = study.run()
+    cells = {r["key"]: r for r in study.results()}
+    assert len(cells) == len(study.plan()) == 8 + 4 + 4 + 2 + 4 + 4
+
+    # A direction file applied with DomainEdit reproduces what its training run generated (same latents).
+    for domain in ("sketch", "sepia"):
+        for seed in (0, 1):
+            trained = cells[f"oneshot/image/{domain}/stylespace/s{seed}"]
+            swept = cells[f"sparsity/{domain}/s{seed}"]["rows"]
+            assert swept[0]["keep"] == 1.0
+            assert swept[0]["gap_closed"] == pytest.approx(trained["curve"][-1]["gap_closed"], abs=1e-5)
+            sparse = trained["sparse"]
+            assert 0 < sparse["nonzero"] <= 0.2 * trained["trainable"] + 1
+            assert sparse["file_bytes"] < trained["file_bytes"]
+            assert [p["step"] for p in trained["curve"]] == [2, 4]
+    # Seeds differ, and the report shows the spread.
+    a, b = cells["oneshot/image/sketch/full/s0"], cells["oneshot/image/sketch/full/s1"]
+    assert a["domain_l1"] != b["domain_l1"]
+    # Few-shot: the unadapted FID is recorded, the full run's generator serves the transfer.
+    few = cells["fewshot/cat/full/s0"]
+    assert few["source_fid"] is not None and few["generator"]
+    tr = cells["transfer/sketch/s0"]
+    assert tr["on_target"]["identity_l1"] != tr["on_source"]["identity_l1"]  # judged on the fine-tuned G's images
+    # Diffusion: SVDiff trains and stores far less than full fine-tuning.
+    full, ds = cells["diffusion/full/s0"], cells["diffusion/svdiff_domainstudio/s0"]
+    assert ds["trainable"] < full["trainable"] / 5 and ds["file_bytes"] < full["file_bytes"] / 5
+    assert full["domain_l1"] is not None  # the source is sampled even without DomainStudio's frozen copy
+    # Mixing: probabilities of the three named domains from a softmax over all.
+    mixed = cells["mixing/sketch+sepia/s0"]["rows"]["sketch+sepia"]["probs"]
+    assert all(0 <= p <= 1 for p in mixed.values()) and sum(mixed.values()) <= 1 + 1e-6
+
+    readme = (tmp_path / "reports" / "tiny" / "README.md").read_text()
+    assert out["readme"].endswith("README.md")
+    for text in ("## The claims, checked", "StyleSpace ≈ Full", "sparse direction", "DomainStudio + SVDiff",
+                 "Mixing sketch + sepia", "transfers to a fine-tuned generator", " ± "):
+        assert text in readme, text
+    for f in out["plots"]:
+        assert (tmp_path / "reports" / "tiny" / "plots" / f).read_bytes()[:4] == b"\x89PNG"
+    assert {"oneshot_domain_error.png", "sparsity.png", "oneshot_image_samples.png"} <= set(out["plots"])
+    saved = json.loads((tmp_path / "reports" / "tiny" / "results.json").read_text())
+    assert len(saved["cells"]) == len(cells)
+
+    # Resume: a finished study reruns nothing; a lost cell result is the only thing rerun.
+    ran = []
+    for name in ("run_oneshot", "run_fewshot", "run_diffusion", "run_mixing", "run_sparsity", "run_transfer"):
+        monkeypatch.setattr(st.Study, name, lambda self, key, *a, name=name: ran.append(key) or cells[key])
+    again = _study(tiny_world, tmp_path)
+    again.run()
+    assert ran == []
+    study.cell_path("fewshot/cat/full/s1").unlink()
+    _study(tiny_world, tmp_path).run()
+    assert ran == ["fewshot/cat/full/s1"]
+    assert (tmp_path / "reports" / "tiny" / "README.md").read_text() == readme
+
+
+def test_unknown_study_key_is_an_error():
+    with pytest.raises(ConfigError, match="oneshot"):
+        load_config(st.StudyConfig, [], ["oneshot.iterations=3"])
+
+
+def test_statistics_and_verdicts():
+    from benchmarks.study_report import claims, fmt, mean_sd
+    assert fmt([1.0, 3.0], 1) == f"2.0 ± {2 ** 0.5:.1f}" and fmt([None]) == "–" and fmt([0.5], 2) == "0.50"
+    assert mean_sd([1.0, float("nan"), 3.0])[2] == 2
+    cfg = load_config(st.StudyConfig, [], ["oneshot.guidance=[image]", "fewshot.domains=[cat]"])
+    text = "\n".join(claims(cfg, {("image", "full"): 0.6, ("image", "stylespace"): 0.3,
+                                  ("image", "stylespace_sparse"): 0.29},
+                            {("cat", "stylespace"): (50.0, 1.0), ("cat", "affine_plus"): (30.0, 2.0),
+                             ("cat", "affine_light_plus"): (49.5, 2.0), ("cat", "source"): (100.0, 0.0)}, {}, {}))
+    assert "gap closed 0.300 vs 0.600 (ratio 0.50): **partly holds**" in text
+    assert "ratio 0.97): **holds**" in text
+    assert "Affine+ beats StyleSpace on dissimilar few-shot (cat): FID 30.00 vs 50.00: **holds**" in text
+    assert "FID 49.50 vs 50.00: **partly holds** (within the seed spread)" in text
