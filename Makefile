@@ -13,7 +13,7 @@ export GRADIO_ANALYTICS_ENABLED ?= False
 export OMP_NUM_THREADS ?= 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test app venv cuda-check bench clean
+.PHONY: demo test app venv cuda-check bench study clean
 
 venv: $(STAMP)
 
@@ -60,6 +60,10 @@ bench: $(STAMP)
 	OMP_NUM_THREADS= $(PY) -m benchmarks.parameterization_speed
 	OMP_NUM_THREADS= $(PY) -m benchmarks.diffusion_speed
 	OMP_NUM_THREADS= $(PY) -m benchmarks.app_speed
+
+# The study (reports/quick/): StyleDomain's findings on SynthFaces, about 30 minutes on 2 CPU cores.
+study: $(STAMP)
+	OMP_NUM_THREADS= $(PY) -m benchmarks.study --config configs/study/quick.yaml
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
