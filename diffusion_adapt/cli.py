@@ -42,6 +42,24 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """The EMA result of a run folder's latest checkpoint, without finishing (or re-running) the training."""
+    from adapt_common.config import load_config
+    from adapt_common.training import load_training_state
+    from .training import DiffTrainConfig, DiffusionTrainer
+    run = Path(args.run_dir)
+    if not (run / "config.yaml").is_file() or not (run / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"{run} is not a training run folder (it needs config.yaml and checkpoint.pt, as "
+                                "`python -m diffusion_adapt train` writes them)")
+    if trainer_kind([str(run / "config.yaml")], []) != "ddpm":
+        raise ValueError(f"{run} is a text-to-image run; its shifts are written when it finishes")
+    trainer = DiffusionTrainer(load_config(DiffTrainConfig, [run / "config.yaml"], [f"exp.run_dir={run}"]), quiet=True)
+    trainer.load_state_dict(load_training_state(run / "checkpoint.pt"))
+    out = trainer.export(args.out)
+    print(f"wrote {out}: the EMA {trainer.cfg.training.parameterization} result at step {trainer.step}")
+    return 0
+
+
 def cmd_sample(args) -> int:
     import numpy as np
     import torch
@@ -136,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true")
     t.add_argument("overrides", nargs="*")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("export", help="the EMA model folder (full) or shift file (svdiff) of a run's checkpoint")
+    e.add_argument("run_dir")
+    e.add_argument("--out", help="where to write (default: <run>/model or <run>/spectral_shifts.safetensors)")
+    e.set_defaults(func=cmd_export)
 
     s = sub.add_parser("sample", help="DDIM samples for seeds, with any number of shift files")
     s.add_argument("--model", required=True, help="a model folder")

@@ -239,14 +239,15 @@ class DiffusionTrainer(LoopTrainer):
     def write_samples(self, path: Path) -> Path:
         return save_grid(self.sample(self.sample_noise).cpu(), path, nrow=8)
 
-    def export(self) -> Path:
-        """The EMA result: a model folder (full) or a spectral-shift file (svdiff)."""
+    def export(self, path: str | Path | None = None) -> Path:
+        """The EMA result: a model folder (full; default ``<run>/model``) or a spectral-shift file (svdiff;
+        default ``<run>/spectral_shifts.safetensors``)."""
         extra = {"steps": self.step, "data": self.cfg.data.source, "training_config": to_dict(self.cfg)}
         with self.ema_weights():
             if self.cfg.training.parameterization == "svdiff":
-                return svdiff.save_shifts(self.unet, self.run_dir / "spectral_shifts.safetensors",
+                return svdiff.save_shifts(self.unet, path or self.run_dir / "spectral_shifts.safetensors",
                                           base_hash=self.base_hash, extra=extra)
-            return save_model(self.unet, self.scheduler, self.run_dir / "model")
+            return save_model(self.unet, self.scheduler, path or self.run_dir / "model")
 
     def evaluate(self) -> dict:
         from adapt_common.metrics.evaluate import EvalDomain, evaluate, summary_lines, synthfaces_domain

@@ -269,6 +269,13 @@ def test_domainstudio_run_resumes_exactly(model_dir, tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(straight.ema, resumed.ema))
     manifest = json.loads((tmp_path / "a" / "spectral_shifts.safetensors.json").read_text())
     assert manifest["base_model_hash"] == straight.base_hash
+    # `export` rebuilds the result from a run folder's checkpoint alone: the same EMA shifts as the finished run.
+    from diffusion_adapt.cli import main
+    assert main(["export", str(tmp_path / "b"), "--out", str(tmp_path / "exported.safetensors")]) == 0
+    a, b = svdiff.read_shifts(tmp_path / "a" / "spectral_shifts.safetensors")[0], svdiff.read_shifts(
+        tmp_path / "exported.safetensors")[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert main(["export", str(tmp_path / "nothing")]) == 2
 
 
 def test_cli_sample_shifts_and_translate(model_dir, tmp_path, unet):
