@@ -56,14 +56,14 @@ cuda-check: $(STAMP)
 	$(PY) -m ops.build_check
 
 bench: $(STAMP)
-	OMP_NUM_THREADS= $(PY) -m benchmarks.generator_speed
-	OMP_NUM_THREADS= $(PY) -m benchmarks.parameterization_speed
-	OMP_NUM_THREADS= $(PY) -m benchmarks.diffusion_speed
-	OMP_NUM_THREADS= $(PY) -m benchmarks.app_speed
+	env -u OMP_NUM_THREADS $(PY) -m benchmarks.generator_speed
+	env -u OMP_NUM_THREADS $(PY) -m benchmarks.parameterization_speed
+	env -u OMP_NUM_THREADS $(PY) -m benchmarks.diffusion_speed
+	env -u OMP_NUM_THREADS $(PY) -m benchmarks.app_speed
 
 # The study (reports/quick/): StyleDomain's findings on SynthFaces, about 30 minutes on 2 CPU cores.
 study: $(STAMP)
-	OMP_NUM_THREADS= $(PY) -m benchmarks.study --config configs/study/quick.yaml
+	env -u OMP_NUM_THREADS $(PY) -m benchmarks.study --config configs/study/quick.yaml
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
