@@ -33,6 +33,21 @@ def renderer_fidelity(g, n: int = 256, seed: int = 1234) -> float:
     return float((out - synthfaces_targets(z, "photo", g.size)).abs().mean())
 
 
+def phase_two(run: str | None) -> str:
+    """The card's line for the second run, from its saved config (a frozen generator trains only D)."""
+    if run is None:
+        return ""
+    from omegaconf import OmegaConf
+    tr = OmegaConf.load(Path(run) / "config.yaml").training
+    if float(tr.lr_g) == 0:
+        return ("2. **The discriminator**, trained against the frozen distilled generator (non-saturating loss, lazy "
+                "R1): the start of few-shot training. The generator is phase 1's EMA generator unchanged: adversarial "
+                "fine-tuning of it (a trial of 1,500 steps at lr 0.0005 with the distillation term kept) put a grainy "
+                "texture on every face within 750 steps and sharpened nothing at this size.")
+    return ("2. **Adversarial fine-tuning** with the distillation term kept: non-saturating loss, lazy R1, path-length "
+            "regularisation, style mixing, EMA. It trains the discriminator.")
+
+
 def interpolation(g, rows: int = 6, steps: int = 10, seed: int = 99) -> tuple[torch.Tensor, float]:
     """Frames [rows * steps, 3, H, W] along slerp-free linear z paths, and the max/mean step ratio."""
     gen = torch.Generator().manual_seed(seed)
@@ -57,6 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt", required=True)
     ap.add_argument("--runs", nargs="*", default=[], help="the run folders that trained it, in order")
     ap.add_argument("--commands", nargs="*", default=[], help="the command of each run (same order)")
+    ap.add_argument("--notes", nargs="*", default=[], help="lines for the card's training section (e.g. pauses)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--out", required=True)
     ap.add_argument("--docs", default="docs")
@@ -115,12 +131,15 @@ def main(argv=None) -> int:
         "pixel-normalised z, through the normal CDF, are the SynthFaces face parameters; G(z) is pulled towards "
         "the rendered face with an L1 loss. This puts the world's faces into G in far fewer CPU steps than "
         "adversarial training from scratch, and makes z a known coordinate system of the faces.",
-        "2. **Adversarial fine-tuning** with the distillation term kept: non-saturating loss, lazy R1, path-length "
-        "regularisation, style mixing, EMA. It sharpens the faces and trains the discriminator.", "",
+        phase_two(args.runs[1] if len(args.runs) > 1 else None), "",
     ]
     for r, cmd in zip(runs, args.commands or [""] * len(runs)):
         lines += [f"`{cmd}`" if cmd else f"run `{r['run']}`", f": {r['steps']:,} steps, {r['wall_time_min']} min", ""]
+    lines += [f"- {note}" for note in args.notes] + ([""] if args.notes else [])
     kid = report["kid"]
+    counts = (report.get("domain_accuracy") or {}).get("counts") or {}
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+    judged = ", ".join(f"{name} {c / max(1, sum(counts.values())):.0%}" for name, c in top if c)
     lines += [
         "## Measured", "",
         f"Against {args.n} held-out real SynthFaces photo faces (eval stream), features of the bundled small "
@@ -133,7 +152,15 @@ def main(argv=None) -> int:
         f"{facts['clip_domain_accuracy']:.3f} |",
         f"| CLIP diversity (mean 1 − cos between samples) | {report['clip_diversity']:.4f} |",
         f"| renderer fidelity: mean \\|G(z) − render(z)\\| (pixel range [-1, 1]) | {fidelity:.4f} |",
-        f"| interpolation: largest step / mean step along z paths (1 = even) | {ratio:.2f} |", "",
+        f"| interpolation: largest step / mean step along z paths (1 = even) | {ratio:.2f} |",
+        f"| what the small CLIP calls the samples (zero-shot, 18 domains) | {judged} |", "",
+        "## Limits", "",
+        "The generator is a smoothed copy of the renderer: the mean pixel error above is its distance from the "
+        "renderer's own face for the same z, and the side-by-side picture shows what it loses (fine parts: eyes, "
+        "glasses frames, hat bands and hair strands come out soft or missing). Where the small CLIP calls most "
+        "samples `blurry` (a distractor domain it was trained to tell apart), that is this softness, not noise. "
+        "Ground-truth metrics of adaptation compare G_t(w) with T(G_s(w)), the transform of this generator's own "
+        "image, so they are unaffected; FIDs against real SynthFaces images carry the softness as a floor.", "",
         "Samples (seeds 0-31, truncation 1): `docs/synthfaces_stylegan2_samples.png`; generated (truncation 0.7, "
         "top) over real faces (bottom): `docs/synthfaces_stylegan2_vs_real.png`; interpolations (rows are z "
         "paths): `docs/synthfaces_stylegan2_interpolation.png`.", "",
