@@ -196,9 +196,12 @@ def cmd_direction(args) -> int:
     return 0
 
 
-def _keyframes(specs: list[str], default_ckpt: str | None, device: str):
-    """``--key`` specs -> keyframes. A spec is a comma-separated list of items: ``g=CKPT`` (a generator),
-    ``a=ADAPTER`` (a few-shot adapter merged into the current generator), ``DIR[:W]`` (a direction)."""
+def _keyframes(specs: list[str], default_ckpt: str | None, device: str, carry: bool = True):
+    """``--key`` / ``--row`` specs -> keyframes. A spec is a comma-separated list of items: ``g=CKPT`` (a
+    generator; it stays the checkpoint of later specs), ``a=ADAPTER`` (a few-shot adapter merged into the spec's
+    checkpoint: its own ``g=``, else the last one or ``--ckpt``; never on top of another adapter) and
+    ``DIR[:W]`` (a direction). A spec naming no generator uses the previous spec's (``carry``: morph keys, so a
+    direction can be swapped "there") or the checkpoint (``carry=False``: independent compare rows)."""
     from .adapter_files import load_adapter
     from .directions import load_direction, parse_direction_arg
     from .formats import load_generator
@@ -216,27 +219,31 @@ def _keyframes(specs: list[str], default_ckpt: str | None, device: str):
         return cache[(path, id(base))]
 
     dirs: dict = {}
-    current = generator(default_ckpt) if default_ckpt else None
+    ckpt = generator(default_ckpt) if default_ckpt else None
+    previous = ckpt
     keys = []
     for spec in specs:
-        base, items = current, []
-        g = None
+        items, named, adapter = [], None, None
         for item in filter(None, (x.strip() for x in spec.split(","))):
             if item.startswith("g="):
-                base = g = generator(item[2:])
+                named = ckpt = generator(item[2:])
             elif item.startswith("a="):
-                if base is None:
-                    raise ValueError(f"--key {spec!r}: an adapter needs a generator first (g=CKPT or --ckpt)")
-                g = adapted(item[2:], base)
+                adapter = item[2:]
             else:
                 path, weight = parse_direction_arg(item)
                 if path not in dirs:
                     dirs[path] = load_direction(path)
                 items.append((dirs[path], weight))
-        current = g or current
-        if current is None:
+        if adapter is not None:
+            if ckpt is None:
+                raise ValueError(f"--key {spec!r}: an adapter needs a generator first (g=CKPT or --ckpt)")
+            g = adapted(adapter, ckpt)
+        else:
+            g = named or (previous if carry else ckpt)
+        if g is None:
             raise ValueError(f"--key {spec!r}: no generator yet; pass --ckpt or start the first key with g=CKPT")
-        keys.append(Keyframe(current, items, spec))
+        previous = g
+        keys.append(Keyframe(g, items, spec))
     return keys
 
 
@@ -283,7 +290,7 @@ def cmd_compare(args) -> int:
     from .directions import DomainEdit
     from .seeds import parse_seeds, z_from_seeds
     _threads(args.threads)
-    keys = _keyframes(args.row, args.ckpt, args.device)
+    keys = _keyframes(args.row, args.ckpt, args.device, carry=False)
     z = z_from_seeds(parse_seeds(args.seeds), keys[0].generator.style_dim)
     rows = []
     with torch.no_grad():

@@ -104,3 +104,29 @@ def test_compare_grid(world, tmp_path):
                  "--real", "synthfaces:cat@5", "--seeds", "0-2", "--out", str(out)]) == 0
     w, h = Image.open(out).size
     assert (w, h) == (3 * 34 + 2, 3 * 34 + 2)  # 3 seeds x (real, base, direction) rows of 32 px, 2 px padding
+
+
+def test_keys_apply_each_adapter_to_the_checkpoint_not_to_another_adapter(world, tmp_path):
+    """Compare rows are independent (an empty row is the plain base even after an adapter row); morph keys carry
+    the previous key's generator, but an adapter always merges into the checkpoint, never into another adapter."""
+    from gan_adapt.adapter_files import save_adapter
+    from gan_adapt.cli import _keyframes
+    from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint
+    g_a, _, d1, _ = world
+    a = save_checkpoint(StyleGANCheckpoint(g_ema=g_a), tmp_path / "a.safetensors")
+    adapters = []
+    for seed in (7, 8):
+        p = Parameterization("affine_light_plus", g_a, block=16)
+        with torch.no_grad():
+            for q in p.trainable_parameters():
+                q.add_(0.1 * torch.randn(q.shape, generator=torch.Generator().manual_seed(seed)))
+        adapters.append((save_adapter(p, tmp_path / f"ad{seed}.safetensors"), p.merged_generator()))
+    d1.save(tmp_path / "d1.safetensors")
+    z = torch.randn(2, TINY["style_dim"], generator=torch.Generator().manual_seed(0))
+    (f1, m1), (f2, m2) = adapters
+    rows = _keyframes([f"a={f1}", f"a={f2}", "", f"{tmp_path / 'd1.safetensors'}"], str(a), "cpu", carry=False)
+    for key, want in zip(rows, (m1, m2, g_a, g_a)):
+        torch.testing.assert_close(key.generator.generate(z), want.generate(z))
+    keys = _keyframes([f"a={f1}", f"{tmp_path / 'd1.safetensors'}", f"a={f2}"], str(a), "cpu")
+    for key, want in zip(keys, (m1, m1, m2)):  # the direction key stays on adapter 1's generator
+        torch.testing.assert_close(key.generator.generate(z), want.generate(z))
