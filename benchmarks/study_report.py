@@ -218,17 +218,23 @@ def claims(cfg, one, few, diff, props) -> list[str]:
 
     def verdict(ok, partly=False):
         return "**holds**" if ok else ("**partly holds**" if partly else "**does not hold on SynthFaces**")
+    def known(*xs):
+        return all(x is not None and not math.isnan(x) for x in xs)
     for guidance in cfg.oneshot.guidance:
-        f, s = one.get((guidance, "full")), one.get((guidance, "stylespace"))
-        if f is not None and s is not None and not math.isnan(f) and not math.isnan(s):
-            r = s / f if f > 0 else float("nan")
-            lines.append(f"- StyleSpace ≈ Full on similar domains ({guidance}-guided): gap closed {s:.3f} vs "
-                         f"{f:.3f} (ratio {r:.2f}): {verdict(r >= 0.8, r >= 0.5)}.")
-        d, sp = one.get((guidance, "stylespace")), one.get((guidance, "stylespace_sparse"))
-        if d is not None and sp is not None and not math.isnan(d) and not math.isnan(sp):
-            r = sp / d if d > 0 else float("nan")
-            lines.append(f"- A sparse direction ({cfg.oneshot.sparse_keep:.0%} kept) loses little ({guidance}-guided): "
-                         f"gap closed {sp:.3f} vs {d:.3f} dense (ratio {r:.2f}): {verdict(r >= 0.9, r >= 0.7)}.")
+        f = one.get((guidance, "full"))
+        for n in ("stylespace", "direction"):  # with and without the toRGB styles
+            s = one.get((guidance, n))
+            if known(f, s):
+                r = s / f if f > 0 else float("nan")
+                lines.append(f"- {PARAM_NAMES[n]} ≈ Full on similar domains ({guidance}-guided): gap closed {s:.3f} vs "
+                             f"{f:.3f} (ratio {r:.2f}): {verdict(r >= 0.8, r >= 0.5)}.")
+        for n in ("stylespace", "direction", "dommod"):
+            d, sp = one.get((guidance, n)), one.get((guidance, f"{n}_sparse"))
+            if known(d, sp):
+                r = sp / d if d > 0 else float("nan")
+                lines.append(f"- A sparse {PARAM_NAMES[n]} ({cfg.oneshot.sparse_keep:.0%} kept) loses little "
+                             f"({guidance}-guided): gap closed {sp:.3f} vs {d:.3f} dense (ratio {r:.2f}): "
+                             f"{verdict(r >= 0.9, r >= 0.7)}.")
     for domain in cfg.fewshot.domains:
         ss = few.get((domain, "stylespace"))
         for n in ("affine_plus", "affine_light_plus"):

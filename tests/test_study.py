@@ -84,7 +84,7 @@ def test_the_whole_grid_on_a_tiny_world(tiny_world, tmp_path, monkeypatch):
 
     readme = (tmp_path / "reports" / "tiny" / "README.md").read_text()
     assert out["readme"].endswith("README.md")
-    for text in ("## The claims, checked", "StyleSpace ≈ Full", "sparse direction", "DomainStudio + SVDiff",
+    for text in ("## The claims, checked", "≈ Full on similar domains", "A sparse StyleSpace direction", "DomainStudio + SVDiff",
                  "Mixing sketch + sepia", "transfers to a fine-tuned generator", " ± "):
         assert text in readme, text
     for f in out["plots"]:
@@ -120,7 +120,7 @@ def test_statistics_and_verdicts():
                                   ("image", "stylespace_sparse"): 0.29},
                             {("cat", "stylespace"): (50.0, 1.0), ("cat", "affine_plus"): (30.0, 2.0),
                              ("cat", "affine_light_plus"): (49.5, 2.0), ("cat", "source"): (100.0, 0.0)}, {}, {}))
-    assert "gap closed 0.300 vs 0.600 (ratio 0.50): **partly holds**" in text
+    assert "StyleSpace direction (Δs, toRGB incl.) ≈ Full on similar domains (image-guided): gap closed 0.300 vs 0.600 (ratio 0.50): **partly holds**" in text
     assert "ratio 0.97): **holds**" in text
     assert "Affine+ beats StyleSpace on dissimilar few-shot (cat): FID 30.00 vs 50.00: **holds**" in text
     assert "FID 49.50 vs 50.00: **partly holds** (within the seed spread)" in text
