@@ -214,7 +214,7 @@ class Study:
         return json.loads(p.read_text()) if p.exists() else None
 
     def record(self, key: str, result: dict) -> dict:
-        result = {"key": key, **result}
+        result = {"key": key, "threads": self.cfg.exp.threads, **result}
         p = self.cell_path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(p) as tmp:

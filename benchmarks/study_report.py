@@ -95,6 +95,7 @@ def oneshot_section(cfg, rows: list[dict]) -> tuple[list[str], dict]:
                          fmt(gap), fmt(col("clip_quality")), fmt(col("clip_diversity")), fmt(col("clip_accuracy"), 2),
                          fmt(col("fid"), 2)])
             by_dom = per_seed_over(sel, lambda r: r["domain"], lambda r: r.get("gap_closed"))
+            facts[(guidance, vid, "by_domain")] = {d: mean_sd(v)[0] for d, v in by_dom.items()}
             body_dom.append([label] + [fmt(by_dom.get(d, []), 2) for d in g.domains])
         ident = per_seed_over(rs, lambda r: 0, lambda r: r.get("identity_l1")).get(0, [])
         out += [f"### One-shot, similar domains, {guidance}-guided",
@@ -220,21 +221,31 @@ def claims(cfg, one, few, diff, props) -> list[str]:
         return "**holds**" if ok else ("**partly holds**" if partly else "**does not hold on SynthFaces**")
     def known(*xs):
         return all(x is not None and not math.isnan(x) for x in xs)
+    def compare(what, base_name, mine, base, good, partly):
+        """``mine`` against ``base`` (per-domain gap closed), on the domains where ``base`` closes >= 10% of the gap:
+        elsewhere the baseline itself moves away from the ground truth and a ratio says nothing."""
+        doms = [d for d, v in base.items() if known(v, mine.get(d)) and v >= 0.1]
+        if not doms:
+            best = max((v for v in base.values() if known(v)), default=float("nan"))
+            return (f"- {what}: {base_name} itself closes under 10% of the gap on every domain (best {best:.2f}), so "
+                    "the claim cannot be tested here.")
+        m = sum(mine[d] for d in doms) / len(doms)
+        b = sum(base[d] for d in doms) / len(doms)
+        r = m / b
+        return (f"- {what}: gap closed {m:.3f} vs {b:.3f} for {base_name} (ratio {r:.2f}) on the domains where "
+                f"{base_name} closes at least 10% of the gap ({', '.join(doms)}): {verdict(r >= good, r >= partly)}.")
     for guidance in cfg.oneshot.guidance:
-        f = one.get((guidance, "full"))
+        f = one.get((guidance, "full", "by_domain"))
         for n in ("stylespace", "direction"):  # with and without the toRGB styles
-            s = one.get((guidance, n))
-            if known(f, s):
-                r = s / f if f > 0 else float("nan")
-                lines.append(f"- {PARAM_NAMES[n]} ≈ Full on similar domains ({guidance}-guided): gap closed {s:.3f} vs "
-                             f"{f:.3f} (ratio {r:.2f}): {verdict(r >= 0.8, r >= 0.5)}.")
+            s = one.get((guidance, n, "by_domain"))
+            if f and s:
+                lines.append(compare(f"{PARAM_NAMES[n]} ≈ Full on similar domains ({guidance}-guided)", "Full", s, f,
+                                     0.8, 0.5))
         for n in ("stylespace", "direction", "dommod"):
-            d, sp = one.get((guidance, n)), one.get((guidance, f"{n}_sparse"))
-            if known(d, sp):
-                r = sp / d if d > 0 else float("nan")
-                lines.append(f"- A sparse {PARAM_NAMES[n]} ({cfg.oneshot.sparse_keep:.0%} kept) loses little "
-                             f"({guidance}-guided): gap closed {sp:.3f} vs {d:.3f} dense (ratio {r:.2f}): "
-                             f"{verdict(r >= 0.9, r >= 0.7)}.")
+            d, sp = one.get((guidance, n, "by_domain")), one.get((guidance, f"{n}_sparse", "by_domain"))
+            if d and sp:
+                lines.append(compare(f"A sparse {PARAM_NAMES[n]} ({cfg.oneshot.sparse_keep:.0%} kept) loses little "
+                                     f"({guidance}-guided)", "the dense one", sp, d, 0.9, 0.7))
     for domain in cfg.fewshot.domains:
         ss = few.get((domain, "stylespace"))
         for n in ("affine_plus", "affine_light_plus"):
@@ -266,8 +277,12 @@ def claims(cfg, one, few, diff, props) -> list[str]:
     for key, val in props.items():
         if isinstance(key, tuple) and key[0] == "transfer":
             src, tgt = val
-            lines.append(f"- A direction transfers to a fine-tuned generator ({key[1]}): gap closed {tgt:.2f} there vs "
-                         f"{src:.2f} on the source: {verdict(tgt >= 0.7 * src, tgt >= 0.3 * src)}.")
+            head = f"- A direction transfers to a fine-tuned generator ({key[1]}): gap closed {tgt:.2f} there vs {src:.2f} on the source"
+            if not src >= 0.1:
+                lines.append(f"{head}; on the source it closes under 10% of the gap, so there is nothing to transfer "
+                             "and the claim cannot be tested here.")
+            else:
+                lines.append(f"{head}: {verdict(tgt >= 0.7 * src, tgt >= 0.3 * src)}.")
     lines.append("")
     return lines
 
@@ -400,9 +415,10 @@ def write_report(cfg, results: list[dict], out_dir: Path) -> dict:
     parts = defaultdict(list)
     for r in results:
         parts[r["part"]].append(r)
+    threads = sorted({r["threads"] for r in results if "threads" in r}) or [cfg.exp.threads]
     lines = [f"# Study `{cfg.exp.name}`", "",
              f"Generator `{cfg.exp.generator}`, judge CLIP `{cfg.exp.clip}`, seeds {list(cfg.exp.seeds)}, "
-             f"{cfg.exp.threads} CPU thread(s) on {platform.machine()} ({len(results)} cells; "
+             f"{'/'.join(map(str, threads))} CPU thread(s) per cell on {platform.machine()} ({len(results)} cells; "
              f"{sum(r.get('cell_s', 0) for r in results) / 60:.0f} min of cell time). Reproduce: "
              f"`python -m benchmarks.study --config configs/study/{cfg.exp.name}.yaml`.", ""]
     one_lines, one = oneshot_section(cfg, parts["oneshot"]) if parts["oneshot"] else ([], {})
