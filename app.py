@@ -105,10 +105,11 @@ def _grid(images, nrow):
 class Library:
     """Named direction files: bundled ones, files from folders the user names, uploads and adapted results."""
 
-    def __init__(self, folders=()):
+    def __init__(self, folders=(), bundled: bool = True):
+        """``bundled``: start with checkpoints/directions (trained on the bundled generator, so only useful with it)."""
         self.files: dict[str, str] = {}
         self.upload_dir = Path(tempfile.mkdtemp(prefix="domain_adapt_app_"))
-        for folder in [BUNDLED_DIRECTIONS, *folders]:
+        for folder in [BUNDLED_DIRECTIONS] * bundled + list(folders):
             self.add_folder(folder, quiet=True)
 
     def _unique(self, name: str) -> str:
@@ -326,7 +327,9 @@ def diffusion_samples(model_dir: str, shift_files: list[str], scales: list[float
 def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
     import gradio as gr
 
-    library = Library(folders)
+    # the bundled directions belong to the bundled generator: offered only when the app starts on it
+    on_bundled = not default_ckpt or Path(default_ckpt).resolve() == BUNDLED_G.resolve()
+    library = Library(folders, bundled=on_bundled)
     default_ckpt = default_ckpt or (str(BUNDLED_G) if BUNDLED_G.exists() else "")
     ddpm = ddpm or (str(BUNDLED_DDPM) if BUNDLED_DDPM.exists() else "")
     cancel = threading.Event()

@@ -26,7 +26,7 @@ def world(tmp_path, tiny_generator):
                 q.copy_(0.5 * torch.randn(q.shape, generator=torch.Generator().manual_seed(i)))
         Direction.from_parameterization(p, domain=name).save(lib_dir / f"{name}.safetensors")
     (lib_dir / "notes.safetensors").write_bytes(b"not a direction")  # skipped, not an error
-    return str(ckpt), app.Library([lib_dir]), tmp_path
+    return str(ckpt), app.Library([lib_dir], bundled=False), tmp_path
 
 
 def test_render_grid_and_errors(world):

@@ -23,7 +23,10 @@ def g():
 
 
 def test_library_is_small_and_covers_five_domains():
+    import app
     assert {f.stem for f in FILES} >= {"sketch", "sepia", "negative", "popart", "pixelart"}
+    assert set(app.Library().names()) == {f.stem for f in FILES}  # the app's default library
+    assert app.Library(bundled=False).names() == []
     assert all(f.stat().st_size < 16 * 1024 for f in FILES)
 
 

@@ -64,6 +64,7 @@ def test_starts_as_the_source_and_directions_match_per_sample_modulation(tiny_ck
 def test_training_lowers_the_loss_resumes_exactly_and_exports(tiny_ckpt_clip, tmp_path, monkeypatch):
     from gan_adapt.cli import main
     extra = ["training.iters=24", "training.lr=0.003", "training.convex=false", "training.resample=false",
+             "training.per_domain=2", "loss.indomain=0.5",
              "logging.checkpoint_every=12", "evaluation.n=4"]
     straight = hyper.train(load_config(HyperConfig, [], _args(tiny_ckpt_clip, tmp_path / "a", *extra)), quiet=True)
     rows = [r.split(",") for r in (tmp_path / "a" / "log.csv").read_text().splitlines()]
@@ -75,6 +76,8 @@ def test_training_lowers_the_loss_resumes_exactly_and_exports(tiny_ckpt_clip, tm
     report = json.loads((tmp_path / "a" / "eval.json").read_text())
     assert set(report) == {"sketch", "sepia", "negative", "sketch+sepia"}
     assert report["sketch"]["seen"] and not report["sketch+sepia"]["seen"]
+    assert set(report["sketch+sepia"]["clip_domain"]) == {"sketch", "sepia"}
+    assert all(0 <= v <= 1 for e in report.values() for v in e["clip_domain"].values())
 
     real = HyperTrainer.train_step
 
@@ -110,3 +113,38 @@ def test_two_processes_under_torchrun_stay_in_sync(tiny_ckpt_clip, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     h0, h1 = (run / "rank0.txt").read_text(), (run / "rank1.txt").read_text()
     assert h0.startswith("2 ") and h0 == h1
+
+
+@pytest.mark.parametrize("convex", [False, True])
+def test_per_domain_groups_share_one_target(tiny_ckpt_clip, tmp_path, convex):
+    cfg = load_config(HyperConfig, [], _args(tiny_ckpt_clip, tmp_path / "g", "training.batch=6",
+                                             "training.per_domain=3", f"training.convex={convex}"))
+    tr = HyperTrainer(cfg, quiet=True)
+    weights, ids = tr.domain_weights(6)
+    assert weights.shape == (6, 3) and torch.allclose(weights.sum(1), torch.ones(6))
+    assert torch.equal(ids[:3], ids[:1].expand(3)) and torch.equal(ids[3:], ids[3:4].expand(3))
+    assert torch.equal(weights[0], weights[2]) and torch.equal(weights[3], weights[5])
+    if convex:
+        assert ids[0] != ids[3]  # two draws are two targets even if they mix the same domains
+
+
+def test_grouped_indomain_compares_only_pairs_of_one_target():
+    a = F.normalize(torch.randn(4, 8), dim=-1)
+    ids = torch.tensor([0, 0, 1, 1])
+    assert HyperTrainer.grouped_indomain([a], [a], ids) == 0
+    b = a.clone()
+    b[1] = a[0]  # group 0 collapses: its one pair has cos 1 instead of <a0, a1>
+    expected = (1 - a[0] @ a[1]).square() / 2  # group 1 unchanged, averaged over 2 groups
+    torch.testing.assert_close(HyperTrainer.grouped_indomain([b], [a], ids), expected)
+    b2 = a.clone()
+    b2[2] = a[0]  # a change across groups only moves cross-group pairs (not compared) ... and group 1's own pair
+    expected2 = ((a[2] @ a[3]) - (a[0] @ a[3])).square() / 2
+    torch.testing.assert_close(HyperTrainer.grouped_indomain([b2], [a], ids), expected2)
+
+
+def test_indomain_needs_groups(tiny_ckpt_clip, tmp_path):
+    with pytest.raises(ValueError, match="per_domain"):
+        HyperTrainer(load_config(HyperConfig, [], _args(tiny_ckpt_clip, tmp_path / "x", "loss.indomain=1")), quiet=True)
+    with pytest.raises(ValueError, match="multiple"):
+        HyperTrainer(load_config(HyperConfig, [], _args(tiny_ckpt_clip, tmp_path / "y", "training.per_domain=3")),
+                     quiet=True)
