@@ -298,26 +298,75 @@ def _ddpm(path: str, mtime: float):
     return load_model(path)
 
 
-def diffusion_samples(model_dir: str, shift_files: list[str], scales: list[float], seeds: str, steps: int):
-    """DDIM samples of the model with the shift files at their scales: a uint8 grid."""
-    import copy
-
-    from diffusion_adapt import svdiff
-    from diffusion_adapt.sampling import ddim_sample, noise_from_seeds
+def _model_dir(model_dir: str) -> str:
     path = os.path.expanduser((model_dir or "").strip())
     if not os.path.isdir(path):
         raise ValueError(f"{path or '(empty)'}: not a model folder")
+    return os.path.abspath(path)
+
+
+def _shifted(unet, shift_files: list[str], scales: list[float]):
+    """A copy of ``unet`` with the shift files applied at their scales (the cached model itself when none)."""
+    import copy
+
+    from diffusion_adapt import svdiff
+    pairs = [(check_upload(f, "shift file"), float(s)) for f, s in zip(shift_files, scales) if f]
+    if not pairs:
+        return unet
+    unet = copy.deepcopy(unet)
+    svdiff.apply_shift_files(unet, pairs)
+    return unet
+
+
+def parse_scales(text: str, n_files: int, default: float) -> list[float]:
+    """Per-file scales from "1.0, 0.5" (one per file, in upload order); empty: ``default`` for every file."""
+    text = (text or "").strip()
+    if not text:
+        return [float(default)] * n_files
+    try:
+        values = [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"scales {text!r}: write numbers separated by commas, one per shift file") from None
+    if len(values) != n_files:
+        raise ValueError(f"{len(values)} scale(s) for {n_files} shift file(s): give one per file, or leave it empty "
+                         "to use the slider for all")
+    return values
+
+
+def diffusion_samples(model_dir: str, shift_files: list[str], scales: list[float], seeds: str, steps: int):
+    """DDIM samples of the model with the shift files at their scales: a uint8 grid."""
+    from diffusion_adapt.sampling import ddim_sample, noise_from_seeds
+    path = _model_dir(model_dir)
     if not 1 <= int(steps) <= 200:
         raise ValueError("steps must be between 1 and 200")
-    unet, sched = _ddpm(os.path.abspath(path), os.path.getmtime(path))
-    pairs = [(check_upload(f, "shift file"), float(s)) for f, s in zip(shift_files, scales) if f]
-    if pairs:
-        unet = copy.deepcopy(unet)
-        svdiff.apply_shift_files(unet, pairs)
+    unet, sched = _ddpm(path, os.path.getmtime(path))
+    unet = _shifted(unet, shift_files, scales)
     seed_list = _seeds(seeds)
     size = unet.config.sample_size
     images = ddim_sample(unet, sched, noise_from_seeds(seed_list, (3, size, size)), int(steps))
     return _grid(images, min(4, len(seed_list)))
+
+
+def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scales: list[float], steps: int):
+    """DDIB translation of an uploaded image: DDIM inversion with the plain model, decoding with the shifted one.
+    Returns a uint8 strip: the input (at the model's size), its plain reconstruction, the translation."""
+    import torch
+
+    from adapt_common.image_io import load_image
+    from diffusion_adapt.sampling import ddim_invert, ddim_sample
+    path = _model_dir(model_dir)
+    if not 1 <= int(steps) <= 200:
+        raise ValueError("steps must be between 1 and 200")
+    if not any(shift_files):
+        raise ValueError("translation needs at least one shift file (the target domain)")
+    source, sched = _ddpm(path, os.path.getmtime(path))
+    target = _shifted(source, shift_files, scales)
+    x = load_image(check_upload(image), size=source.config.sample_size)
+    with torch.no_grad():
+        noise = ddim_invert(source, sched, x, int(steps))
+        recon = ddim_sample(source, sched, noise, int(steps))
+        out = ddim_sample(target, sched, noise, int(steps))
+    return _grid(torch.cat([x, recon, out]), 3)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -445,15 +494,31 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     shifts = gr.File(label="spectral-shift files", file_count="multiple", file_types=[".safetensors"],
                                      elem_id="shifts")
                     scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="shift scale", elem_id="shift-scale")
+                    scales_text = gr.Textbox(label="per-file scales (e.g. 1.0, -0.5; empty: the slider for all)",
+                                             elem_id="shift-scales")
                     dseeds = gr.Textbox(label="seeds", value="0-3", elem_id="ddpm-seeds")
                     dsteps = gr.Slider(5, 100, value=25, step=5, label="DDIM steps", elem_id="ddpm-steps")
                     dgo = gr.Button("Sample", elem_id="ddpm-go")
-                dout = gr.Image(label="samples", type="numpy", elem_id="ddpm-out")
+                    timage = gr.Image(label="an image to translate", type="filepath", elem_id="translate-image")
+                    tgo = gr.Button("Translate (DDIM inversion, then the shifted model)", elem_id="translate-go")
+                with gr.Column(scale=2):
+                    dout = gr.Image(label="samples", type="numpy", elem_id="ddpm-out")
+                    tout = gr.Image(label="input, plain reconstruction, translation", type="numpy",
+                                    elem_id="translate-out")
 
-            def on_sample(md, files, sc, sd, st):
-                files = [f if isinstance(f, str) else f.name for f in (files or [])]
-                return diffusion_samples(md, files, [sc] * len(files), sd, int(st))
-            dgo.click(guard(on_sample), [model, shifts, scale, dseeds, dsteps], dout, api_name="diffusion")
+            def _files(files):
+                return [f if isinstance(f, str) else f.name for f in (files or [])]
+
+            def on_sample(md, files, sc, sct, sd, st):
+                files = _files(files)
+                return diffusion_samples(md, files, parse_scales(sct, len(files), sc), sd, int(st))
+
+            def on_translate(md, im, files, sc, sct, st):
+                files = _files(files)
+                return diffusion_translate(md, im, files, parse_scales(sct, len(files), sc), int(st))
+            tgo.click(guard(on_translate), [model, timage, shifts, scale, scales_text, dsteps], tout,
+                      api_name="translate")
+            dgo.click(guard(on_sample), [model, shifts, scale, scales_text, dseeds, dsteps], dout, api_name="diffusion")
     return demo
 
 

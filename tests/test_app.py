@@ -145,6 +145,29 @@ def test_diffusion_samples(tmp_path):
     with pytest.raises(ValueError, match="not a model folder"):
         app.diffusion_samples(str(tmp_path / "none"), [], [], "0", 2)
 
+    # Translation: the strip is input, plain reconstruction, translation; a zero scale translates to the
+    # reconstruction itself, a real shift to something else.
+    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
+    strip = app.diffusion_translate(str(folder), str(tmp_path / "x.png"), [str(f)], [1.0], 3)
+    assert strip.shape == (36, 104, 3)  # three 32 px images with 2 px padding
+    third = strip.shape[1] // 3
+    same = app.diffusion_translate(str(folder), str(tmp_path / "x.png"), [str(f)], [0.0], 3)
+    np.testing.assert_array_equal(same[:, third:2 * third], same[:, 2 * third:3 * third])
+    assert not np.array_equal(strip[:, 2 * third:], same[:, 2 * third:])
+    with pytest.raises(ValueError, match="at least one shift file"):
+        app.diffusion_translate(str(folder), str(tmp_path / "x.png"), [], [], 3)
+    with pytest.raises(ValueError, match="not an image"):
+        app.diffusion_translate(str(folder), str(f), [str(f)], [1.0], 3)
+
+
+def test_parse_scales():
+    assert app.parse_scales("", 2, 0.7) == [0.7, 0.7]
+    assert app.parse_scales("1, -0.5", 2, 0.7) == [1.0, -0.5]
+    with pytest.raises(ValueError, match="one per file"):
+        app.parse_scales("1", 2, 0.7)
+    with pytest.raises(ValueError, match="numbers separated by commas"):
+        app.parse_scales("big", 1, 0.7)
+
 
 @pytest.mark.timeout(240)
 def test_launched_app_through_gradio_client(world):
