@@ -106,6 +106,16 @@ def test_the_whole_grid_on_a_tiny_world(tiny_world, tmp_path, monkeypatch):
     assert (tmp_path / "reports" / "tiny" / "README.md").read_text() == readme
 
 
+def test_shards_split_the_training_cells(tiny_world, tmp_path):
+    study = _study(tiny_world, tmp_path)
+    training = {k for k, _, _ in study.plan() if not k.split("/")[0] in ("mixing", "sparsity", "transfer")}
+    parts = [{k for k, _, _ in study.shard_cells(i, 3)} for i in range(3)]
+    assert set().union(*parts) == training and sum(map(len, parts)) == len(training)  # each cell exactly once
+    assert all(abs(len(a) - len(b)) <= 1 for a in parts for b in parts)
+    with pytest.raises(SystemExit):
+        st.main(["--config", "configs/study/quick.yaml", "--shard", "2/2"])
+
+
 def test_unknown_study_key_is_an_error():
     with pytest.raises(ConfigError, match="oneshot"):
         load_config(st.StudyConfig, [], ["oneshot.iterations=3"])
