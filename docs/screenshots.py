@@ -4,7 +4,8 @@
 
 Mix: sketch 0.8 + pop art 0.4 from the bundled library. Morph: source -> sketch -> pop art. Adapt: 60 steps from one
 SynthFaces sketch. Real photo: a rendered SynthFaces face projected and shown in two domains. Diffusion: the bundled
-DDPM with a spectral-shift file (``--shifts``, e.g. a few-shot run's ``spectral_shifts.safetensors``). Needs Debian's
+DDPM with a spectral-shift file (``--shifts``, e.g. a few-shot run's ``spectral_shifts.safetensors``) and the
+translation of a rendered face. Needs Debian's
 chromium and Playwright, as tests/test_browser.py does; a few minutes on 2 CPU cores.
 """
 from __future__ import annotations
@@ -100,6 +101,10 @@ def main(argv=None) -> int:
                 page.wait_for_timeout(1500)
             page.locator("#ddpm-go").click()
             _wait_image(page, "ddpm-out", 600)
+            if args.shifts:
+                page.set_input_files("#translate-image input[type=file]", str(tmp / "face.png"))
+                page.locator("#translate-go").click()
+                _wait_image(page, "translate-out", 600)
             page.screenshot(path=str(out / "app_diffusion.png"), full_page=True)
             browser.close()
     finally:
