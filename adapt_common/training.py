@@ -60,7 +60,9 @@ def rng_state() -> dict:
     """All global RNG states, as tensors and plain containers (loadable with weights_only=True)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                     gauss], "python": random.getstate()}
+                                                     gauss], "python": random.getstate(),
+            # noise drawn on a GPU comes from its own generator: without it a GPU run does not resume exactly
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
 
 
 def set_rng_state(state: dict) -> None:
@@ -68,6 +70,9 @@ def set_rng_state(state: dict) -> None:
     name, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:

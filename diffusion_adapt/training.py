@@ -75,6 +75,9 @@ class DiffLoss:
     pair: float = 0.0
     hf_pair: float = 0.0
     hf_mse: float = 0.0
+    # "none": the paper's plain mean of L_hfmse; "alpha_bar": each sample weighted by ᾱ_t (a deviation: the plain
+    # term is dominated by the amplified x̂₀ error at large t, see losses.py)
+    hf_mse_weighting: str = "none"
 
 
 @dataclass
@@ -115,6 +118,8 @@ class DiffusionTrainer(LoopTrainer):
         tr, lc = cfg.training, cfg.loss
         if tr.parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"training.parameterization={tr.parameterization!r}; choose one of {PARAMETERIZATIONS}")
+        if cfg.loss.hf_mse_weighting not in ("none", "alpha_bar"):
+            raise ValueError(f"loss.hf_mse_weighting={cfg.loss.hf_mse_weighting!r}; choose 'none' or 'alpha_bar'")
         if (lc.pair > 0 or lc.hf_pair > 0) and tr.batch < 2:
             raise ValueError("the DomainStudio relative-distance losses need training.batch >= 2")
         torch.set_num_threads(cfg.exp.threads)
@@ -169,7 +174,8 @@ class DiffusionTrainer(LoopTrainer):
             with torch.no_grad():
                 eps_src = self.source(x_t, t).sample
             a = self.alphas_cumprod[t]
-            terms = domainstudio_losses(x0, predicted_x0(x_t, eps_src, a), predicted_x0(x_t, eps_ada, a))
+            terms = domainstudio_losses(x0, predicted_x0(x_t, eps_src, a), predicted_x0(x_t, eps_ada, a),
+                                        hf_mse_weight=a if lc.hf_mse_weighting == "alpha_bar" else None)
             for k, v in terms.items():
                 w = getattr(lc, k)
                 if w > 0:
@@ -221,7 +227,7 @@ class DiffusionTrainer(LoopTrainer):
             for p, v in zip(self.params, state["params"]):
                 p.copy_(v)
         if self.ema is not None and state["ema"] is not None:
-            self.ema = [e.clone() for e in state["ema"]]
+            self.ema = [e.to(p) for e, p in zip(state["ema"], self.params)]  # checkpoints load on the CPU
         self.opt.load_state_dict(state["opt"])
         set_rng_state(state["rng"])
         self.step, self.elapsed = state["step"], state["elapsed_s"]

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 from adapt_common.config import load_config
 from diffusion_adapt import svdiff
-from diffusion_adapt.losses import HF_KERNEL, haar_hf, pair_kl, pairwise_log_probs, predicted_x0
+from diffusion_adapt.losses import (HF_KERNEL, domainstudio_losses, haar_hf, pair_kl, pairwise_log_probs,
+                                    predicted_x0)
 from diffusion_adapt.models import ModelLoadError, load_model, new_scheduler, save_model
 from diffusion_adapt.sampling import ddim_invert, ddim_sample, noise_from_seeds
 from diffusion_adapt.training import DiffTrainConfig, DiffusionTrainer, train
@@ -177,6 +178,28 @@ def test_pair_kl_by_hand():
     assert y.grad.abs().sum() > 0
 
 
+def test_hf_mse_by_hand_and_its_alpha_bar_weighting():
+    # two 1-channel 2x2 images: hf is one number each, ½(-a - b - c + 3d)
+    x0 = torch.zeros(2, 1, 2, 2)
+    ada = torch.tensor([[[[0.0, 0.0], [0.0, 2.0]]], [[[2.0, 0.0], [0.0, 0.0]]]])  # hf = 3 and -1
+    plain = domainstudio_losses(x0, ada, ada)["hf_mse"]
+    assert torch.allclose(plain, torch.tensor((9.0 + 1.0) / 2))
+    weighted = domainstudio_losses(x0, ada, ada, hf_mse_weight=torch.tensor([0.5, 0.1]))["hf_mse"]
+    assert torch.allclose(weighted, torch.tensor((0.5 * 9.0 + 0.1 * 1.0) / 2))
+    # ᾱ weighting turns the x̂₀ error into the noise error: ᾱ·|hf(x̂₀ − x₀)|² = (1−ᾱ)·|hf(ε̂ − ε)|², bounded at t≈999
+    sched = new_scheduler()
+    t = torch.tensor([999, 999])
+    a = sched.alphas_cumprod[t]
+    x0, eps = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    x_t = sched.add_noise(x0, eps, t)
+    eps_hat = eps + 0.1 * torch.randn_like(eps)
+    x0_hat = predicted_x0(x_t, eps_hat, a)
+    terms = domainstudio_losses(x0, x0_hat, x0_hat, hf_mse_weight=a)
+    expected = ((1 - a) * haar_hf(eps_hat - eps).square().flatten(1).mean(1)).mean()
+    torch.testing.assert_close(terms["hf_mse"], expected, rtol=1e-3, atol=1e-6)
+    assert domainstudio_losses(x0, x0_hat, x0_hat)["hf_mse"] > 1000 * terms["hf_mse"]  # the plain term explodes
+
+
 def test_predicted_x0_inverts_the_forward_process():
     sched = new_scheduler()
     x0, eps, t = torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8), torch.tensor([0, 400, 999])
@@ -248,9 +271,14 @@ def test_short_run_lowers_the_loss(model_dir, tmp_path, name, lr):
     assert out.exists()
 
 
-def test_domainstudio_run_resumes_exactly(model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_domainstudio_run_resumes_exactly(model_dir, tmp_path, monkeypatch, device):
+    # On a GPU the checkpoint (loaded on the CPU) must come back to the device, and the GPU's own RNG with it.
     extra = ["training.parameterization=svdiff", "training.iters=6", "logging.checkpoint_every=3",
-             "loss.pair=4", "loss.hf_pair=4", "loss.hf_mse=0.001"]
+             "loss.pair=4", "loss.hf_pair=4", "loss.hf_mse=0.001", f"exp.device={device}"]
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     straight = train(_cfg(tmp_path / "a", model_dir, *extra), quiet=True)
     rows = (tmp_path / "a" / "log.csv").read_text().splitlines()
     assert rows[0].split(",")[:6] == ["step", "elapsed_s", "mse", "pair", "hf_pair", "hf_mse"]
