@@ -145,3 +145,21 @@ def test_statistics_and_verdicts():
     assert "(sepia): gap closed -1.00 there vs 0.05 on the source; on the source it closes under 10%" in text
     assert "Affine+ beats StyleSpace on dissimilar few-shot (cat): FID 30.00 vs 50.00: **holds**" in text
     assert "FID 49.50 vs 50.00: **partly holds** (within the seed spread)" in text
+
+
+def test_domainstudio_verdict_needs_a_moved_model_and_a_clear_gain():
+    from benchmarks.study_report import claims
+    cfg = load_config(st.StudyConfig, [], ["oneshot.guidance=[image]", "fewshot.domains=[cat]"])
+
+    def verdict(full, ds):
+        text = "\n".join(claims(cfg, {}, {}, {"full": full, "svdiff_domainstudio": ds}, {}))
+        return next(line for line in text.splitlines() if "DomainStudio + SVDiff" in line)
+    unmoved = {"fid": (1.70, 0.02), "intra": (0.45, 0.01), "source_fid": 1.88}
+    assert "cannot be tested here" in verdict(unmoved, {"fid": (1.75, 0.0), "intra": (0.60, 0.01)})
+    moved = {"fid": (0.90, 0.02), "intra": (0.45, 0.01), "source_fid": 1.88}
+    assert verdict(moved, {"fid": (1.0, 0.0), "intra": (0.55, 0.01)}).endswith("**holds**.")
+    assert verdict(moved, {"fid": (1.0, 0.0), "intra": (0.40, 0.01)}).endswith("**does not hold on SynthFaces**.")
+    assert "(within the seed spread)" in verdict(moved, {"fid": (1.0, 0.0), "intra": (0.46, 0.05)})
+    # more diverse but far from the domain: not the claim, and the line says why
+    assert "**does not hold on SynthFaces** (more diverse, but its FID is not comparable" in verdict(
+        moved, {"fid": (1.6, 0.0), "intra": (0.55, 0.01)})
