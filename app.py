@@ -30,6 +30,11 @@ BUNDLED_DDPM = ROOT / "checkpoints" / "synthfaces_ddpm"
 MAX_SEEDS = 16
 SLOTS = 6  # direction sliders on the Mix tab
 MAX_UPLOAD_MB = 20
+#: Results are 32-64 px a tile: the callbacks return the exact pixels, the page shows them this tall with sharp
+#: (nearest-neighbour) pixels; Gradio's own style only ever shrinks an image.
+DISPLAY_PX = 420
+CSS = (".da-result img { width: 100% !important; height: 100% !important; object-fit: contain !important; "
+       "image-rendering: pixelated; }")
 MAX_IMAGE_SIDE = 4096
 SOURCE = "(source)"
 
@@ -415,7 +420,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     seeds = gr.Textbox(label="seeds", value="0-3", elem_id="seeds")
                     truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="truncation", elem_id="truncation")
                     go = gr.Button("Render", elem_id="go")
-                out = gr.Image(label="samples", type="numpy", format="png", elem_id="out")
+                out = gr.Image(label="samples", type="numpy", format="png", height=DISPLAY_PX, elem_classes=["da-result"], elem_id="out")
 
             def on_mix(ck, sd, tr, *slots):
                 return mix_render(ck, library, list(slots[:SLOTS]), list(slots[SLOTS:]), sd, tr)
@@ -434,9 +439,10 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                 frames = gr.Slider(2, 16, value=6, step=1, label="frames per step", elem_id="morph-frames")
                 mseeds = gr.Textbox(label="seeds", value="0-3", elem_id="morph-seeds")
             mgo = gr.Button("Morph", elem_id="morph-go")
-            strip = gr.Image(label="strip (rows: seeds, columns: frames)", type="filepath", elem_id="morph-strip")
+            strip = gr.Image(label="strip (rows: seeds, columns: frames)", type="filepath", height=DISPLAY_PX, elem_classes=["da-result"], 
+                             elem_id="morph-strip")
             with gr.Row():
-                gif = gr.Image(label="GIF", type="filepath", elem_id="morph-gif")
+                gif = gr.Image(label="GIF", type="filepath", height=DISPLAY_PX, elem_classes=["da-result"], elem_id="morph-gif")
                 mp4 = gr.File(label="MP4", elem_id="morph-mp4")
             mgo.click(guard(lambda ck, k, s, f, sd: morph_files(ck, library, k, s, f, sd)),
                       [ckpt, keys, strength, frames, mseeds], [strip, gif, mp4], api_name="morph")
@@ -456,7 +462,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     status = gr.Textbox(label="status", interactive=False, elem_id="adapt-status")
                 with gr.Column(scale=2):
                     progress_img = gr.Image(label="source (top) and adapted (bottom)", type="numpy",
-                                            elem_id="adapt-grid")
+                                            height=DISPLAY_PX, elem_classes=["da-result"], elem_id="adapt-grid")
                     result = gr.File(label="direction file", elem_id="adapt-file")
                     add_btn = gr.Button("Add to the library", elem_id="adapt-add")
 
@@ -481,7 +487,8 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     pstrength = gr.Slider(0.0, 1.5, value=0.8, step=0.05, label="strength", elem_id="photo-strength")
                     psteps = gr.Slider(20, 600, value=150, step=10, label="inversion steps", elem_id="photo-steps")
                     pgo = gr.Button("Invert and stylise", elem_id="photo-go")
-                pout = gr.Image(label="photo, reconstruction, each domain, mix", type="numpy", elem_id="photo-out")
+                pout = gr.Image(label="photo, reconstruction, each domain, mix", type="numpy",
+                                height=DISPLAY_PX, elem_classes=["da-result"], elem_id="photo-out")
 
             def on_photo(ck, im, ds, s, st, progress=gr.Progress()):
                 return photo_in_domains(ck, library, im, ds or [], s, int(st), progress)
@@ -502,9 +509,9 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     timage = gr.Image(label="an image to translate", type="filepath", elem_id="translate-image")
                     tgo = gr.Button("Translate (DDIM inversion, then the shifted model)", elem_id="translate-go")
                 with gr.Column(scale=2):
-                    dout = gr.Image(label="samples", type="numpy", elem_id="ddpm-out")
+                    dout = gr.Image(label="samples", type="numpy", height=DISPLAY_PX, elem_classes=["da-result"], elem_id="ddpm-out")
                     tout = gr.Image(label="input, plain reconstruction, translation", type="numpy",
-                                    elem_id="translate-out")
+                                    height=DISPLAY_PX, elem_classes=["da-result"], elem_id="translate-out")
 
             def _files(files):
                 return [f if isinstance(f, str) else f.name for f in (files or [])]
@@ -522,6 +529,12 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
     return demo
 
 
+def launch(demo, **kwargs):
+    """Queue and launch with the app's settings: localhost only, no share link, the upload limit, the display CSS."""
+    settings = dict(server_name="127.0.0.1", share=False, max_file_size=f"{MAX_UPLOAD_MB}mb", css=CSS)
+    return demo.queue().launch(**{**settings, **kwargs})
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", default="", help="the generator (default: the bundled SynthFaces StyleGAN2)")
@@ -529,8 +542,7 @@ def main(argv=None):
     ap.add_argument("--ddpm", default="", help="the diffusion model folder (default: the bundled DDPM)")
     ap.add_argument("--port", type=int, default=7860)
     args = ap.parse_args(argv)
-    build_app(args.ckpt, args.directions, args.ddpm).queue().launch(
-        server_name="127.0.0.1", server_port=args.port, share=False, max_file_size=f"{MAX_UPLOAD_MB}mb")
+    launch(build_app(args.ckpt, args.directions, args.ddpm), server_port=args.port)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
 
     demo = app.build_app()
     names = app.Library().names()
-    demo.queue().launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     try:
         with sync_playwright() as pw:

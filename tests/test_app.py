@@ -175,7 +175,7 @@ def test_launched_app_through_gradio_client(world):
     from gradio_client import Client
     ckpt, lib, tmp_path = world
     demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
-    demo.queue().launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         client = Client(demo.local_url, verbose=False)
         slots = ["sketch", "popart"] + [""] * (app.SLOTS - 2)

@@ -44,7 +44,7 @@ def test_app_in_a_real_browser(tmp_path, tiny_generator):
     Image.new("RGB", (80, 60), (230, 230, 230)).save(tmp_path / "ref.png")
     shots = os.environ.get("DOMAIN_ADAPT_SCREENSHOTS")
     demo = app.build_app(str(ckpt), [str(lib)])
-    demo.queue().launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
@@ -63,6 +63,11 @@ def test_app_in_a_real_browser(tmp_path, tiny_generator):
             while _src(page, "#out") == before and time.time() < deadline:
                 time.sleep(0.5)
             assert _src(page, "#out") != before
+            # The 32 px tiles are shown enlarged with sharp pixels, not at their natural few dozen pixels.
+            shown = page.evaluate("(() => { const i = document.querySelector('#out img'); const r = "
+                                  "i.getBoundingClientRect(); return [r.width, r.height, i.naturalWidth, "
+                                  "i.naturalHeight, getComputedStyle(i).imageRendering]; })()")
+            assert shown[0] >= 2 * shown[2] and shown[1] >= 2 * shown[3] and shown[4] == "pixelated", shown
             if shots:
                 page.screenshot(path=f"{shots}/app_mix.png", full_page=True)
 
