@@ -157,8 +157,10 @@ def cmd_report(args) -> int:
     res = collect(runs)
     if not res:
         raise SystemExit(f"no eval_*.json under {runs}/<variant>_s<seed>/: run `... run` first")
-    full = res.get(f"full_s{args.seed}")
     for r in res.values():
+        # against full fine-tuning of the same seed where it was run, else of --seed
+        full = res.get(f"full_s{r['seed']}") or res.get(f"full_s{args.seed}")
+        r["compared_with"] = None if full is None else f"full_s{full['seed']}"
         for p in r["points"]:
             ref = full_diversity_at(full["points"], p["fid"]) if full else None
             p["full_diversity_at_same_fid"] = ref
@@ -168,12 +170,12 @@ def cmd_report(args) -> int:
 
     def f(x, fmt):
         return "–" if x is None else format(x, fmt)
-    lines = ["| variant | iterations | FID ↓ | intra-cluster div. ↑ | Δ div. vs full at same FID | gap closed | "
-             "CLIP says sketch |", "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | seed | iterations | FID ↓ | intra-cluster div. ↑ | Δ div. vs full (same seed) at same FID | "
+             "gap closed | CLIP says sketch |", "|---|---|---|---|---|---|---|---|"]
     for r in res.values():
         for p in r["points"]:
             acc = None if p["domain_accuracy"] is None else 100 * p["domain_accuracy"]
-            lines.append(f"| {r['label']} | {p['iters']} | {p['fid']:.2f} | {p['diversity']:.3f} | "
+            lines.append(f"| {r['label']} | {r['seed']} | {p['iters']} | {p['fid']:.2f} | {p['diversity']:.3f} | "
                          f"{f(p['diversity_vs_full'], '+.3f')} | {f(p['gap_closed'], '.2f')} | {f(acc, '.0f')}% |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -192,6 +194,8 @@ def _plot(res: dict, path: Path) -> None:
         pts = r["points"]
         style = "-" if r["variant"].startswith("full") else "--"
         lw = 3 if r["variant"] == "full" else 1.2
+        if r["seed"] != 0:
+            style = ":"
         ax.plot([p["fid"] for p in pts], [p["diversity"] for p in pts], style, marker="o", ms=3, lw=lw,
                 color="black" if r["variant"] == "full" else colours[i % 20], label=f"{r['label']} (s{r['seed']})")
         ax.annotate(str(pts[-1]["iters"]), (pts[-1]["fid"], pts[-1]["diversity"]), fontsize=6)
