@@ -331,3 +331,12 @@ def test_cli_sample_shifts_and_translate(model_dir, tmp_path, unet):
     assert main(["translate", "--model", str(model_dir), "--shifts", str(f), "--images", str(tmp_path / "in.png"),
                  "--steps", "3", "--out", str(tmp_path / "tr.png")]) == 0
     assert main(["sample", "--model", str(tmp_path / "nope"), "--outdir", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize("override,message", [("loss.hf_mse_weighting=snr", "choose 'none' or 'alpha_bar'"),
+                                              ("training.parameterization=lora", "choose one of"),
+                                              ("loss.pair=4", "batch >= 2")])
+def test_bad_training_settings_are_named(model_dir, tmp_path, override, message):
+    extra = [override] + (["training.batch=1"] if override == "loss.pair=4" else [])
+    with pytest.raises(ValueError, match=message):
+        DiffusionTrainer(_cfg(tmp_path / "bad", model_dir, *extra), quiet=True)
