@@ -303,11 +303,15 @@ def _ddpm(path: str, mtime: float):
     return load_model(path)
 
 
-def _model_dir(model_dir: str) -> str:
+def _ddpm_and_steps(model_dir: str, steps) -> tuple:
+    """The (cached) model of a model folder, its scheduler and the checked number of DDIM steps."""
     path = os.path.expanduser((model_dir or "").strip())
     if not os.path.isdir(path):
         raise ValueError(f"{path or '(empty)'}: not a model folder")
-    return os.path.abspath(path)
+    if not 1 <= int(steps) <= 200:
+        raise ValueError("steps must be between 1 and 200")
+    path = os.path.abspath(path)
+    return (*_ddpm(path, os.path.getmtime(path)), int(steps))
 
 
 def _shifted(unet, shift_files: list[str], scales: list[float]):
@@ -341,14 +345,11 @@ def parse_scales(text: str, n_files: int, default: float) -> list[float]:
 def diffusion_samples(model_dir: str, shift_files: list[str], scales: list[float], seeds: str, steps: int):
     """DDIM samples of the model with the shift files at their scales: a uint8 grid."""
     from diffusion_adapt.sampling import ddim_sample, noise_from_seeds
-    path = _model_dir(model_dir)
-    if not 1 <= int(steps) <= 200:
-        raise ValueError("steps must be between 1 and 200")
-    unet, sched = _ddpm(path, os.path.getmtime(path))
+    unet, sched, steps = _ddpm_and_steps(model_dir, steps)
     unet = _shifted(unet, shift_files, scales)
     seed_list = _seeds(seeds)
     size = unet.config.sample_size
-    images = ddim_sample(unet, sched, noise_from_seeds(seed_list, (3, size, size)), int(steps))
+    images = ddim_sample(unet, sched, noise_from_seeds(seed_list, (3, size, size)), steps)
     return _grid(images, min(4, len(seed_list)))
 
 
@@ -359,18 +360,15 @@ def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scal
 
     from adapt_common.image_io import load_image
     from diffusion_adapt.sampling import ddim_invert, ddim_sample
-    path = _model_dir(model_dir)
-    if not 1 <= int(steps) <= 200:
-        raise ValueError("steps must be between 1 and 200")
+    source, sched, steps = _ddpm_and_steps(model_dir, steps)
     if not any(shift_files):
         raise ValueError("translation needs at least one shift file (the target domain)")
-    source, sched = _ddpm(path, os.path.getmtime(path))
     target = _shifted(source, shift_files, scales)
     x = load_image(check_upload(image), size=source.config.sample_size)
     with torch.no_grad():
-        noise = ddim_invert(source, sched, x, int(steps))
-        recon = ddim_sample(source, sched, noise, int(steps))
-        out = ddim_sample(target, sched, noise, int(steps))
+        noise = ddim_invert(source, sched, x, steps)
+        recon = ddim_sample(source, sched, noise, steps)
+        out = ddim_sample(target, sched, noise, steps)
     return _grid(torch.cat([x, recon, out]), 3)
 
 
@@ -387,6 +385,10 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
     default_ckpt = default_ckpt or (str(BUNDLED_G) if BUNDLED_G.exists() else "")
     ddpm = ddpm or (str(BUNDLED_DDPM) if BUNDLED_DDPM.exists() else "")
     cancel = threading.Event()
+
+    def result_image(label, **kwargs):
+        """An output image shown DISPLAY_PX tall with sharp pixels (see CSS)."""
+        return gr.Image(label=label, height=DISPLAY_PX, elem_classes=["da-result"], **kwargs)
 
     def guard(fn):
         def wrapped(*args):
@@ -420,7 +422,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     seeds = gr.Textbox(label="seeds", value="0-3", elem_id="seeds")
                     truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="truncation", elem_id="truncation")
                     go = gr.Button("Render", elem_id="go")
-                out = gr.Image(label="samples", type="numpy", format="png", height=DISPLAY_PX, elem_classes=["da-result"], elem_id="out")
+                out = result_image("samples", type="numpy", format="png", elem_id="out")
 
             def on_mix(ck, sd, tr, *slots):
                 return mix_render(ck, library, list(slots[:SLOTS]), list(slots[SLOTS:]), sd, tr)
@@ -439,10 +441,9 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                 frames = gr.Slider(2, 16, value=6, step=1, label="frames per step", elem_id="morph-frames")
                 mseeds = gr.Textbox(label="seeds", value="0-3", elem_id="morph-seeds")
             mgo = gr.Button("Morph", elem_id="morph-go")
-            strip = gr.Image(label="strip (rows: seeds, columns: frames)", type="filepath", height=DISPLAY_PX, elem_classes=["da-result"], 
-                             elem_id="morph-strip")
+            strip = result_image("strip (rows: seeds, columns: frames)", type="filepath", elem_id="morph-strip")
             with gr.Row():
-                gif = gr.Image(label="GIF", type="filepath", height=DISPLAY_PX, elem_classes=["da-result"], elem_id="morph-gif")
+                gif = result_image("GIF", type="filepath", elem_id="morph-gif")
                 mp4 = gr.File(label="MP4", elem_id="morph-mp4")
             mgo.click(guard(lambda ck, k, s, f, sd: morph_files(ck, library, k, s, f, sd)),
                       [ckpt, keys, strength, frames, mseeds], [strip, gif, mp4], api_name="morph")
@@ -461,8 +462,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                         stop_btn = gr.Button("Cancel", elem_id="adapt-cancel")
                     status = gr.Textbox(label="status", interactive=False, elem_id="adapt-status")
                 with gr.Column(scale=2):
-                    progress_img = gr.Image(label="source (top) and adapted (bottom)", type="numpy",
-                                            height=DISPLAY_PX, elem_classes=["da-result"], elem_id="adapt-grid")
+                    progress_img = result_image("source (top) and adapted (bottom)", type="numpy", elem_id="adapt-grid")
                     result = gr.File(label="direction file", elem_id="adapt-file")
                     add_btn = gr.Button("Add to the library", elem_id="adapt-add")
 
@@ -487,8 +487,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     pstrength = gr.Slider(0.0, 1.5, value=0.8, step=0.05, label="strength", elem_id="photo-strength")
                     psteps = gr.Slider(20, 600, value=150, step=10, label="inversion steps", elem_id="photo-steps")
                     pgo = gr.Button("Invert and stylise", elem_id="photo-go")
-                pout = gr.Image(label="photo, reconstruction, each domain, mix", type="numpy",
-                                height=DISPLAY_PX, elem_classes=["da-result"], elem_id="photo-out")
+                pout = result_image("photo, reconstruction, each domain, mix", type="numpy", elem_id="photo-out")
 
             def on_photo(ck, im, ds, s, st, progress=gr.Progress()):
                 return photo_in_domains(ck, library, im, ds or [], s, int(st), progress)
@@ -509,9 +508,9 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     timage = gr.Image(label="an image to translate", type="filepath", elem_id="translate-image")
                     tgo = gr.Button("Translate (DDIM inversion, then the shifted model)", elem_id="translate-go")
                 with gr.Column(scale=2):
-                    dout = gr.Image(label="samples", type="numpy", height=DISPLAY_PX, elem_classes=["da-result"], elem_id="ddpm-out")
-                    tout = gr.Image(label="input, plain reconstruction, translation", type="numpy",
-                                    height=DISPLAY_PX, elem_classes=["da-result"], elem_id="translate-out")
+                    dout = result_image("samples", type="numpy", elem_id="ddpm-out")
+                    tout = result_image("input, plain reconstruction, translation", type="numpy",
+                                        elem_id="translate-out")
 
             def _files(files):
                 return [f if isinstance(f, str) else f.name for f in (files or [])]

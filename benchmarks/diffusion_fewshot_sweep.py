@@ -31,7 +31,7 @@ FULL = "configs/ddpm_fewshot_sketch_full.yaml"
 SVD = "configs/ddpm_fewshot_sketch_svdiff.yaml"
 DS = ["loss.pair=4", "loss.hf_pair=4", "loss.hf_mse=1"]  # the paper's weights
 AB = DS + ["loss.hf_mse_weighting=alpha_bar"]  # L_hfmse weighted by ᾱ_t (diffusion_adapt/losses.py)
-P1 = ["loss.pair=1", "loss.hf_pair=1"]
+P1 = ["loss.pair=1", "loss.hf_pair=1"]  # lighter relative-distance terms
 
 
 def _svd(shift_lr: str, norm_lr: str = "1e-6") -> list[str]:
@@ -121,8 +121,8 @@ def cmd_run(args) -> int:
 def _point(r: dict, iters: int) -> dict:
     de = r.get("domain_error") or {}
     acc = r.get("domain_accuracy")
-    return {"iters": iters, "fid": r["fid"], "kid": (r.get("kid") or {}).get("mean") if isinstance(r.get("kid"), dict)
-            else r.get("kid"), "diversity": r["intra_cluster_diversity"]["value"],
+    return {"iters": iters, "fid": r["fid"], "kid": (r.get("kid") or {}).get("mean"),
+            "diversity": r["intra_cluster_diversity"]["value"],
             "gap_closed": (de.get("gap_closed") or {}).get("pixel_l1"),
             "domain_accuracy": acc.get("accuracy") if isinstance(acc, dict) else acc}
 

@@ -35,12 +35,12 @@ def _build(size: int, seed: int = 0):
     return g
 
 
-def run_cell(size: int, batch: int, mode: str, impl: str, repeats: int, threads: int, out_npy: str | None) -> dict:
-    import numpy as np
+def cell_step(size: int, batch: int, mode: str, impl: str, device: str = "cpu"):
+    """One benchmark cell's work as a function: config-f at ``size`` with the ``impl`` ops, a fixed z, and a
+    forward (``mode="fwd"``) or forward + backward of a scalar loss; returns the images."""
     import torch
-    torch.set_num_threads(threads)
-    g = _build(size).set_impl(impl)
-    z = torch.randn(batch, 512, generator=torch.Generator().manual_seed(123))
+    g = _build(size).to(device).set_impl(impl)
+    z = torch.randn(batch, 512, generator=torch.Generator().manual_seed(123)).to(device)
     if mode == "fwd":
         g.eval().requires_grad_(False)
     else:
@@ -54,6 +54,14 @@ def run_cell(size: int, batch: int, mode: str, impl: str, repeats: int, threads:
         img = g([z], randomize_noise=False)[0]
         img.square().mean().backward()
         return img.detach()
+    return step
+
+
+def run_cell(size: int, batch: int, mode: str, impl: str, repeats: int, threads: int, out_npy: str | None) -> dict:
+    import numpy as np
+    import torch
+    torch.set_num_threads(threads)
+    step = cell_step(size, batch, mode, impl)
 
     out = step()  # warm-up
     times = []

@@ -17,30 +17,14 @@ import statistics
 import sys
 from pathlib import Path
 
-from benchmarks.generator_speed import _build
+from benchmarks.generator_speed import cell_step
 
 IMPLS = ("ref", "torch", "cuda")
 
 
 def run_cell(size: int, batch: int, mode: str, impl: str, repeats: int):
     import torch
-    dev = torch.device("cuda")
-    g = _build(size).to(dev).set_impl(impl)
-    z = torch.randn(batch, 512, generator=torch.Generator().manual_seed(123)).to(dev)
-    if mode == "fwd":
-        g.eval().requires_grad_(False)
-    else:
-        g.train().requires_grad_(True)
-
-    def step():
-        if mode == "fwd":
-            with torch.no_grad():
-                return g([z], randomize_noise=False)[0]
-        g.zero_grad(set_to_none=True)
-        img = g([z], randomize_noise=False)[0]
-        img.square().mean().backward()
-        return img.detach()
-
+    step = cell_step(size, batch, mode, impl, device="cuda")
     out = step()  # warm-up (and the lazy kernel build)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -53,7 +37,7 @@ def run_cell(size: int, batch: int, mode: str, impl: str, repeats: int):
         torch.cuda.synchronize()
         times.append(a.elapsed_time(b) / 1000)
     peak = torch.cuda.max_memory_allocated() / 2 ** 30
-    del g
+    del step  # frees the generator before the next cell
     torch.cuda.empty_cache()
     return out.float().cpu(), {"median_s": statistics.median(times), "min_s": min(times), "peak_gpu_gb": peak}
 

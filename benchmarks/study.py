@@ -46,7 +46,7 @@ class StudyExp:
     threads: int = 2  # per process
     # training cells split over this many processes (each with `threads`); then one process runs the property
     # cells (they use the one-shot cells' directions) and writes the report. On a 2-core CPU two 1-thread
-    # processes train these small models about 1.7x faster than one 2-thread process.
+    # processes got through two one-shot cells 1.4x faster than one 2-thread process (configs/study/quick.yaml).
     jobs: int = 1
     device: str = "cpu"
     generator: str = "checkpoints/synthfaces_stylegan2.safetensors"

@@ -32,6 +32,7 @@ from .models import UNetArch, load_model, model_hash, new_scheduler, new_unet, s
 from .sampling import ddim_sample, noise_from_seeds
 
 PARAMETERIZATIONS = ("full", "svdiff")
+HF_MSE_WEIGHTINGS = ("none", "alpha_bar")
 
 
 @dataclass
@@ -118,8 +119,8 @@ class DiffusionTrainer(LoopTrainer):
         tr, lc = cfg.training, cfg.loss
         if tr.parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"training.parameterization={tr.parameterization!r}; choose one of {PARAMETERIZATIONS}")
-        if cfg.loss.hf_mse_weighting not in ("none", "alpha_bar"):
-            raise ValueError(f"loss.hf_mse_weighting={cfg.loss.hf_mse_weighting!r}; choose 'none' or 'alpha_bar'")
+        if lc.hf_mse_weighting not in HF_MSE_WEIGHTINGS:
+            raise ValueError(f"loss.hf_mse_weighting={lc.hf_mse_weighting!r}; choose 'none' or 'alpha_bar'")
         if (lc.pair > 0 or lc.hf_pair > 0) and tr.batch < 2:
             raise ValueError("the DomainStudio relative-distance losses need training.batch >= 2")
         torch.set_num_threads(cfg.exp.threads)
