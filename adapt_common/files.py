@@ -100,11 +100,51 @@ def read_with_manifest(path: str | os.PathLike, fmt: str | None, what: str = "fi
 
 def split_weight(text: str, default: float = 1.0) -> tuple[str, float]:
     """``PATH[:WEIGHT]`` -> (path, weight); a colon inside the path (a Windows drive) is kept when what follows the
-    last colon is not a number."""
+    last colon is not a number. A weight that is not finite (``nan``, ``inf``, ``1e400``) is refused."""
+    import math
     path, sep, tail = text.rpartition(":")
     if sep:
         try:
-            return path, float(tail)
+            weight = float(tail)
         except ValueError:
-            pass
+            return text, default
+        if not math.isfinite(weight):
+            raise ValueError(f"{text!r}: the weight {tail!r} is not a finite number; give e.g. {path}:0.5")
+        return path, weight
     return text, default
+
+
+# -- checks of what a file holds, before it is used ----------------------------------------------------------------
+
+
+class NonFiniteTensorError(ValueError):
+    """A file holds NaN or infinite values."""
+
+
+def require_finite(tensors: Mapping[str, torch.Tensor], source: str | os.PathLike) -> None:
+    """Refuse NaN/Inf in any floating-point tensor, naming the file and the first bad tensor: such a file renders
+    black or NaN images without any other sign."""
+    for name, t in tensors.items():
+        if torch.is_tensor(t) and (t.is_floating_point() or t.is_complex()) and t.numel() \
+                and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise NonFiniteTensorError(f"{source}: tensor {name!r} holds {bad} NaN/infinite value(s) of {t.numel()}; "
+                                       "the file is corrupt or came from a diverged run")
+
+
+class SizeLimitError(ValueError):
+    """A size read from a file is beyond what any real model has (a hostile or corrupt file)."""
+
+
+def require_size(what: str, value, limit: int, source: str | os.PathLike, minimum: int = 0) -> int:
+    """Bound a size read from a file *before* anything is allocated with it."""
+    try:
+        v = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise SizeLimitError(f"{source}: {what} is {value!r}, not an integer; the file is corrupt") from None
+    if isinstance(value, float) and value != v:
+        raise SizeLimitError(f"{source}: {what} is {value!r}, not an integer; the file is corrupt")
+    if not minimum <= v <= limit:
+        raise SizeLimitError(f"{source}: {what} is {v:,}, outside {minimum:,}..{limit:,}; the file is corrupt or "
+                             "not a model this tool can build")
+    return v
