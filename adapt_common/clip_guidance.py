@@ -12,7 +12,7 @@ b = adapted):
   :data:`DIFFERENCE_FLOOR`, so the first step, where b = a, has a finite gradient);
 - ``indomain``: HyperDomainNet's in-domain angle consistency, mean over pairs i < j of
   (⟨a_i, a_j⟩ − ⟨b_i, b_j⟩)²: keeps the batch's pairwise geometry, so the adapted samples stay as different
-  from each other as the source ones (it fixed the pop-art collapse in shared/specs/synthfaces_feasibility.md);
+  from each other as the source ones (it fixed the pop-art collapse in docs/small_clip_guidance.md);
 - ``tt_direction``: for batches where each sample has its own target (hypernetwork training), pairs of samples
   of different targets should differ along the difference of their targets' directions;
 - ``clip_ref``: 1 − cos(E(b_ref), E(I_ref)) for the adapted image of the reference's own latent;

@@ -1,6 +1,6 @@
 import os
 
-# Small models run far faster single-threaded on the shared 2-core machines (shared/specs/ecosystem.md).
+# Small models run far faster single-threaded on the shared 2-core machines.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

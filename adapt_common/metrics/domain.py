@@ -1,7 +1,7 @@
 """SynthFaces ground-truth metrics: how far an adapted model is from the true target domain, and which domain a
 CLIP judge thinks its images are in.
 
-``domain_error`` is the headline metric for similar domains (shared/specs/synthfaces_feasibility.md): a small
+``domain_error`` is the headline metric for similar domains (docs/small_clip_guidance.md): a small
 CLIP can be satisfied by shortcut features (tint, saturation) while the images are no closer to the target, but
 for a similar domain with a known transform T the right answer for latent w is T(G_s(w)), and the error of
 G_t(w) against it can be measured directly.

@@ -12,7 +12,7 @@ reports:
 - ``domain_accuracy``: zero-shot classification among every domain's prompt (distractors included);
 - ``domain_error`` (similar domains with a source sampler): the ground-truth error of G_t(w) against T(G_s(w)),
   with the identity baseline (the unadapted source against T(source)) and the gap closed. This is the headline
-  number (see shared/specs/synthfaces_feasibility.md): CLIP scores can be won by shortcut features.
+  number (see docs/small_clip_guidance.md): CLIP scores can be won by shortcut features.
 - ``reference`` (similar domains with a source sampler): the same FID/KID/CLIP numbers for T(G_s(w)), what a
   perfect adaptation of this source generator would score; ``source``: the numbers of the source images.
 

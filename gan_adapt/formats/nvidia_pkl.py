@@ -20,7 +20,7 @@ This module never executes anything from the file and never falls back to ``pick
   constructor arguments into our ``Generator`` / ``DiscriminatorConfig`` arguments and refuse what the
   rosinality layout cannot represent (conditional nets, non-skip G, non-resnet D, StyleGAN3, ...).
 * :func:`nvidia_g_to_rosinality` / :func:`nvidia_d_to_rosinality` rename and reshape the tensors to
-  rosinality's state-dict names (the mapping of ``shared/specs/stylegan_core.md`` section 1.3).
+  rosinality's state-dict names (the mapping is written out in ``nvidia_g_to_rosinality`` and ``nvidia_d_to_rosinality`` below).
 * :func:`load` does all of the above and returns a ``StyleGANCheckpoint`` (the format registry's entry point).
 
 Typical use::
