@@ -12,6 +12,7 @@ training and domain-adaptation benchmarks. Nothing is downloaded: every image is
 from .captions import ATTRIBUTE_VALUES, attribute_prompt, attributes, captions, domain_prompt
 from .data import FEWSHOT_SHOTS, SPLITS, eval_set, export_folder, fewshot_set, preview_grid, split_params
 from .domains import DOMAINS, KINDS, Domain, apply_domain, domains_of_kind, face_seeds, get_domain, render_domain
+from .latents import params_from_z, render_from_z
 from .params import (PARAM_NAMES, PARAM_SPEC, FaceParams, ParamSpec, bucket_smile, describe_params, params_from_uniform,
                      sample_params)
 from .render import RENDERERS, render, render_background
@@ -19,7 +20,7 @@ from .render import RENDERERS, render, render_background
 __all__ = [
     "ATTRIBUTE_VALUES", "DOMAINS", "Domain", "FEWSHOT_SHOTS", "FaceParams", "KINDS", "PARAM_NAMES", "PARAM_SPEC",
     "ParamSpec", "RENDERERS", "params_from_uniform", "SPLITS", "apply_domain", "attribute_prompt", "attributes", "bucket_smile",
-    "captions", "describe_params", "domain_prompt", "domains_of_kind", "eval_set", "export_folder",
+    "captions", "describe_params", "params_from_z", "render_from_z", "domain_prompt", "domains_of_kind", "eval_set", "export_folder",
     "face_seeds", "fewshot_set", "get_domain", "preview_grid", "render", "render_background", "render_domain",
     "sample_params", "split_params",
 ]

@@ -135,19 +135,16 @@ class GanTrainConfig:
 
 
 def synthfaces_targets(z: torch.Tensor, domain: str, size: int) -> torch.Tensor:
-    """The renderer's image of z: the normal CDF of the first coordinates of the pixel-normalised z (what the
-    mapping network sees, so the parameters are recoverable from G's input) are the face's parameter uniforms.
+    """The renderer's image of z (``adapt_common.synthfaces.render_from_z``): the normal CDF of the first coordinates
+    of the pixel-normalised z are the face's parameter uniforms.
 
     Distilling G(z) towards this teaches the generator the world's faces in supervised steps, far faster on a
-    CPU than adversarial training from scratch; an adversarial phase then sharpens the result."""
+    CPU than adversarial training from scratch, and makes z a known coordinate system of the faces."""
     from adapt_common import synthfaces as sf
-    d = len(sf.PARAM_SPEC)
-    if z.shape[1] < d:
-        raise ValueError(f"distillation needs style_dim >= {d} (the SynthFaces parameters), got {z.shape[1]}")
-    z = z.detach().cpu().double()
-    z = z * torch.rsqrt(z.square().mean(1, keepdim=True) + 1e-8)  # PixelNorm, as the mapping network's input
-    u = torch.special.ndtr(z[:, :d]).float()
-    return sf.render_domain(sf.params_from_uniform(u), domain, size=size).to(z.device)
+    if z.shape[1] < len(sf.PARAM_SPEC):
+        raise ValueError(f"distillation needs style_dim >= {len(sf.PARAM_SPEC)} (the SynthFaces parameters), got "
+                         f"{z.shape[1]}")
+    return sf.render_from_z(z, domain, size)
 
 
 def edge_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
