@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", type=int, default=6)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--domains", nargs="*", default=None)
+    p.add_argument("--family", choices=["train", "validation", "test", "held-out"], default=None,
+                   help="rows: photo, then the styles of this family (held-out: validation and test)")
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--no-labels", action="store_true")
     e = sub.add_parser("export", help="PNG folder + metadata.jsonl")
@@ -52,11 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--size", type=int, default=64)
     args = ap.parse_args(argv)
 
-    from . import DOMAINS
-    for attr in ("domain",):
-        name = getattr(args, attr, None)
-        if name is not None and name not in DOMAINS:
-            ap.error(f"unknown domain {name!r}; known: {', '.join(DOMAINS)}")
+    from . import get_domain, styles_of_family
+    for name in [getattr(args, "domain", None)] + list(getattr(args, "domains", None) or []):
+        if name is not None:
+            try:
+                get_domain(name)
+            except KeyError as e:
+                ap.error(str(e.args[0]))
+    if getattr(args, "family", None):
+        fams = ["validation", "test"] if args.family == "held-out" else [args.family]
+        args.domains = ["photo"] + [n for f in fams for n in styles_of_family(f)]
     if args.cmd == "info":
         _info()
     elif args.cmd == "preview":

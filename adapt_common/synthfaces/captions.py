@@ -122,7 +122,9 @@ def captions(params: FaceParams, domain: str, seed: int = 0) -> list[str]:
     n = len(params)
     if n == 0:
         return []
-    dom_key = list(DOMAINS).index(domain)
+    # a domain's place in the fixed order (held-out styles after the domains), so captions never change
+    from .styles import HELDOUT_STYLES
+    dom_key = list(DOMAINS).index(domain) if domain in DOMAINS else len(DOMAINS) + list(HELDOUT_STYLES).index(domain)
     base = hash_ints(int(seed), face_seeds(params), dom_key)  # [N]
     r = hash_ints(base[:, None], torch.arange(16)[None, :])  # [N, 16] per-face random integers
     rows = params.to_dict()

@@ -119,10 +119,14 @@ DOMAINS: dict[str, Domain] = {d.name: d for d in _D}
 
 
 def get_domain(name: str) -> Domain:
-    try:
+    """A domain of ``DOMAINS`` or a held-out style (:mod:`.styles`, validation and test families)."""
+    from .styles import HELDOUT_STYLES  # styles imports this module
+    if name in DOMAINS:
         return DOMAINS[name]
-    except KeyError:
-        raise KeyError(f"unknown SynthFaces domain {name!r}; known: {', '.join(DOMAINS)}") from None
+    if name in HELDOUT_STYLES:
+        return HELDOUT_STYLES[name]
+    raise KeyError(f"unknown SynthFaces domain {name!r}; known: {', '.join(DOMAINS)}; held-out styles: "
+                   f"{', '.join(HELDOUT_STYLES)}")
 
 
 def domains_of_kind(*kinds: str) -> list[str]:
