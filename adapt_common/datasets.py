@@ -77,8 +77,9 @@ class ImageSource:
             from adapt_common import synthfaces as sf
             name = spec.split(":", 1)[1]
             name, _, shots = name.partition("@")
-            if name not in sf.DOMAINS:
-                raise ValueError(f"unknown SynthFaces domain {name!r} in {spec!r}; known: {sorted(sf.DOMAINS)}")
+            if name not in sf.DOMAINS and name not in sf.HELDOUT_STYLES:
+                raise ValueError(f"unknown SynthFaces domain {name!r} in {spec!r}; known: {sorted(sf.DOMAINS)}; "
+                                 f"held-out styles: {sorted(sf.HELDOUT_STYLES)}")
             self.domain = name
             if shots:
                 self.images, _ = sf.fewshot_set(name, int(shots), size=size)

@@ -67,3 +67,15 @@ def test_styles_look_alike_across_sizes():
         # much closer to each other than to the photo (dithers and dots differ pixel by pixel, so compare blurred)
         blur = torch.nn.functional.avg_pool2d
         assert _gap(blur(a, 4), blur(b, 4)) < 0.5 * _gap(blur(b, 4), blur(small, 4)) + 0.02, name
+
+
+def test_held_out_styles_are_taken_as_data_specs_and_evaluation_domains():
+    from adapt_common.datasets import ImageSource
+    from adapt_common.metrics.evaluate import synthfaces_domain
+    src = ImageSource("synthfaces:mosaic@3", 64, quiet=True)
+    p, _ = sf.fewshot_set("photo", 3, size=64)
+    assert torch.allclose(src.images, sf.apply_domain(p, "mosaic").clamp(-1, 1), atol=1e-6)
+    dom = synthfaces_domain("ink")
+    assert dom.kind == "similar" and torch.equal(dom.transform(p), sf.apply_domain(p, "ink").clamp(-1, 1))
+    with pytest.raises(ValueError, match="held-out styles"):
+        ImageSource("synthfaces:no_such_style", 64, quiet=True)

@@ -78,9 +78,10 @@ def synthfaces_domain(name: str, shots: int = SHOTS) -> EvalDomain:
     ``eval_set(name, n, size)`` (the eval stream), few-shot set ``fewshot_set(name, shots, size)``, ground truth
     ``apply_domain(images, name)`` for similar domains, and every domain's ``domain_prompt`` for the accuracy."""
     from .. import synthfaces as sf
-    if name not in sf.DOMAINS:
-        raise ValueError(f"unknown SynthFaces domain {name!r}; known: {', '.join(sf.DOMAINS)}")
-    kind = sf.DOMAINS[name].kind
+    if name not in sf.DOMAINS and name not in sf.HELDOUT_STYLES:
+        raise ValueError(f"unknown SynthFaces domain {name!r}; known: {', '.join(sf.DOMAINS)}; held-out styles: "
+                         f"{', '.join(sf.HELDOUT_STYLES)}")
+    kind = sf.get_domain(name).kind
 
     def eval_images(n: int, size: int) -> torch.Tensor:
         return _images_of(sf.eval_set(name, n, size))
