@@ -12,7 +12,9 @@ reports:
 - ``domain_accuracy``: zero-shot classification among every domain's prompt (distractors included);
 - ``domain_error`` (similar domains with a source sampler): the ground-truth error of G_t(w) against T(G_s(w)),
   with the identity baseline (the unadapted source against T(source)) and the gap closed. This is the headline
-  number (see docs/small_clip_guidance.md): CLIP scores can be won by shortcut features.
+  number (see docs/small_clip_guidance.md): CLIP scores can be won by shortcut features. For dissimilar
+  SynthFaces domains (cat, robot) the truth of G_t(z) is the domain renderer's image of the face parameters z
+  encodes, used when the source generator is checked to draw those faces (``domain_error.truth`` says which);
 - ``reference`` (similar domains with a source sampler): the same FID/KID/CLIP numbers for T(G_s(w)), what a
   perfect adaptation of this source generator would score; ``source``: the numbers of the source images.
 
@@ -59,6 +61,11 @@ class EvalDomain:
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
     all_prompts: dict[str, str] = field(default_factory=dict)
     world: str = "custom"
+    # The true image of a latent input in this domain, for domains rendered from what the latent encodes (SynthFaces
+    # cat and robot: the renderer's image of z's face parameters); used only when the source generator draws the
+    # source domain's truth of the same latents (checked by ``latent_truth_source``).
+    latent_truth: Callable[[Any, int], torch.Tensor] | None = None
+    latent_truth_source: Callable[[Any, int], torch.Tensor] | None = None
 
 
 def _images_of(x) -> torch.Tensor:
@@ -92,9 +99,26 @@ def synthfaces_domain(name: str, shots: int = SHOTS) -> EvalDomain:
     def transform(images: torch.Tensor) -> torch.Tensor:
         return sf.apply_domain(images, name).clamp(-1, 1)  # as render_domain does
 
+    def truth_of(domain_name: str):
+        def render(z, size: int) -> torch.Tensor:
+            return sf.render_from_z(torch.as_tensor(z).float().cpu(), domain_name, size)
+        return render
+
     return EvalDomain(name=name, kind=kind, prompt=sf.domain_prompt(name), eval_images=eval_images,
                       shot_images=shot_images, transform=transform if kind == "similar" else None,
-                      all_prompts={d: sf.domain_prompt(d) for d in sf.DOMAINS}, world="synthfaces")
+                      all_prompts={d: sf.domain_prompt(d) for d in sf.DOMAINS}, world="synthfaces",
+                      latent_truth=truth_of(name) if kind == "dissimilar" else None,
+                      latent_truth_source=truth_of("photo") if kind == "dissimilar" else None)
+
+
+#: A source generator whose images lie within this mean pixel error (0..1 scale) of the renderer's faces of the same
+#: z draws z's face parameters, so the renderer's image of those parameters in a dissimilar domain is the truth of
+#: an adaptation (the bundled generators: 0.044 and better; an unrelated generator: about 0.25).
+LATENT_TRUTH_MAX_SOURCE_ERROR = 0.1
+
+
+def _is_latent_batch(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.ndim == 2 and x.is_floating_point()
 
 
 def real_vs_real_fid(domain: str, n: int, size: int, extractor) -> float:
@@ -126,6 +150,26 @@ def _fit(images: torch.Tensor, size: int) -> torch.Tensor:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
                                antialias=scale < 1)
     return images
+
+
+def _latent_truth(domain: EvalDomain, inputs: list, source: torch.Tensor, size: int
+                  ) -> tuple[torch.Tensor | None, str]:
+    """The truth of each latent in a domain rendered from what latents encode, or (None, why not). It holds only
+    when the source generator draws the source domain's truth of the same latents (checked here, not assumed)."""
+    if not all(_is_latent_batch(x) for x in inputs):
+        return None, "the sampler's inputs are not latent vectors, so they encode no face parameters"
+    z = torch.cat([x.detach().float().cpu() for x in inputs])
+    try:
+        photo = _fit(domain.latent_truth_source(z, size), size)
+    except ValueError as e:  # e.g. a latent too short to hold the parameters
+        return None, f"no face parameters in these latents ({e})"
+    err = float((source - photo).abs().mean() / 2)
+    if err > LATENT_TRUTH_MAX_SOURCE_ERROR:
+        return None, (f"the source generator does not draw the renderer's faces of its latents (mean pixel error "
+                      f"{err:.3f} > {LATENT_TRUTH_MAX_SOURCE_ERROR}), so its latents have no known {domain.name}")
+    return _fit(domain.latent_truth(z, size), size), (
+        f"the {domain.name} renderer's image of the face parameters z encodes (the source generator draws their "
+        f"photo within mean pixel error {err:.3f})")
 
 
 def _clean(x):
@@ -210,12 +254,13 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
     seeds = list(range(seed, seed + n))
 
     # 1. samples for the same seeds
-    tgt, src = [], []
+    tgt, src, inputs = [], [], []
     bar = progress(n, desc=f"evaluate {domain.name}: sampling", quiet=quiet)
     with torch.no_grad():
         for i in range(0, n, batch):
             chunk = seeds[i:i + batch]
             inp = make_batch(chunk)
+            inputs.append(inp)
             tgt.append(sample_target(inp).detach().float().cpu())
             if sample_source is not None:
                 src.append(sample_source(inp).detach().float().cpu())
@@ -225,9 +270,11 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
     size = int(size or gen_size)
     target = _fit(torch.cat(tgt), size)
     source = _fit(torch.cat(src), size) if src else None
-    transformed = None
+    transformed, truth_note = None, None
     if source is not None and domain.transform is not None:
         transformed = _fit(domain.transform(source), size)
+    elif source is not None and domain.latent_truth is not None:
+        transformed, truth_note = _latent_truth(domain, inputs, source, size)
 
     # 2. features, eval set, CLIP embeddings
     stage = progress(6, desc=f"evaluate {domain.name}: metrics", quiet=quiet)
@@ -256,9 +303,10 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
     if transformed is not None:
         report["domain_error"] = domain_error(target, source, domain.transform, extractor,
                                               transformed_source=transformed)
+        report["domain_error"]["truth"] = truth_note or "T(source image): the domain's transform of the source"
     else:
         report["domain_error"] = None
-        report["domain_error_skipped"] = ("no source sampler" if source is None else
+        report["domain_error_skipped"] = ("no source sampler" if source is None else truth_note or
                                           f"domain kind {domain.kind!r} has no ground-truth transform")
     stage.update()
 
