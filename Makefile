@@ -54,7 +54,7 @@ bench: $(STAMP)
 
 # The study (reports/quick/): StyleDomain's findings on SynthFaces, about 30 minutes on 2 CPU cores.
 study: $(STAMP)
-	env -u OMP_NUM_THREADS $(PY) -m benchmarks.study --config configs/study/quick.yaml
+	env -u OMP_NUM_THREADS $(PY) -m experiments.study --config configs/study/quick.yaml
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -7,7 +7,7 @@ import torch
 
 from adapt_common import synthfaces as sf
 from adapt_common.clip_models import BUNDLED, load_clip
-from adapt_common.clip_train import evaluate_clip
+from tools.train_clip import evaluate_clip
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 
 from adapt_common import synthfaces as sf
 from gan_adapt.formats import load_checkpoint
-from gan_adapt.model_card import interpolation
+from tools.stylegan2_model_card import interpolation
 from gan_adapt.training.engine import synthfaces_targets
 
 BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints" / "synthfaces_stylegan2.safetensors"

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from adapt_common import clip_train as ct
+from tools import train_clip as ct
 from adapt_common.config import load_config
 
 TINY = ["model.embed_dim=32", "model.image_resolution=32", "model.vision_layers=1", "model.vision_width=64",

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from adapt_common.clip_train import ClipTrainConfig
+from tools.train_clip import ClipTrainConfig
 from adapt_common.config import load_config
 from gan_adapt.cli import trainer_kind
 from gan_adapt.training.clip_guided import OneShotConfig

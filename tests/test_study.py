@@ -1,4 +1,4 @@
-"""The study (benchmarks/study.py) on a tiny world: every part of the grid runs, the numbers agree with each
+"""The study (experiments/study.py) on a tiny world: every part of the grid runs, the numbers agree with each
 other where they must (a direction file reproduces its training run; a sparse direction keeps its fraction),
 results are cached per cell so an interrupted study resumes, and the report checks the claims."""
 import json
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adapt_common.config import ConfigError, load_config
-from benchmarks import study as st
+from experiments import study as st
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +122,7 @@ def test_unknown_study_key_is_an_error():
 
 
 def test_statistics_and_verdicts():
-    from benchmarks.study_report import claims, fmt, mean_sd
+    from experiments.study_report import claims, fmt, mean_sd
     assert fmt([1.0, 3.0], 1) == f"2.0 ± {2 ** 0.5:.1f}" and fmt([None]) == "–" and fmt([0.5], 2) == "0.50"
     assert mean_sd([1.0, float("nan"), 3.0])[2] == 2
     cfg = load_config(st.StudyConfig, [], ["oneshot.guidance=[image]", "fewshot.domains=[cat]"])
@@ -148,7 +148,7 @@ def test_statistics_and_verdicts():
 
 
 def test_domainstudio_verdict_needs_a_moved_model_and_a_clear_gain():
-    from benchmarks.study_report import claims
+    from experiments.study_report import claims
     cfg = load_config(st.StudyConfig, [], ["oneshot.guidance=[image]", "fewshot.domains=[cat]"])
 
     def verdict(full, ds):

@@ -1,6 +1,6 @@
 """The study's report: tables (mean ± spread over seeds), the paper's claims checked, plots and sample montages.
 
-Called by ``benchmarks.study`` after the grid (or alone with ``--report-only``). Every number comes from the
+Called by ``experiments.study`` after the grid (or alone with ``--report-only``). Every number comes from the
 per-cell results; nothing here trains or samples.
 """
 from __future__ import annotations
@@ -431,7 +431,7 @@ def write_report(cfg, results: list[dict], out_dir: Path) -> dict:
              f"Generator `{cfg.exp.generator}`, judge CLIP `{cfg.exp.clip}`, seeds {list(cfg.exp.seeds)}, "
              f"{'/'.join(map(str, threads))} CPU thread(s) per cell on {platform.machine()} ({len(results)} cells; "
              f"{sum(r.get('cell_s', 0) for r in results) / 60:.0f} min of cell time). Reproduce: "
-             f"`python -m benchmarks.study --config configs/study/{cfg.exp.name}.yaml`.", ""]
+             f"`python -m experiments.study --config configs/study/{cfg.exp.name}.yaml`.", ""]
     one_lines, one = oneshot_section(cfg, parts["oneshot"]) if parts["oneshot"] else ([], {})
     few_lines, few = fewshot_section(cfg, parts["fewshot"]) if parts["fewshot"] else ([], {})
     diff_lines, diff = diffusion_section(cfg, parts["diffusion"]) if parts["diffusion"] else ([], {})

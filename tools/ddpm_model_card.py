@@ -1,6 +1,6 @@
 """Model card of the bundled SynthFaces DDPM: measured, not written by hand.
 
-    python -m diffusion_adapt.model_card --model checkpoints/synthfaces_ddpm --run runs/ddpm_pretrain \
+    python -m tools.ddpm_model_card --model checkpoints/synthfaces_ddpm --run runs/ddpm_pretrain \
         --out checkpoints/synthfaces_ddpm.md
 
 FID / KID in the bundled small CLIP's feature space against held-out real SynthFaces photos for DDIM with 50 and
@@ -25,8 +25,8 @@ def main(argv=None) -> int:
     from adapt_common.metrics.evaluate import evaluate, real_vs_real_fid
     from adapt_common.metrics.features import feature_extractor
     from adapt_common.training import run_facts
-    from .models import load_model
-    from .sampling import ddim_sample, noise_from_seeds
+    from diffusion_adapt.models import load_model
+    from diffusion_adapt.sampling import ddim_sample, noise_from_seeds
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
               f"| real SynthFaces photos at {size} px | {same_size['real'][0]:.3f} | {same_size['real'][1]:.3f} |",
               f"| DDIM 25-step samples | {same_size['ddim25'][0]:.3f} | {same_size['ddim25'][1]:.3f} |", "",
               "![samples](../docs/synthfaces_ddpm_samples.png)", "",
-              "Measured by `python -m diffusion_adapt.model_card` (this file is its output).", ""]
+              "Measured by `python -m tools.ddpm_model_card` (this file is its output).", ""]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines[-10:]))
     return 0

@@ -1,6 +1,6 @@
 """The study: StyleDomain's findings reproduced on SynthFaces, judged by ground truth, in one command.
 
-    python -m benchmarks.study --config configs/study/quick.yaml [key=value ...] [--report-only]
+    python -m experiments.study --config configs/study/quick.yaml [key=value ...] [--report-only]
 
 Runs a grid of training cells and writes ``reports/<name>/``: ``results.json`` (every cell, every seed),
 ``README.md`` (tables with mean ± spread over seeds, and the paper's claims checked one by one), ``plots/*.png``
@@ -517,7 +517,7 @@ class Study:
         cfg_path = self.work / "study_config.yaml"
         OmegaConf.save(OmegaConf.create(to_dict(self.cfg)), cfg_path)
         t0 = time.time()
-        procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.study", "--config", str(cfg_path), "--shard",
+        procs = [subprocess.Popen([sys.executable, "-m", "experiments.study", "--config", str(cfg_path), "--shard",
                                    f"{k}/{n}"]) for k in range(n)]
         codes = [p.wait() for p in procs]
         if any(codes):

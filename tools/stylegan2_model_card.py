@@ -1,6 +1,6 @@
 """Model card of the bundled SynthFaces StyleGAN2: measured, not written by hand.
 
-    python -m gan_adapt.model_card --ckpt checkpoints/synthfaces_stylegan2.safetensors \
+    python -m tools.stylegan2_model_card --ckpt checkpoints/synthfaces_stylegan2.safetensors \
         --runs runs/pretrain_distill runs/pretrain_adv --out checkpoints/synthfaces_stylegan2.md
 
 Reports, against held-out real SynthFaces "photo" faces:
@@ -25,7 +25,7 @@ import torch
 
 
 def renderer_fidelity(g, n: int = 256, seed: int = 1234) -> float:
-    from .training.engine import synthfaces_targets
+    from gan_adapt.training.engine import synthfaces_targets
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, g.style_dim, generator=gen)
     with torch.no_grad():
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from adapt_common.metrics.features import feature_extractor
     from adapt_common.clip_models import load_clip
     from adapt_common import synthfaces as sf
-    from .formats import load_checkpoint
+    from gan_adapt.formats import load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", required=True)
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
         "paths): `docs/synthfaces_stylegan2_interpolation.png`.", "",
         "![samples](../docs/synthfaces_stylegan2_samples.png)", "",
         "![interpolation](../docs/synthfaces_stylegan2_interpolation.png)", "",
-        "Measured by `python -m gan_adapt.model_card` (this file is its output; numbers also in "
+        "Measured by `python -m tools.stylegan2_model_card` (this file is its output; numbers also in "
         "`synthfaces_stylegan2.json`).", "",
     ]
     Path(args.out).write_text("\n".join(lines))

@@ -1,7 +1,7 @@
 """Train the small SynthFaces CLIP: the ``clip`` package's own ``CLIP`` (ViT image tower) and real tokenizer,
 contrastively on freshly rendered SynthFaces image-caption pairs across all domains and attributes.
 
-    python -m adapt_common.clip_train --config configs/clip_synthfaces.yaml [key=value ...] [--resume]
+    python -m tools.train_clip --config configs/clip_synthfaces.yaml [key=value ...] [--resume]
 
 Data is a pure function of the step (faces ``step*batch ...`` of the train stream, domains drawn from a
 generator seeded by the step), so a resumed run sees exactly the batches an uninterrupted one would.
@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .clip_models import ClipModel, _import_clip
-from .config import describe, load_config, save_config, to_dict
-from .files import atomic_path
-from .training import CsvLogger, load_training_state, progress, rng_state, save_training_state, set_rng_state
+from adapt_common.clip_models import ClipModel, _import_clip
+from adapt_common.config import describe, load_config, save_config, to_dict
+from adapt_common.files import atomic_path
+from adapt_common.training import CsvLogger, load_training_state, progress, rng_state, save_training_state, set_rng_state
 
 
 @dataclass
@@ -86,7 +86,7 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
 
 
 def training_domains(cfg: DataConfig) -> list[str]:
-    from . import synthfaces as sf
+    from adapt_common import synthfaces as sf
     names = list(cfg.domains) or list(sf.DOMAINS)
     unknown = [n for n in names if n not in sf.DOMAINS]
     if unknown:
@@ -96,7 +96,7 @@ def training_domains(cfg: DataConfig) -> list[str]:
 
 def make_batch(step: int, cfg: ClipTrainConfig, domains: list[str]) -> tuple[torch.Tensor, list[str]]:
     """The images and captions of one step: a pure function of (config, step)."""
-    from . import synthfaces as sf
+    from adapt_common import synthfaces as sf
     b = cfg.data.batch
     params = sf.sample_params(b, seed=cfg.data.stream_seed, offset=step * b)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -140,7 +140,7 @@ def evaluate_clip(clip: ClipModel, per_domain: int = 64, size: int = 64, domains
     Domain accuracy: each image is classified among all domains by ``domain_prompt``. Attribute retrieval:
     for each attribute, each image is classified among that attribute's values by ``attribute_prompt``.
     """
-    from . import synthfaces as sf
+    from adapt_common import synthfaces as sf
     domains = domains or list(sf.DOMAINS)
     text = clip.encode_texts([sf.domain_prompt(d) for d in domains])
     per = {}
@@ -252,8 +252,8 @@ def train(cfg: ClipTrainConfig, resume: bool = False) -> dict:
 
 def write_model_card(cfg: ClipTrainConfig, result: dict, command: str, per_domain: int = 100) -> dict:
     """Evaluate the exported file through the real loading path and write ``<output>.json`` and ``.md``."""
-    from . import synthfaces as sf
-    from .clip_models import load_clip
+    from adapt_common import synthfaces as sf
+    from adapt_common.clip_models import load_clip
     clip = load_clip(cfg.output)
     ev = evaluate_clip(clip, per_domain=per_domain, size=cfg.data.size, domains=training_domains(cfg.data))
     n_params = sum(p.numel() for p in clip.parameters())
@@ -311,7 +311,7 @@ adaptation by the SynthFaces ground-truth domain error, not by this model's scor
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m adapt_common.clip_train", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m tools.train_clip", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="config keys and defaults:\n" + describe(ClipTrainConfig))
     ap.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order")
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = load_config(ClipTrainConfig, args.config, args.overrides)
     result = train(cfg, resume=args.resume)
-    command = "python -m adapt_common.clip_train " + " ".join(
+    command = "python -m tools.train_clip " + " ".join(
         [f"--config {c}" for c in args.config] + list(args.overrides))
     card = write_model_card(cfg, result, command)
     print(json.dumps({**result, "domain_accuracy": card["evaluation"]["domain_accuracy"],

@@ -1,8 +1,8 @@
 """10-shot DDPM adaptation sweep: full fine-tuning, SVDiff and DomainStudio losses, evaluated along training.
 
-    python -m benchmarks.diffusion_fewshot_sweep run [--device cuda] [--budget 600] [--seed 0] [--only a,b]
+    python -m experiments.diffusion_fewshot_sweep run [--device cuda] [--budget 600] [--seed 0] [--only a,b]
                                                      [--stages 250,500,750,1000,2000,3000,4000]
-    python -m benchmarks.diffusion_fewshot_sweep report [--runs runs/diffusion_sweep] [--out reports/diffusion_fewshot]
+    python -m experiments.diffusion_fewshot_sweep report [--runs runs/diffusion_sweep] [--out reports/diffusion_fewshot]
 
 ``run`` trains every variant of :data:`VARIANTS` (bundled SynthFaces DDPM -> "sketch", 10 shots, the configs
 ``configs/ddpm_fewshot_sketch_*.yaml`` plus overrides) in parallel processes, one per variant, and evaluates each

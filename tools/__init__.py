@@ -1,0 +1,1 @@
+"""One-off builders of bundled assets: the small CLIP, the model cards, screenshots and test fixtures."""
