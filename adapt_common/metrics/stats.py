@@ -1,0 +1,93 @@
+"""Intervals and verdicts for the study: bootstrap over evaluation latents and training seeds, paired comparisons.
+
+Every number a table reports is a mean over training seeds (and, one-shot, reference images) of a mean over
+evaluation latents. Its uncertainty comes from both, so the bootstrap here resamples hierarchically: first the
+runs (seeds x references), then the latents within each resampled run. Comparisons are paired: two methods are
+scored on the same seeds, references and latents, and the interval is that of the difference.
+
+A claim is judged against a stated margin and printed as one of three verdicts:
+
+- "A beats B by more than m": **holds** when the whole interval of A − B (oriented so that larger is better) lies
+  above m, **does not hold** when it lies below m, else **cannot tell at this n**;
+- "A ≈ B within m": **holds** when the interval lies inside [−m, m], **does not hold** when it lies wholly
+  outside, else **cannot tell at this n**.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HOLDS, FAILS, CANNOT_TELL = "holds", "does not hold", "cannot tell at this n"
+
+
+def _as_runs(values) -> list[np.ndarray]:
+    """A list of per-run arrays of per-latent values (a 1-D input is one run)."""
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return [values.astype(np.float64)]
+    runs = [np.asarray(v, dtype=np.float64).reshape(-1) for v in values]
+    if not runs or any(r.size == 0 for r in runs):
+        raise ValueError("need at least one run with at least one value")
+    return runs
+
+
+def _means(runs: list[np.ndarray]) -> float:
+    return float(np.mean([r.mean() for r in runs]))
+
+
+@dataclass
+class Interval:
+    mean: float
+    low: float
+    high: float
+    n_runs: int
+    n_values: int
+    level: float = 0.95
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4g} [{self.low:.4g}, {self.high:.4g}]"
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "n_runs": self.n_runs,
+                "n_values": self.n_values, "level": self.level}
+
+
+def bootstrap_interval(values, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Interval:
+    """Percentile bootstrap interval of the mean over runs of the per-run mean, resampling runs, then values
+    within each run (``values``: one array, or a list of arrays, one per seed/reference run)."""
+    runs = _as_runs(values)
+    rng = np.random.default_rng(seed)
+    k = len(runs)
+    # per bootstrap draw: each run's mean over its resampled values, then the mean over resampled runs
+    run_means = np.stack([r[rng.integers(0, r.size, (n_boot, r.size))].mean(1) for r in runs], 1)  # [n_boot, k]
+    pick = rng.integers(0, k, (n_boot, k)) if k > 1 else np.zeros((n_boot, 1), dtype=int)
+    stats = np.take_along_axis(run_means, pick, 1).mean(1)
+    a = (1 - level) / 2
+    low, high = np.quantile(stats, [a, 1 - a])
+    return Interval(_means(runs), float(low), float(high), k, int(sum(r.size for r in runs)), level)
+
+
+def paired_difference(a, b, **kw) -> Interval:
+    """Interval of mean(A − B) for paired scores (same runs, same latents, in the same order)."""
+    ra, rb = _as_runs(a), _as_runs(b)
+    if len(ra) != len(rb) or any(x.shape != y.shape for x, y in zip(ra, rb)):
+        raise ValueError("paired scores need the same runs and latents on both sides")
+    return bootstrap_interval([x - y for x, y in zip(ra, rb)], **kw)
+
+
+def verdict_better(diff: Interval, margin: float) -> str:
+    """"A beats B by more than ``margin``" from the interval of A − B (larger is better)."""
+    if diff.low > margin:
+        return HOLDS
+    if diff.high < margin:
+        return FAILS
+    return CANNOT_TELL
+
+
+def verdict_equivalent(diff: Interval, margin: float) -> str:
+    """"A ≈ B within ``margin``" from the interval of A − B."""
+    if -margin < diff.low and diff.high < margin:
+        return HOLDS
+    if diff.low > margin or diff.high < -margin:
+        return FAILS
+    return CANNOT_TELL
