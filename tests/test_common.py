@@ -134,3 +134,26 @@ def test_atomic_files_get_the_usual_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644
+
+
+def test_nada_direction_loss_uses_the_change_of_embedding():
+    """1 − cos(E(G_B) − E(G_A), Δ) on hand-made unit embeddings, where the change and the adapted embedding itself
+    point different ways: a loss on E(G_B) alone gives other numbers."""
+    import math
+
+    from adapt_common.clip_guidance import ClipGuide
+    a = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # E(G_A)
+    b = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.6, 0.8]])  # E(G_B)
+    along = torch.tensor([-1.0, 1.0, 0.0])  # exactly the first sample's change b - a
+    # by hand: sample 1: b - a = (-1, 1, 0), cos with Δ = 1; sample 2: b - a = (0, 0.6, -0.2), cos = 0.6 / (√2 √0.4)
+    cos2 = 0.6 / (math.sqrt(2) * math.sqrt(0.4))
+    assert float(ClipGuide.direction_loss([b], [a], [along])) == pytest.approx((0 + (1 - cos2)) / 2, abs=1e-6)
+    # Δ = e2: the adapted embedding of sample 1 lies exactly on it (loss 0 for E(G_B) alone), the change does not
+    e2 = torch.tensor([0.0, 1.0, 0.0])
+    cos1, cos2 = 1 / math.sqrt(2), 0.6 / math.sqrt(0.4)
+    expected = ((1 - cos1) + (1 - cos2)) / 2
+    assert float(ClipGuide.direction_loss([b[:1]], [a[:1]], [e2])) == pytest.approx(1 - cos1, abs=1e-6)
+    assert float(ClipGuide.direction_loss([b], [a], [e2])) == pytest.approx(expected, abs=1e-6)
+    # summed over CLIP models, each with its own direction
+    assert float(ClipGuide.direction_loss([b, b], [a, a], [e2, along])) == pytest.approx(
+        expected + (1 - 0.6 / (math.sqrt(2) * math.sqrt(0.4))) / 2, abs=1e-6)

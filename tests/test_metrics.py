@@ -73,7 +73,81 @@ def test_kid_near_zero_for_same_distribution_positive_otherwise():
     assert abs(same["mean"]) < 0.02 and same["subset_size"] == 100
     assert diff["mean"] > 0.2 and diff["mean"] > 10 * abs(same["mean"])
     assert kid(a, b, subsets=20, subset_size=100, seed=0) == same  # seeded
-    assert kid(a[:50], b, subsets=3, subset_size=1000)["subset_size"] == 50  # clipped to the smaller set
+    assert kid(a[:50], b, subsets=3, subset_size=1000)["subset_size"] == 25  # half the smaller set
+
+
+def _covariance_pair(rng, d):
+    """Two full symmetric positive-definite matrices with eigenvalues 0.01 .. 100, the second's in reverse order
+    along random axes: far from commuting, so (S1 S2)^½ is far from S1^½ S2^½."""
+    ev = np.geomspace(0.01, 100, d)
+    q1, _ = np.linalg.qr(rng.randn(d, d))
+    q2, _ = np.linalg.qr(rng.randn(d, d))
+    return (q1 * ev) @ q1.T, (q2 * ev[::-1]) @ q2.T
+
+
+def test_frechet_distance_with_full_covariances_against_scipy_sqrtm():
+    """Non-diagonal covariances that do not commute: Tr((S1 S2)^½) differs from Tr(S1^½ S2^½) here, so a cross
+    term taken as the product of the two square roots (right only when they commute) shows."""
+    from scipy import linalg
+    rng = np.random.RandomState(7)
+    for d in (2, 5, 12):
+        s1, s2 = _covariance_pair(rng, d)
+        mu1, mu2 = rng.randn(d), rng.randn(d)
+        assert not np.allclose(s1 @ s2, s2 @ s1)
+        cross = np.trace(linalg.sqrtm(s1 @ s2)).real
+        # the fallback route's identity: (S1 S2)^½ has the eigenvalues of S1^½ S2 S1^½, whose root scipy takes too
+        r1 = linalg.sqrtm(s1).real
+        assert cross == pytest.approx(np.trace(linalg.sqrtm(r1 @ s2 @ r1).real), rel=1e-8)
+        wrong = np.trace(r1 @ linalg.sqrtm(s2).real)
+        assert abs(cross - wrong) > 0.05 * abs(cross)  # the two really differ for these matrices
+        expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross
+        assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8, abs=1e-10)
+    # and through fid() on samples: the covariances are np.cov's (unbiased), the means the sample means
+    a, b = rng.randn(300, 6) @ rng.randn(6, 6), rng.randn(250, 6) @ rng.randn(6, 6) + 0.3
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1 + s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2)).real
+    assert fid(a, b) == pytest.approx(expected, rel=1e-8)
+
+
+def _mmd2_unbiased_cubic(x, y):
+    """The unbiased MMD² estimator with k(x, y) = (x·y/d + 1)³, written out pair by pair."""
+    d = x.shape[1]
+
+    def k(u, v):
+        return (float(np.dot(u, v)) / d + 1) ** 3
+    m, n = len(x), len(y)
+    kxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    kyy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    kxy = sum(k(u, v) for u in x for v in y) / (m * n)
+    return kxx + kyy - 2 * kxy
+
+
+def test_kid_against_the_closed_form_unbiased_mmd():
+    """Each subset's estimate is unbiased for the whole sets' U-statistic (every pair is equally likely to be
+    drawn), so the mean over many subsets must meet the closed form within a few standard errors; a degree-2
+    kernel (or a biased estimator) lands far outside."""
+    rng = np.random.RandomState(1)
+    x, y = rng.randn(8, 3) * 1.5, rng.randn(8, 3) + 1.5
+    exact = _mmd2_unbiased_cubic(x, y)
+    r = kid(x, y, subsets=4000, subset_size=4, seed=1)
+    assert r["subset_size"] == 4 and r["subsets"] == 4000
+    stderr = r["std"] / np.sqrt(r["subsets"])
+    assert abs(r["mean"] - exact) < 4 * stderr, (r["mean"], exact, stderr)
+    # the bar is tight enough to tell kernels apart: the quadratic kernel's value is many standard errors away
+    d = x.shape[1]
+    quad = lambda u, v: (u @ v.T / d + 1) ** 2  # noqa: E731
+    kxx, kyy, kxy = quad(x, x), quad(y, y), quad(x, y)
+    exact2 = (kxx.sum() - np.trace(kxx)) / 56 + (kyy.sum() - np.trace(kyy)) / 56 - 2 * kxy.mean()
+    assert abs(exact2 - exact) > 20 * stderr
+
+
+def test_kid_spread_is_real_for_a_few_hundred_samples():
+    """With n <= subset_size, subsets as large as the set would all be the set itself: a '±' of exactly 0."""
+    rng = np.random.RandomState(4)
+    a, b = rng.randn(200, 8), rng.randn(200, 8) + 0.3
+    r = kid(a, b, subsets=50, seed=0)  # the default subset_size (1000) is larger than the sets
+    assert r["subset_size"] < 200
+    assert r["std"] > 0.01 * abs(r["mean"]) and r["std"] > 0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -270,14 +344,11 @@ def test_evaluate_cli(tmp_path, no_weights, monkeypatch):
     assert (out / "samples.png").exists()
 
 
-def test_synthfaces_domain_if_available():
-    sf = pytest.importorskip("adapt_common.synthfaces")
-    if not all(hasattr(sf, a) for a in ("DOMAINS", "eval_set", "render_domain", "sample_params", "domain_prompt")):
-        pytest.skip("adapt_common.synthfaces is not complete yet")
+def test_synthfaces_domain():
+    from adapt_common import synthfaces as sf
     from adapt_common.metrics import synthfaces_domain
     similar = [n for n, d in sf.DOMAINS.items() if d.kind == "similar"]
-    if not similar:
-        pytest.skip("no similar SynthFaces domain")
+    assert similar, "SynthFaces has no similar domain"
     dom = synthfaces_domain(similar[0])
     assert dom.kind == "similar" and callable(dom.transform) and dom.prompt
     ev = dom.eval_images(4, 32)
@@ -285,6 +356,6 @@ def test_synthfaces_domain_if_available():
     assert ev.shape == (4, 3, 32, 32) and shots.shape == (10, 3, 32, 32)
     assert set(dom.all_prompts) == set(sf.DOMAINS)
     src = [n for n, d in sf.DOMAINS.items() if d.kind == "source"]
-    if src:
-        faces = sf.render_domain(sf.sample_params(2, seed=0), src[0], size=32)
-        assert dom.transform(faces).shape == faces.shape
+    assert src, "SynthFaces has no source domain"
+    faces = sf.render_domain(sf.sample_params(2, seed=0), src[0], size=32)
+    assert dom.transform(faces).shape == faces.shape

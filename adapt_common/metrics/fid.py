@@ -4,8 +4,9 @@
   ``scipy.linalg.sqrtm`` with pytorch-fid's handling of non-finite results (retry with ``eps·I`` added to both
   covariances) and of complex results (the imaginary part must be negligible; the real part is used).
 - KID (Bińkowski et al. 2018): the unbiased MMD² with the cubic polynomial kernel ``k(x, y) = (x·y/d + 1)³``,
-  averaged over random subsets as in StyleGAN2-ADA's ``kernel_inception_distance.py``; the subset size is clipped
-  to the smaller set, subsets are drawn without replacement by a seeded generator.
+  averaged over random subsets as in StyleGAN2-ADA's ``kernel_inception_distance.py``; subsets are drawn without
+  replacement by a seeded generator. The subset size is ``subset_size`` clipped to half the smaller set (at least
+  2): a subset as large as the set is the same every time, and its "±" would be 0 however noisy the estimate.
 
 Values depend on the feature extractor: report its name with every number.
 """
@@ -68,18 +69,26 @@ def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     return frechet_distance(mu1, s1, mu2, s2)
 
 
+def kid_subset_size(n_a: int, n_b: int, subset_size: int = 1000) -> int:
+    """``subset_size`` clipped to half the smaller set, and at least 2 (the unbiased estimator's minimum): subsets
+    that differ from each other, so the spread over them measures the estimate's noise."""
+    n = min(n_a, n_b)
+    if n < 2:
+        raise ValueError(f"KID needs at least 2 samples in each set, got {n_a} and {n_b}")
+    return max(2, min(subset_size, n // 2))
+
+
 def kid(feats_a: np.ndarray, feats_b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
         seed: int = 0) -> dict:
     """KID: ``{"mean", "std", "subsets", "subset_size"}``; the unbiased MMD² per subset with
-    ``k(x, y) = (x·y/d + 1)³``, mean and standard deviation over ``subsets`` seeded random subsets."""
+    ``k(x, y) = (x·y/d + 1)³``, mean and standard deviation over ``subsets`` seeded random subsets of
+    :func:`kid_subset_size` samples."""
     a = np.asarray(feats_a, np.float64)
     b = np.asarray(feats_b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"need features [N, D] and [M, D], got {a.shape} and {b.shape}")
     d = a.shape[1]
-    m = min(a.shape[0], b.shape[0], subset_size)
-    if m < 2:
-        raise ValueError("KID needs at least 2 samples in each set")
+    m = kid_subset_size(a.shape[0], b.shape[0], subset_size)
     rng = np.random.RandomState(seed)
     vals = np.empty(subsets)
     for s in range(subsets):
