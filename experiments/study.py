@@ -18,7 +18,13 @@ The grid (each part can be switched off in the config):
 
 Each cell's result is written to ``runs/study/<name>/cells/`` as soon as it finishes, so an interrupted study
 picks up where it stopped (the run folders there are scratch). ``--report-only`` rebuilds the report from them.
-With ``exp.jobs`` = N the training cells are split over N processes (``--shard K/N`` each, cell i to shard i mod N).
+
+Training cells run as jobs of `submitit <https://github.com/facebookincubator/submitit>`_ (``exp.engine``):
+``local`` starts them as processes on this machine, ``exp.jobs`` at a time; ``slurm`` submits them to a Slurm
+cluster as one job array (``exp.jobs`` running at once, resources from ``exp.slurm``); ``inline`` runs them one
+after another in this process (debugging). Each job runs one cell and writes its result file, so resuming works
+the same way whatever ran it; a job's output is in ``runs/study/<name>/jobs/``. submitit rather than Ray: it needs
+no running service, pickles a plain function, and the same code path drives a laptop and a Slurm cluster.
 """
 from __future__ import annotations
 
@@ -44,10 +50,15 @@ class StudyExp:
     name: str = "quick"
     seeds: list = field(default_factory=lambda: [0, 1])
     threads: int = 2  # per process
-    # training cells split over this many processes (each with `threads`); then one process runs the property
-    # cells (they use the one-shot cells' directions) and writes the report. On a 2-core CPU two 1-thread
-    # processes got through two one-shot cells 1.4x faster than one 2-thread process (configs/study/quick.yaml).
+    # training cells running at once as jobs (each with `threads`); then this process runs the property cells
+    # (they use the one-shot cells' directions) and writes the report. On a 2-core CPU two 1-thread processes got
+    # through two one-shot cells 1.4x faster than one 2-thread process (configs/study/quick.yaml).
     jobs: int = 1
+    engine: str = "local"  # local | slurm | inline: what runs the training cells (see the module docstring)
+    # Slurm resources per cell (engine slurm): partition, timeout_min, gpus_per_node, cpus_per_task, mem_gb, and any
+    # other submitit `slurm_*` parameter by its name without the prefix (e.g. account, qos, constraint)
+    slurm: dict = field(default_factory=lambda: {"partition": "", "timeout_min": 240, "gpus_per_node": 1,
+                                                 "cpus_per_task": 4, "mem_gb": 32})
     device: str = "cpu"
     generator: str = "checkpoints/synthfaces_stylegan2.safetensors"
     clip: str = "synthfaces"  # the judge: CLIP domain scores and FID features
@@ -240,18 +251,23 @@ class Study:
     def evaluate_gan(self, generate, domain: str, n: int, out_dir: Path, settings: dict | None = None) -> dict:
         """Shared-metrics report of a GAN sampler ``generate(z)`` against ``domain`` on the study's latents."""
         from adapt_common.metrics.evaluate import evaluate, gan_sampler
-        make_batch, source = gan_sampler(self.source)
-        return evaluate(generate, domain, sample_source=source, make_batch=make_batch, n=n, clip=self.clip,
-                        features=self.cfg.exp.features, out_dir=out_dir, seed=self.cfg.exp.eval_seed,
-                        settings=settings, quiet=True)
+        with torch.random.fork_rng(devices=[]):  # measuring never moves a training run's random stream
+            make_batch, source = gan_sampler(self.source)
+            return evaluate(generate, domain, sample_source=source, make_batch=make_batch, n=n, clip=self.clip,
+                            features=self.cfg.exp.features, out_dir=out_dir, seed=self.cfg.exp.eval_seed,
+                            settings=settings, quiet=True)
 
     @torch.no_grad()
     def quick_error(self, generate, names: list[str], n: int, g_source=None) -> dict:
-        """Ground-truth pixel L1 (and gap closed) of ``generate`` against T(source) on n fixed latents."""
+        """Ground-truth pixel L1 (and gap closed) of ``generate`` against T(source) on n fixed latents. It runs
+        between training steps: loading the source generator here (the first time) draws random numbers, which
+        would change the rest of the run depending on which cells ran before in this process, so the global
+        random state is saved and restored around it."""
         from adapt_common.metrics.domain import domain_error
-        z = self.z(n)
-        src = (g_source or self.source).generate(z)
-        err = domain_error(generate(z), src, synthfaces_truth(names))
+        with torch.random.fork_rng(devices=[]):
+            z = self.z(n)
+            src = (g_source or self.source).generate(z)
+            err = domain_error(generate(z), src, synthfaces_truth(names))
         return {"domain_l1": err["pixel_l1"], "identity_l1": err["identity_baseline"]["pixel_l1"],
                 "gap_closed": err["gap_closed"]["pixel_l1"]}
 
@@ -477,52 +493,100 @@ class Study:
             cells += list(self.property_cells())
         return cells
 
-    def run(self, shard: tuple[int, int] | None = None) -> dict | None:
-        """Run the cells not done yet. ``shard`` (k, n): only training cell i with i mod n == k, no property cells
-        and no report (the parent process of ``exp.jobs`` does those)."""
-        from adapt_common.training import progress
-        if shard is None and self.cfg.exp.jobs > 1:
-            self.run_shards(self.cfg.exp.jobs)
-        cells = self.plan() if shard is None else self.shard_cells(*shard)
+    def run(self) -> dict:
+        """Run the cells not done yet (training cells through the engine, then the property cells here) and write
+        the report."""
+        training = (self.run_oneshot, self.run_fewshot, self.run_diffusion)
+        cells = self.plan()
         todo = [c for c in cells if self.done(c[0]) is None]
-        label = f"study {self.cfg.exp.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
+        label = f"study {self.cfg.exp.name}"
         self.say(f"{label}: {len(cells)} cells, {len(cells) - len(todo)} already done ({self.cells_dir})")
         t0 = time.time()
-        # shards print a line per cell (two progress bars on one terminal garble each other)
-        bar = progress(len(cells), initial=len(cells) - len(todo), desc=label, quiet=self.quiet or shard is not None)
-        for i, (key, fn, args) in enumerate(todo):
-            bar.set_postfix_str(key)
-            t = time.time()
-            self.record(key, {**fn(key, *args), "cell_s": round(time.time() - t, 1)})
-            bar.update(1)
-            if shard is not None:
-                self.say(f"{label}: {i + 1}/{len(todo)} {key} ({time.time() - t:.0f} s)")
-        bar.close()
+        train_todo = [c for c in todo if c[1] in training]
+        if self.cfg.exp.engine == "inline":
+            self.run_here(train_todo, label)
+        elif train_todo:
+            self.run_jobs([key for key, _, _ in train_todo], label)
+        self.run_here([c for c in todo if c[1] not in training], label + " properties")
         self.say(f"{label}: ran {len(todo)} cells in {(time.time() - t0) / 60:.1f} min")
-        return None if shard is not None else self.write_report()
+        return self.write_report()
 
-    def shard_cells(self, k: int, n: int) -> list[tuple[str, Any, tuple]]:
-        """Shard k of n: every n-th training cell from the k-th (property cells need the others' results)."""
-        training = (self.run_oneshot, self.run_fewshot, self.run_diffusion)
-        return [c for c in self.plan() if c[1] in training][k::n]
+    def run_cell(self, key: str) -> dict:
+        """Run one cell of the plan by its key and record its result."""
+        for k, fn, args in self.plan():
+            if k == key:
+                t = time.time()
+                return self.record(key, {**fn(key, *args), "cell_s": round(time.time() - t, 1)})
+        raise KeyError(f"no cell {key!r} in study {self.cfg.exp.name}")
 
-    def run_shards(self, n: int) -> None:
-        """The training cells in n processes at once (this study's resolved config passed to each)."""
-        import subprocess
+    def run_here(self, cells: list, label: str) -> None:
+        from adapt_common.training import progress
+        bar = progress(len(cells), desc=label, quiet=self.quiet or not cells)
+        for key, _, _ in cells:
+            bar.set_postfix_str(key)
+            self.run_cell(key)
+            bar.update(1)
+        bar.close()
 
+    def executor(self):
+        """The submitit executor of ``exp.engine`` (jobs log to ``<work>/jobs``)."""
+        import submitit
+        e = self.cfg.exp
+        folder = self.work / "jobs" / "%j"
+        if e.engine == "local":
+            ex = submitit.LocalExecutor(folder=folder)
+            ex.update_parameters(timeout_min=int(e.slurm.get("timeout_min", 240)))
+            return ex
+        if e.engine == "slurm":
+            ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+            res = dict(e.slurm)
+            params = {"timeout_min": int(res.pop("timeout_min", 240)), "slurm_array_parallelism": e.jobs}
+            for name in ("gpus_per_node", "cpus_per_task", "mem_gb"):
+                if name in res:
+                    params[name] = res.pop(name)
+            params.update({f"slurm_{k}": v for k, v in res.items() if v not in ("", None)})
+            ex.update_parameters(**params)
+            return ex
+        raise ValueError(f"exp.engine must be local, slurm or inline, got {e.engine!r}")
+
+    def run_jobs(self, keys: list[str], label: str) -> None:
+        """Training cells as submitit jobs, ``exp.jobs`` at a time; each job runs :func:`run_cell_job`."""
         from omegaconf import OmegaConf
 
         from adapt_common.config import to_dict
+        from adapt_common.training import progress
         self.work.mkdir(parents=True, exist_ok=True)
-        cfg_path = self.work / "study_config.yaml"
+        cfg_path = str((self.work / "study_config.yaml").resolve())
         OmegaConf.save(OmegaConf.create(to_dict(self.cfg)), cfg_path)
-        t0 = time.time()
-        procs = [subprocess.Popen([sys.executable, "-m", "experiments.study", "--config", str(cfg_path), "--shard",
-                                   f"{k}/{n}"]) for k in range(n)]
-        codes = [p.wait() for p in procs]
-        if any(codes):
-            raise RuntimeError(f"study shard(s) failed with exit codes {codes}; rerun to continue where they stopped")
-        self.say(f"study {self.cfg.exp.name}: {n} shards done in {(time.time() - t0) / 60:.1f} min")
+        ex = self.executor()
+        bar = progress(len(keys), desc=f"{label} ({self.cfg.exp.engine} jobs)", quiet=self.quiet)
+        failed: list[str] = []
+
+        def finish(key, job):
+            try:
+                job.result()
+            except Exception as err:  # noqa: BLE001 - one failed cell must not stop the others
+                failed.append(f"{key}: {str(err).strip().splitlines()[-1] if str(err).strip() else err!r} "
+                              f"(log {job.paths.stderr})")
+            bar.update(1)
+
+        if self.cfg.exp.engine == "slurm":  # one array; Slurm keeps `jobs` of it running
+            for key, job in zip(keys, ex.map_array(run_cell_job, [cfg_path] * len(keys), keys)):
+                finish(key, job)
+        else:  # a pool of `jobs` processes on this machine
+            pending, running = list(keys), []
+            while pending or running:
+                while pending and len(running) < max(1, self.cfg.exp.jobs):
+                    key = pending.pop(0)
+                    running.append((key, ex.submit(run_cell_job, cfg_path, key)))
+                time.sleep(0.5)
+                for item in [r for r in running if r[1].done()]:
+                    running.remove(item)
+                    finish(*item)
+        bar.close()
+        if failed:
+            raise RuntimeError(f"{len(failed)} study cell(s) failed; rerun to continue where they stopped:\n  "
+                               + "\n  ".join(failed))
 
     def results(self) -> list[dict]:
         keys = [k for k, _, _ in self.plan()]
@@ -533,23 +597,23 @@ class Study:
         return write_report(self.cfg, self.results(), self.report_dir)
 
 
+def run_cell_job(config_path: str, key: str) -> str:
+    """What one engine job runs: the study of ``config_path`` (its resolved config), cell ``key`` only."""
+    cfg = load_config(StudyConfig, [config_path], [])
+    Study(cfg, quiet=True).run_cell(key)
+    return key
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="configs/study/<name>.yaml")
     ap.add_argument("--report-only", action="store_true", help="rebuild reports/<name>/ from the finished cells")
-    ap.add_argument("--shard", help="K/N: run only training cell i with i mod N == K (what exp.jobs starts)")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args(argv)
     cfg = load_config(StudyConfig, [args.config], args.overrides)
+    if cfg.exp.engine not in ("local", "slurm", "inline"):
+        ap.error(f"exp.engine={cfg.exp.engine!r}: use local, slurm or inline")
     study = Study(cfg)
-    if args.shard:
-        try:
-            k, n = (int(x) for x in args.shard.split("/"))
-            assert 0 <= k < n
-        except (ValueError, AssertionError):
-            ap.error(f"--shard {args.shard!r}: write K/N with 0 <= K < N, e.g. 0/2")
-        study.run(shard=(k, n))
-        return 0
     out = study.write_report() if args.report_only else study.run()
     print(f"wrote {out['readme']}")
     return 0

@@ -30,6 +30,7 @@ def tiny_world(tmp_path, tiny_ckpt_clip, monkeypatch):
                        up_block_types=("AttnUpBlock2D", "UpBlock2D"))
     model = save_model(unet, new_scheduler(), tmp_path / "ddpm")
     return [f"exp.generator={src}", f"exp.clip={clip}", "exp.features=clip", "exp.threads=1", "exp.seeds=[0,1]",
+            "exp.engine=inline",
             f"exp.report_dir={tmp_path / 'reports'}", f"exp.work_dir={tmp_path / 'work'}",
             "oneshot.domains=[sketch,sepia]", "oneshot.guidance=[image]", "oneshot.parameterizations=[stylespace,full]",
             "oneshot.iters=4", "oneshot.milestones=2", "oneshot.n_curve=8", "oneshot.n_eval=8",
@@ -106,14 +107,32 @@ def test_the_whole_grid_on_a_tiny_world(tiny_world, tmp_path, monkeypatch):
     assert (tmp_path / "reports" / "tiny" / "README.md").read_text() == readme
 
 
-def test_shards_split_the_training_cells(tiny_world, tmp_path):
-    study = _study(tiny_world, tmp_path)
-    training = {k for k, _, _ in study.plan() if not k.split("/")[0] in ("mixing", "sparsity", "transfer")}
-    parts = [{k for k, _, _ in study.shard_cells(i, 3)} for i in range(3)]
-    assert set().union(*parts) == training and sum(map(len, parts)) == len(training)  # each cell exactly once
-    assert all(abs(len(a) - len(b)) <= 1 for a in parts for b in parts)
-    with pytest.raises(SystemExit):
-        st.main(["--config", "configs/study/quick.yaml", "--shard", "2/2"])
+def test_training_cells_run_as_local_engine_jobs_and_match_an_inline_run(tiny_world, tmp_path):
+    """Two one-shot cells through submitit's local executor (two processes at once) give the results the same
+    cells give in this process; the jobs' logs are kept, and a finished study submits nothing."""
+    only = ["oneshot.domains=[sketch]", "oneshot.parameterizations=[stylespace]", "fewshot.enabled=false",
+            "diffusion.enabled=false", "properties.enabled=false"]
+
+    def run(engine, where):
+        study = _study(tiny_world + only + [f"exp.engine={engine}", "exp.jobs=2",
+                                            f"exp.work_dir={tmp_path / where}"], tmp_path)
+        study.run()
+        return study, {r["key"]: r for r in study.results()}
+
+    jobs, by_jobs = run("local", "jobs_work")
+    _, inline = run("inline", "inline_work")
+    assert sorted(by_jobs) == sorted(inline) == ["oneshot/image/sketch/stylespace/s0",
+                                                 "oneshot/image/sketch/stylespace/s1"]
+    for key in inline:
+        assert by_jobs[key]["domain_l1"] == pytest.approx(inline[key]["domain_l1"], rel=1e-6)
+        assert [c["gap_closed"] for c in by_jobs[key]["curve"]] == pytest.approx(
+            [c["gap_closed"] for c in inline[key]["curve"]], rel=1e-6)
+    logs = list((tmp_path / "jobs_work" / "tiny" / "jobs").rglob("*_log.err"))
+    assert len(logs) == 2
+    submitted = []
+    jobs.executor = lambda: submitted.append(1)  # noqa: E731 - a finished study must not ask for an executor
+    jobs.run()
+    assert submitted == []
 
 
 def test_unknown_study_key_is_an_error():
