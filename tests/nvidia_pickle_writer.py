@@ -1,12 +1,17 @@
-"""Test utility: write pickles that mimic NVIDIA stylegan2-ada-pytorch snapshots, without any NVIDIA code.
+"""Test utility: write pickles in the layout of NVIDIA stylegan2-ada-pytorch snapshots, without NVIDIA code.
 
-A snapshot is ``pickle.dump(dict(G=..., D=..., G_ema=..., augment_pipe=..., training_set_kwargs=...))``
+A snapshot is ``pickle.dump(dict(training_set_kwargs=..., G=..., D=..., G_ema=..., augment_pipe=...))``
 where every network object reduces to ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` with
-``meta = {type: 'class', version: 6, module_src: <source text>, class_name: ..., state: <module __dict__>}``.
-The state holds real ``torch.nn.Parameter`` / tensor objects (pickled by torch's own reducers, so the file
-references ``torch._utils._rebuild_parameter``, ``torch._utils._rebuild_tensor_v2``,
+``meta = {type: 'class', version: 6, module_src: <source text>, class_name: <bare class name>, state: <module
+__dict__>}``. NVIDIA stores the bare class name (``orig_class.__name__``: 'Generator', 'SynthesisBlock', ...)
+and no module name. The state holds real ``torch.nn.Parameter`` / tensor objects (pickled by torch's own
+reducers, so the file references ``torch._utils._rebuild_parameter``, ``torch._utils._rebuild_tensor_v2``,
 ``torch.storage._load_from_bytes`` and ``collections.OrderedDict``), numpy float64 gains (``numpy`` scalar and
 dtype globals) and ``dnnlib.util.EasyDict`` init kwargs.
+
+tests/test_nvidia_pkl.py checks this layout (globals, sub-module classes, tensor names and shapes, init
+kwargs) against ``tests/fixtures/nvidia_ada_tiny.pkl``, a snapshot written by NVIDIA's own code; this writer
+exists to make the variants (refusals, corruptions, protocol 3, gzip) that a fixture file cannot.
 
 ``torch_utils.persistence`` and ``dnnlib.util`` exist only as throw-away fake modules in ``sys.modules``
 while a file is written, so the reader under test must work without them. The embedded ``module_src`` is a
@@ -207,8 +212,10 @@ def make_nvidia_state(size=32, channel_base=512, channel_max=64, z_dim=32, w_dim
     synthesis.update(g_extra_synthesis or {})
     g_kwargs = dict(z_dim=z_dim, w_dim=w_dim, mapping_kwargs=dict(num_layers=n_mapping),
                     synthesis_kwargs=synthesis, c_dim=c_dim, img_resolution=size, img_channels=img_channels)
-    d_kwargs = dict(block_kwargs=dict(), mapping_kwargs=dict(),
-                    epilogue_kwargs=dict(mbstd_group_size=mbstd_group_size, mbstd_num_channels=mbstd_num_channels),
+    epilogue = dict(mbstd_group_size=mbstd_group_size)
+    if mbstd_num_channels != 1:  # train.py never sets it
+        epilogue["mbstd_num_channels"] = mbstd_num_channels
+    d_kwargs = dict(block_kwargs=dict(), mapping_kwargs=dict(), epilogue_kwargs=epilogue,
                     channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res,
                     conv_clamp=conv_clamp, c_dim=c_dim, img_resolution=size, img_channels=img_channels)
     if d_architecture != "resnet":
@@ -249,23 +256,23 @@ def _tree(flat):
     return root
 
 
-def _class_for(name, classes, module_name):
+def _class_for(name, classes):
+    """The bare class name NVIDIA's persistence records for the sub-module called ``name``."""
     if name in classes:
-        return f"{module_name}.{classes[name]}"
+        return classes[name]
     if name.startswith("fc"):
-        return f"{module_name}.{classes['fc']}"
+        return classes["fc"]
     if name.startswith("b") and name[1:].isdigit():
-        return f"{module_name}.{classes['block']}"
-    return f"{module_name}.Unknown"
+        return classes["block"]
+    return "Unknown"
 
 
-def _to_persistent(node, name, classes, module_src, root_kwargs, module_name, root_class, options, path=""):
+def _to_persistent(node, name, classes, module_src, root_kwargs, root_class, options, path=""):
     children = OrderedDict()
     for cname, child in node.children.items():
-        children[cname] = _to_persistent(child, cname, classes, module_src, None, module_name, None, options,
-                                         f"{path}{cname}.")
+        children[cname] = _to_persistent(child, cname, classes, module_src, None, None, options, f"{path}{cname}.")
     if name == "b4" and classes is _D_CLASSES and "mbstd" not in children:  # parameter-free layer
-        children["mbstd"] = _to_persistent(_Node(), "mbstd", classes, module_src, None, module_name, None, options,
+        children["mbstd"] = _to_persistent(_Node(), "mbstd", classes, module_src, None, None, options,
                                            f"{path}mbstd.")
     params, buffers = OrderedDict(node.params), OrderedDict(node.buffers)
     non_persistent = set()
@@ -293,33 +300,36 @@ def _to_persistent(node, name, classes, module_src, root_kwargs, module_name, ro
     if "weight" in node.params:  # NVIDIA layers keep numpy float64 gains as attributes
         fan_in = node.params["weight"][0].numel()
         state["weight_gain"] = np.float64(1 / np.sqrt(fan_in))
-    class_name = root_class if root_class is not None else _class_for(name, classes, module_name)
+    class_name = root_class if root_class is not None else _class_for(name, classes)
+    # NVIDIA's meta: exactly these keys; the class name is bare (no module name is stored anywhere).
     return PersistentObj(dict(type="class", version=6, module_src=module_src, class_name=class_name, state=state))
 
 
 def build_snapshot(g_ema_sd, d_sd, init_kwargs, *, g_sd=None, marker_path=None, module_src=None,
-                   module_name="training.networks", g_class=None, d_class=None, options=None, extra=None):
-    """The snapshot dict (of :class:`PersistentObj`) that :func:`write_nvidia_pkl` pickles."""
+                   g_class="Generator", d_class="Discriminator", g_classes=None, options=None, extra=None):
+    """The snapshot dict (of :class:`PersistentObj`) that :func:`write_nvidia_pkl` pickles.
+
+    ``g_classes`` overrides entries of the generator's {sub-module name: class} table (e.g. to imitate
+    another network family).
+    """
     options = options or {}
     src = module_src if module_src is not None else _fake_module_src(marker_path)
-    g_class = g_class or f"{module_name}.Generator"
-    d_class = d_class or f"{module_name}.Discriminator"
+    g_table = dict(_G_CLASSES, **(g_classes or {}))
     if g_sd is None:
         g_sd = OrderedDict((k, v if k.endswith("resample_filter") else v + 0.5) for k, v in g_ema_sd.items())
     snap = dict(training_set_kwargs=dict(class_name="training.dataset.ImageFolderDataset", path="/data/x.zip",
-                                         resolution=init_kwargs["G"]["img_resolution"], use_labels=False))
+                                         use_labels=False, max_size=100, xflip=False,
+                                         resolution=init_kwargs["G"]["img_resolution"]))
     if g_sd is not False:
-        snap["G"] = _to_persistent(_tree(g_sd), "", _G_CLASSES, src, init_kwargs["G"], module_name, g_class, options)
+        snap["G"] = _to_persistent(_tree(g_sd), "", g_table, src, init_kwargs["G"], g_class, options)
     if d_sd is not None:
-        snap["D"] = _to_persistent(_tree(d_sd), "", _D_CLASSES, src, init_kwargs["D"], module_name, d_class, options)
+        snap["D"] = _to_persistent(_tree(d_sd), "", _D_CLASSES, src, init_kwargs["D"], d_class, options)
     if g_ema_sd is not None:
-        snap["G_ema"] = _to_persistent(_tree(g_ema_sd), "", _G_CLASSES, src, init_kwargs["G"], module_name,
-                                       g_class, options)
+        snap["G_ema"] = _to_persistent(_tree(g_ema_sd), "", g_table, src, init_kwargs["G"], g_class, options)
     aug = _Node()
     aug.buffers["p"] = torch.tensor(0.25)
     aug.buffers["Hz_geom"] = torch.randn(12)
-    snap["augment_pipe"] = _to_persistent(aug, "", {}, src, dict(xflip=1, rotate90=1), "training.augment",
-                                          "training.augment.AugmentPipe", {})
+    snap["augment_pipe"] = _to_persistent(aug, "", {}, src, dict(xflip=1, rotate90=1), "AugmentPipe", {})
     snap.update(extra or {})
     return snap
 

@@ -1,8 +1,14 @@
-"""NVIDIA stylegan2-ada-pytorch .pkl reader: safe unpickling, key mapping, refusals, model loading.
+"""NVIDIA stylegan2-ada-pytorch / stylegan3 .pkl reader: real snapshots, safe unpickling, key mapping, refusals.
 
-The pickles are fakes written by tests/nvidia_pickle_writer.py (no NVIDIA code): they have NVIDIA's
-persistence layout, torch's own tensor reducers and an embedded module source that would leave a marker
-file and raise SystemExit if anything ever executed it.
+Two kinds of pickles:
+
+* ``tests/fixtures/nvidia_*_tiny.pkl``: snapshots written by NVIDIA's own network and persistence code
+  (tools/fixtures/make_nvidia_fixture.py; the embedded module source is replaced by a stand-in that raises
+  SystemExit if executed), with golden outputs of NVIDIA's own generator and discriminator
+  (``*_golden.pt``). These check the user path: ``load_checkpoint`` / ``load_generator`` / the CLI render what
+  NVIDIA renders, and StyleGAN3 nets are refused.
+* Variants written by tests/nvidia_pickle_writer.py (no NVIDIA code), whose layout is checked against the real
+  fixture below: refusals, corruption, protocol 3, gzip, hostile globals, out-of-range sizes, NaN weights.
 """
 import os
 
@@ -13,6 +19,7 @@ import math  # noqa: E402
 import pickle  # noqa: E402
 import struct  # noqa: E402
 import sys  # noqa: E402
+from collections import OrderedDict  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -21,9 +28,16 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, os.path.dirname(__file__))
 import nvidia_pickle_writer as npw  # noqa: E402
 
+from adapt_common.files import NonFiniteTensorError, SizeLimitError  # noqa: E402
 from gan_adapt.formats import nvidia_pkl as nv  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+ADA_PKL = os.path.join(FIXTURES, "nvidia_ada_tiny.pkl")  # stylegan2-ada-pytorch training/networks.py
+SG3REPO_PKL = os.path.join(FIXTURES, "nvidia_sg3repo_stylegan2_tiny.pkl")  # stylegan3 training/networks_stylegan2.py
+SG3_PKL = os.path.join(FIXTURES, "nvidia_stylegan3_tiny.pkl")  # stylegan3 training/networks_stylegan3.py
+#: Largest |ours - NVIDIA| allowed on images (values up to ~7) and D logits; measured <= 6.5e-6 (images) and
+#: <= 2e-7 (D) on the 2-core CPU these tests were written on.
+GOLDEN_ATOL = 1e-5
 SMALL = dict(size=32, channel_base=512, channel_max=64, z_dim=32, w_dim=32)
 SPEC_GLOBALS = {
     "torch_utils.persistence._reconstruct_persistent_obj",
@@ -131,14 +145,130 @@ def small_pkl(tmp_path):
 def convert_g(path):
     nets = nv.read_nvidia_pkl(path)
     e = nets["G_ema"]
-    cfg = nv.generator_config_from_init_kwargs(e["init_kwargs"], class_name=e["class_name"],
+    cfg = nv.generator_config_from_init_kwargs(e["init_kwargs"], class_name=e["class_name"], classes=e["classes"],
                                                state_dict=e["state_dict"], source=path)
     sd, w_avg = nv.nvidia_g_to_rosinality(e["state_dict"], size=cfg["size"], n_mlp=cfg["n_mlp"], source=path)
     return nets, cfg, sd, w_avg
 
 
+def golden(pkl):
+    return torch.load(pkl.replace(".pkl", "_golden.pt"), weights_only=True)
+
+
+def max_diff(a, b):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return (a.float() - b.float()).abs().max().item()
+
+
 # ----------------------------------------------------------------------------------------------------------
-# The fake pickle itself
+# Real snapshots written by NVIDIA's code: the user path renders NVIDIA's images
+
+
+@pytest.mark.parametrize("pkl", [ADA_PKL, SG3REPO_PKL], ids=["stylegan2-ada-pytorch", "stylegan3-repo-sg2"])
+def test_nvidia_snapshot_renders_nvidias_images(pkl):
+    """load_generator(pkl) draws, for NVIDIA's seeds and truncations, the images NVIDIA's G_ema drew."""
+    from gan_adapt.formats import load_generator
+
+    gd = golden(pkl)
+    g = load_generator(pkl)
+    z = gd["z"].float()  # NVIDIA's mapping starts with z.to(float32)
+    with torch.no_grad():
+        assert torch.equal(g.latent_avg, gd["w_avg"])  # the truncation centre is NVIDIA's w_avg
+        for psi in gd["psis"]:
+            w = g.truncate(g.get_latent(z), psi)
+            assert max_diff(w, gd[f"ws_psi{psi}"][:, 0]) < GOLDEN_ATOL  # NVIDIA broadcasts one w to all layers
+            assert max_diff(g.generate(z, truncation=psi, noise_mode="const"), gd[f"img_psi{psi}"]) < GOLDEN_ATOL
+        # synthesis from a given w+ (a different w for every layer: checks the layer order of the styles)
+        assert gd["ws_given"].shape[1] == g.n_latent == gd["num_ws"]
+        assert max_diff(g.generate(w=gd["ws_given"], noise_mode="const"), gd["img_ws_given"]) < GOLDEN_ATOL
+    # the images are not trivially alike: a wrong truncation or a dropped noise input would show
+    assert max_diff(gd["img_psi1.0"], gd["img_psi0.7"]) > 0.1
+
+
+@pytest.mark.parametrize("pkl", [ADA_PKL, SG3REPO_PKL], ids=["stylegan2-ada-pytorch", "stylegan3-repo-sg2"])
+def test_nvidia_snapshot_training_g_and_discriminator(pkl):
+    """load_checkpoint(pkl): g is NVIDIA's G (not G_ema), d gives NVIDIA's D logits."""
+    from gan_adapt.formats import load_checkpoint
+
+    gd = golden(pkl)
+    ckpt = load_checkpoint(pkl)
+    assert ckpt.source_format == "nvidia" and ckpt.meta["nvidia_class_name"] == "Generator"
+    with torch.no_grad():
+        img_g = ckpt.g.generate(gd["z"].float(), noise_mode="const")
+        assert max_diff(img_g, gd["img_G_psi1.0"]) < GOLDEN_ATOL
+        assert max_diff(img_g, gd["img_psi1.0"]) > 0.1  # G and G_ema differ in the file
+        assert max_diff(ckpt.d(gd["d_img"]), gd["d_out"]) < GOLDEN_ATOL  # 4 images: one stddev group of 4
+        assert max_diff(ckpt.d(gd["img_psi1.0"]), gd["d_out_on_G_ema"]) < GOLDEN_ATOL  # 3 images: group of 3
+
+
+def test_cli_generate_from_nvidia_snapshot(tmp_path, capsys):
+    """`python -m gan_adapt generate --ckpt network-snapshot.pkl` renders NVIDIA's images for NVIDIA's seeds."""
+    from gan_adapt.cli import main
+
+    gd = golden(ADA_PKL)
+    seeds = ",".join(str(s) for s in gd["seeds"])
+    raw = tmp_path / "raw.npy"
+    rc = main(["generate", "--ckpt", ADA_PKL, "--seeds", seeds, "--truncation", "0.7", "--outdir",
+               str(tmp_path / "out"), "--save-raw", str(raw)])
+    assert rc == 0, capsys.readouterr().err
+    import numpy as np
+    assert max_diff(torch.from_numpy(np.load(raw)), gd["img_psi0.7"]) < GOLDEN_ATOL
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grid.png"] + [f"seed{s:04d}.png"
+                                                                                  for s in gd["seeds"]]
+
+
+def test_stylegan3_snapshot_is_refused_with_a_clear_message(tmp_path, capsys):
+    """A real StyleGAN3 snapshot (its generator class is also 'Generator') is refused, at the CLI without a
+    traceback; the message names the file, says StyleGAN3 and what is supported."""
+    from gan_adapt.cli import main
+    from gan_adapt.formats import load_checkpoint
+
+    with pytest.raises(nv.NvidiaPickleError) as e:
+        load_checkpoint(SG3_PKL)
+    msg = str(e.value)
+    assert msg.startswith(SG3_PKL) and "StyleGAN3 (alias-free) generator" in msg
+    assert "SynthesisInput" in msg and "networks_stylegan2.py" in msg
+    rc = main(["generate", "--ckpt", SG3_PKL, "--seeds", "0", "--outdir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and "StyleGAN3" in err and "Traceback" not in err
+
+
+def test_real_snapshot_classes_are_bare_and_source_is_never_run():
+    """What NVIDIA's persistence stores: bare class names, no module name; the embedded source stays text."""
+    with open(ADA_PKL, "rb") as f:
+        top = nv.SafeNvidiaUnpickler(f).load()
+    assert list(top) == ["training_set_kwargs", "G", "D", "G_ema", "augment_pipe"]
+    assert [top[k].class_name for k in ("G", "D", "G_ema", "augment_pipe")] == [
+        "Generator", "Discriminator", "Generator", "AugmentPipe"]
+    assert "raise SystemExit" in top["G_ema"].module_src  # the fixture's stand-in: running it would exit
+    nets = nv.read_nvidia_pkl(ADA_PKL)
+    classes = nets["G_ema"]["classes"]
+    assert classes[""] == "Generator" and classes["synthesis.b32"] == "SynthesisBlock"
+    assert classes["synthesis.b8.conv0"] == "SynthesisLayer" and classes["mapping.fc1"] == "FullyConnectedLayer"
+    assert not any("." in c for c in classes.values())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The writer's pickles have the layout of the real ones
+
+
+def _writer_twin(tmp_path):
+    """The writer's pickle of a net with the real ada fixture's configuration."""
+    g, d, kw = npw.make_nvidia_state(size=32, channel_base=256, channel_max=16, z_dim=32, w_dim=32, n_mapping=2)
+    return npw.write_nvidia_pkl(tmp_path / "twin.pkl", g, d, kw)
+
+
+def test_writer_matches_the_layout_of_a_real_snapshot(tmp_path):
+    twin = _writer_twin(tmp_path)
+    with open(ADA_PKL, "rb") as f:
+        real_bytes = f.read()
+    assert npw.referenced_globals(twin.read_bytes()) == npw.referenced_globals(real_bytes)
+    real, fake = nv.read_nvidia_pkl(ADA_PKL), nv.read_nvidia_pkl(twin)
+    for key in ("G", "D", "G_ema"):
+        assert fake[key]["class_name"] == real[key]["class_name"]
+        assert fake[key]["classes"] == real[key]["classes"], key
+        assert shapes(fake[key]["state_dict"]) == shapes(real[key]["state_dict"]), key
+        assert fake[key]["init_kwargs"] == real[key]["init_kwargs"], key
 
 
 @pytest.mark.parametrize("protocol", [3, 4])
@@ -171,8 +301,7 @@ def test_read_returns_networks_and_never_executes_source(small_pkl):
     assert set(nets) == {"G", "D", "G_ema"}
     assert not marker.exists()
     assert not {"torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util"} & set(sys.modules)
-    assert nets["G_ema"]["class_name"] == "training.networks.Generator"
-    assert nets["D"]["class_name"] == "training.networks.Discriminator"
+    assert nets["G_ema"]["class_name"] == "Generator" and nets["D"]["class_name"] == "Discriminator"
     assert nets["G_ema"]["init_kwargs"] == kw["G"]
     assert nets["D"]["init_kwargs"] == kw["D"]
     assert type(nets["G_ema"]["init_kwargs"]["mapping_kwargs"]) is dict  # EasyDict stubs -> plain dicts
@@ -193,7 +322,7 @@ def test_stub_keeps_source_as_text_only(small_pkl):
     stub = top["G_ema"]
     assert isinstance(stub, nv.PersistentObjectStub)
     assert "raise SystemExit('executed!')" in stub.module_src
-    assert stub.version == 6 and stub.class_name == "training.networks.Generator"
+    assert stub.version == 6 and stub.class_name == "Generator"
     assert isinstance(top["augment_pipe"], nv.PersistentObjectStub)
     assert not marker.exists()
 
@@ -335,7 +464,7 @@ def test_not_a_pickle(tmp_path):
     (dict(architecture="orig"), r"architecture='orig'"),
     (dict(img_channels=1), r"img_channels=1"),
     (dict(z_dim=16), r"z_dim=16 differs from w_dim=32"),
-    (dict(g_extra_synthesis=dict(magnitude_ema_beta=0.999, conv_kernel=1)), r"StyleGAN3"),
+    (dict(g_extra_synthesis=dict(magnitude_ema_beta=0.999, conv_kernel=1)), r"StyleGAN3.*conv_kernel, magnitude_ema"),
     (dict(g_extra_synthesis=dict(resample_filter=[1, 2, 1])), r"resample_filter"),
 ])
 def test_unsupported_generators_are_refused(tmp_path, override, match):
@@ -343,29 +472,85 @@ def test_unsupported_generators_are_refused(tmp_path, override, match):
     params.update(override)
     g, d, kw = npw.make_nvidia_state(**params)
     path = npw.write_nvidia_pkl(tmp_path / "x.pkl", g, d, kw)
-    e = nv.read_nvidia_pkl(path)["G_ema"]
     with pytest.raises(ValueError, match=match) as err:
-        nv.generator_config_from_init_kwargs(e["init_kwargs"], class_name=e["class_name"], source=path)
+        nv.load(path)
     assert str(path) in str(err.value)
 
 
-@pytest.mark.parametrize("class_name,match", [
-    ("training.networks_stylegan3.Generator", "StyleGAN3"),
-    ("training.networks.MappingNetwork", "unsupported generator class"),
-    ("my_fork.networks.Generator", "unsupported generator class"),
+@pytest.mark.parametrize("g_class,g_classes,match", [
+    ("TriPlaneGenerator", None, r"unsupported generator class 'TriPlaneGenerator'"),
+    ("MappingNetwork", None, r"unsupported generator class 'MappingNetwork'"),
+    # a 'Generator' whose synthesis network is not StyleGAN2's (e.g. another project's network)
+    ("Generator", {"block": "SynthesisBlockNoUp"}, r"not StyleGAN2's.*SynthesisBlockNoUp"),
+    ("Generator", {"synthesis": "SynthesisNetworkXL"}, r"not StyleGAN2's.*SynthesisNetworkXL"),
+    # StyleGAN3's tree: told apart by the sub-module classes, not by the root class name (also 'Generator')
+    ("Generator", {"block": "SynthesisInput"}, r"StyleGAN3 \(alias-free\).*SynthesisInput"),
 ])
-def test_unsupported_generator_classes(class_name, match):
-    _, _, kw = npw.make_nvidia_state(**SMALL, n_mapping=2)
-    with pytest.raises(ValueError, match=match):
-        nv.generator_config_from_init_kwargs(kw["G"], class_name=class_name, source="x.pkl")
-
-
-def test_stylegan2_from_the_stylegan3_repo_is_accepted(tmp_path):
+def test_generators_of_other_families_are_refused(tmp_path, g_class, g_classes, match):
     g, d, kw = npw.make_nvidia_state(**SMALL, n_mapping=2)
-    path = npw.write_nvidia_pkl(tmp_path / "x.pkl", g, d, kw, module_name="training.networks_stylegan2")
-    e = nv.read_nvidia_pkl(path)["G_ema"]
-    assert e["class_name"] == "training.networks_stylegan2.Generator"
-    nv.generator_config_from_init_kwargs(e["init_kwargs"], class_name=e["class_name"], source=path)
+    path = npw.write_nvidia_pkl(tmp_path / "x.pkl", g, d, kw, g_class=g_class, g_classes=g_classes)
+    with pytest.raises(nv.NvidiaPickleError, match=match) as err:
+        nv.load(path)
+    assert str(path) in str(err.value) and "stylegan2-ada-pytorch" in str(err.value)
+
+
+def test_stylegan3_keywords_are_read_in_both_layouts():
+    """stylegan3's train.py passes synthesis arguments as top-level Generator keywords."""
+    _, _, kw = npw.make_nvidia_state(**SMALL, n_mapping=2)
+    flat = {k: v for k, v in kw["G"].items() if k != "synthesis_kwargs"}
+    flat.update(kw["G"]["synthesis_kwargs"])
+    assert nv.generator_config_from_init_kwargs(flat) == nv.generator_config_from_init_kwargs(kw["G"])
+    assert nv.generator_config_from_init_kwargs(flat)["channel_max"] == 64  # not the 512 default
+    with pytest.raises(ValueError, match="StyleGAN3.*magnitude_ema_beta"):
+        nv.generator_config_from_init_kwargs(dict(flat, magnitude_ema_beta=0.999), source="x.pkl")
+
+
+@pytest.mark.parametrize("where,key,value", [
+    ("G", "img_resolution", 2 ** 20), ("G", "img_resolution", 2), ("G", "w_dim", 10 ** 9),
+    ("G", "z_dim", 10 ** 9), ("G", "w_dim", -1), ("G", "img_resolution", 1024.5),
+    ("G.synthesis_kwargs", "channel_max", 10 ** 7), ("G.synthesis_kwargs", "channel_base", 2 ** 40),
+    ("G.mapping_kwargs", "num_layers", 10 ** 6),
+])
+def test_sizes_from_init_kwargs_are_bounded_before_building(tmp_path, monkeypatch, where, key, value):
+    """A hostile or corrupt file cannot make the loader build a network of absurd size."""
+    from gan_adapt import networks
+
+    g, d, kw = npw.make_nvidia_state(**SMALL, n_mapping=2)
+    target = kw["G"] if where == "G" else kw["G"][where.split(".")[1]]
+    target[key] = value
+    path = npw.write_nvidia_pkl(tmp_path / "x.pkl", g, d, kw)
+    built = []
+
+    def no_build(self, *args, **kwargs):
+        built.append(kwargs)
+        raise AssertionError("Generator built before the sizes were checked")
+
+    monkeypatch.setattr(networks.Generator, "__init__", no_build)
+    with pytest.raises(SizeLimitError, match=key) as err:
+        nv.load(path)
+    assert str(path) in str(err.value) and not built
+
+
+def test_discriminator_sizes_are_bounded(tmp_path):
+    g, d, kw = npw.make_nvidia_state(**SMALL, n_mapping=2)
+    kw["D"]["channel_max"] = 10 ** 7
+    path = npw.write_nvidia_pkl(tmp_path / "x.pkl", g, d, kw)
+    ckpt = nv.load(path)  # D is optional: left out, the reason recorded
+    assert ckpt.d is None and any("channel_max" in n and "10,000,000" in n for n in ckpt.meta["notes"])
+
+
+@pytest.mark.parametrize("net,key", [("G_ema", "synthesis.b16.conv1.weight"), ("G_ema", "mapping.w_avg"),
+                                     ("G", "synthesis.b4.const"), ("D", "b8.conv0.bias")])
+def test_non_finite_weights_are_refused(tmp_path, net, key):
+    g, d, kw = npw.make_nvidia_state(**SMALL, n_mapping=2)
+    g_train = OrderedDict((k, v.clone()) for k, v in g.items())
+    target = {"G_ema": g, "G": g_train, "D": d}[net]
+    target[key] = target[key].clone()
+    target[key].view(-1)[0] = float("nan") if net != "D" else float("inf")
+    path = npw.write_nvidia_pkl(tmp_path / "x.pkl", g, d, kw, g_sd=g_train)
+    with pytest.raises(NonFiniteTensorError) as err:
+        nv.load(path)
+    assert f"{path} ({net})" in str(err.value) and repr(key) in str(err.value)
 
 
 @pytest.mark.parametrize("override,match", [
@@ -379,8 +564,7 @@ def test_unsupported_discriminators_are_refused(override, match):
     params.update(override)
     _, _, kw = npw.make_nvidia_state(**params)
     with pytest.raises(ValueError, match=match):
-        nv.discriminator_config_from_init_kwargs(kw["D"], class_name="training.networks.Discriminator",
-                                                 source="x.pkl")
+        nv.discriminator_config_from_init_kwargs(kw["D"], class_name="Discriminator", source="x.pkl")
 
 
 def test_d_group_size_is_carried_over():
@@ -483,7 +667,7 @@ def test_config_f_1024_matches_the_spec_key_list():
     """Full-size config-f mapping (data-less meta tensors) against rosinality_g1024_keys.txt."""
     g, d, kw = npw.make_nvidia_state(size=1024, channel_base=32768, channel_max=512, z_dim=512, w_dim=512,
                                      n_mapping=8, meta=True)
-    cfg = nv.generator_config_from_init_kwargs(kw["G"], class_name="training.networks.Generator", state_dict=g)
+    cfg = nv.generator_config_from_init_kwargs(kw["G"], class_name="Generator", state_dict=g)
     assert cfg["n_mlp"] == 8 and cfg["size"] == 1024 and cfg["channel_base"] == 32768
     sd, w_avg = nv.nvidia_g_to_rosinality(g, size=1024, n_mlp=8)
     spec = read_spec_keys()
@@ -501,7 +685,7 @@ def test_d_round_trip_keys_shapes_values(small_pkl):
     nets = nv.read_nvidia_pkl(path)
     e = nets["D"]
     cfg = nv.discriminator_config_from_init_kwargs(e["init_kwargs"], class_name=e["class_name"],
-                                                   state_dict=e["state_dict"], source=path)
+                                                   classes=e["classes"], state_dict=e["state_dict"], source=path)
     assert cfg == dict(size=32, channel_base=512, channel_max=64, stddev_group=4, stddev_feat=1)
     sd = nv.nvidia_d_to_rosinality(e["state_dict"], size=32, source=path)
     assert shapes(sd) == expected_d_layout(32, 512, 64)
@@ -523,10 +707,10 @@ def test_d_round_trip_keys_shapes_values(small_pkl):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Loading into our networks, and behaviour against NVIDIA semantics written out by hand
+# Loading into our networks (NVIDIA's own outputs are compared above; these cover 8 mapping layers and the clamp)
 
 
-networks = pytest.importorskip("gan_adapt.networks")
+from gan_adapt import networks  # noqa: E402
 
 
 def _nv_mapping(g, z, n_mlp, lr=0.01):
@@ -536,52 +720,6 @@ def _nv_mapping(g, z, n_mlp, lr=0.01):
         w, b = g[f"mapping.fc{i}.weight"], g[f"mapping.fc{i}.bias"]
         x = F.leaky_relu(F.linear(x, w * (lr / math.sqrt(w.shape[1])), b * lr), 0.2) * math.sqrt(2)
     return x
-
-
-def _fir(x, pad):
-    f = torch.tensor([1.0, 3, 3, 1])
-    f = (torch.outer(f, f) / 64).to(x)
-    c = x.shape[1]
-    return F.conv2d(F.pad(x, [pad] * 4), f.expand(c, 1, 4, 4), groups=c)
-
-
-def _nv_conv(x, w, b=None, act=True, down=False, gain=1.0):
-    """NVIDIA Conv2dLayer semantics (no clamp): equalised lr, [1,3,3,1] low-pass before stride-2 convs."""
-    k = w.shape[-1]
-    w = w * (1 / math.sqrt(w[0].numel()))
-    if down and k == 1:
-        x = F.conv2d(_fir(x, 1)[:, :, ::2, ::2], w)
-    elif down:
-        x = F.conv2d(_fir(x, 2), w, stride=2)
-    else:
-        x = F.conv2d(x, w, padding=k // 2)
-    if b is not None:
-        x = x + b.view(1, -1, 1, 1)
-    if act:
-        x = F.leaky_relu(x, 0.2) * math.sqrt(2)
-    return x * gain
-
-
-def _nv_discriminator(d, img, size, group=4):
-    """NVIDIA resnet Discriminator + epilogue semantics, from the architecture description."""
-    x = _nv_conv(img, d[f"b{size}.fromrgb.weight"], d[f"b{size}.fromrgb.bias"])
-    r = size
-    while r > 4:
-        y = _nv_conv(x, d[f"b{r}.skip.weight"], None, act=False, down=True, gain=math.sqrt(0.5))
-        x = _nv_conv(x, d[f"b{r}.conv0.weight"], d[f"b{r}.conv0.bias"])
-        x = _nv_conv(x, d[f"b{r}.conv1.weight"], d[f"b{r}.conv1.bias"], down=True, gain=math.sqrt(0.5))
-        x = y + x
-        r //= 2
-    n, c, h, w = x.shape
-    g = min(group, n)
-    y = x.reshape(g, -1, 1, c, h, w)
-    y = (y - y.mean(0)).square().mean(0)
-    y = (y + 1e-8).sqrt().mean([2, 3, 4]).reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
-    x = torch.cat([x, y], 1)  # the stddev channel goes last
-    x = _nv_conv(x, d["b4.conv.weight"], d["b4.conv.bias"])
-    fw, ow = d["b4.fc.weight"], d["b4.out.weight"]
-    x = F.leaky_relu(F.linear(x.flatten(1), fw / math.sqrt(fw.shape[1]), d["b4.fc.bias"]), 0.2) * math.sqrt(2)
-    return F.linear(x, ow / math.sqrt(ow.shape[1]), d["b4.out.bias"])
 
 
 @pytest.mark.parametrize("n_mapping", [2, 8])
@@ -616,19 +754,6 @@ def test_mapped_g_loads_strict_and_runs(tmp_path, n_mapping):
         torch.testing.assert_close(img_t, img_avg, rtol=1e-4, atol=1e-4)
         noise_const = g["synthesis.b16.conv1.noise_const"]
         assert torch.equal(G.noises.noise_4[0, 0], noise_const)
-
-
-def test_mapped_d_loads_strict_and_matches_nvidia_semantics(small_pkl):
-    path, _, d, _, _ = small_pkl
-    e = nv.read_nvidia_pkl(path)["D"]
-    cfg = nv.discriminator_config_from_init_kwargs(e["init_kwargs"], class_name=e["class_name"])
-    D = networks.Discriminator(config=networks.DiscriminatorConfig(**cfg))
-    D.load_state_dict(nv.nvidia_d_to_rosinality(e["state_dict"]), strict=True)
-    D.eval()
-    img = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(D(img), _nv_discriminator(d, img, 32), rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(D(img[:2]), _nv_discriminator(d, img[:2], 32), rtol=1e-4, atol=1e-4)
 
 
 def test_registry_load(small_pkl):

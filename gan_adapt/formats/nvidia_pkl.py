@@ -1,11 +1,15 @@
-"""Safe reader for NVIDIA stylegan2-ada-pytorch ``.pkl`` checkpoints (StyleGAN2 networks only).
+"""Safe reader for NVIDIA ``.pkl`` snapshots of StyleGAN2 networks (stylegan2-ada-pytorch, or stylegan3's
+``training/networks_stylegan2.py``); StyleGAN3 networks are recognised and refused.
 
 NVIDIA's snapshots are ``pickle.dump(dict(G=..., D=..., G_ema=..., augment_pipe=..., training_set_kwargs=...))``
 of modules whose classes are "persistent": each one reduces to
 ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` where ``meta`` carries the *full source code* of
-the network module (``module_src``), the class name and the instance ``__dict__`` (``state``). NVIDIA's own
+the network module (``module_src``), the bare class name (``orig_class.__name__``: 'Generator',
+'SynthesisBlock', ...; no module name is stored) and the instance ``__dict__`` (``state``). NVIDIA's own
 loader ``exec``s that source, which is arbitrary code execution on an untrusted file and needs NVIDIA's
-``torch_utils``/``dnnlib`` packages on the path.
+``torch_utils``/``dnnlib`` packages on the path. StyleGAN2 and StyleGAN3 generators are both called
+'Generator'; the family is told from the classes of the sub-modules (StyleGAN3's synthesis network starts with
+a ``SynthesisInput`` and has ``L0_36_512``-style layers) and the init kwargs (``magnitude_ema_beta``, ...).
 
 This module never executes anything from the file and never falls back to ``pickle.load``:
 
@@ -27,12 +31,13 @@ Typical use::
 
     nets = read_nvidia_pkl(path)
     g = nets["G_ema"]
-    cfg = generator_config_from_init_kwargs(g["init_kwargs"], class_name=g["class_name"],
+    cfg = generator_config_from_init_kwargs(g["init_kwargs"], class_name=g["class_name"], classes=g["classes"],
                                             state_dict=g["state_dict"], source=path)
     sd, w_avg = nvidia_g_to_rosinality(g["state_dict"], size=cfg["size"], n_mlp=cfg["n_mlp"], source=path)
     G = Generator(**cfg); G.load_state_dict(sd, strict=True); G.set_latent_avg(w_avg)
 
-Written from the format description in the project specs; no NVIDIA code is used or reproduced.
+No NVIDIA code is used or reproduced. tests/test_nvidia_pkl.py checks the result against outputs of NVIDIA's
+own generator and discriminator for snapshots written by NVIDIA's own code (tools/fixtures/make_nvidia_fixture.py).
 """
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ from typing import Any, Mapping
 
 import torch
 
+from adapt_common.files import SizeLimitError, require_finite, require_size
+
 from .architecture import CheckpointError
 
 __all__ = [
@@ -62,6 +69,13 @@ __all__ = [
     "safe_load_nvidia_pickle",
     "read_nvidia_pkl",
     "flatten_persistent_state",
+    "module_classes",
+    "synthesis_kwargs_of",
+    "MAX_RESOLUTION",
+    "MAX_LATENT_DIM",
+    "MAX_CHANNELS",
+    "MAX_CHANNEL_BASE",
+    "MAX_MAPPING_LAYERS",
     "generator_config_from_init_kwargs",
     "discriminator_config_from_init_kwargs",
     "conversion_notes",
@@ -326,13 +340,33 @@ def _init_kwargs_of(stub: PersistentObjectStub) -> dict:
     if not isinstance(kwargs, dict):
         raise NvidiaPickleError(f"{stub.class_name}: _init_kwargs is not a dict")
     if args:
-        names = _G_ARG_NAMES if stub.class_name.endswith(".Generator") else (
-            _D_ARG_NAMES if stub.class_name.endswith(".Discriminator") else ())
+        names = {"Generator": _G_ARG_NAMES, "Discriminator": _D_ARG_NAMES}.get(stub.class_name, ())
         if len(args) > len(names):
             kwargs = dict(kwargs, _init_args=list(args))
         else:
             kwargs = {**dict(zip(names, args)), **kwargs}
     return kwargs
+
+
+def module_classes(stub: PersistentObjectStub) -> dict[str, str]:
+    """{sub-module path ('' for the root, 'synthesis.b4', ...): class name} of a module tree of stubs.
+
+    NVIDIA's persistence records only the bare class name of each module (``orig_class.__name__``, e.g.
+    'Generator' for both StyleGAN2 and StyleGAN3), not its module, so the classes of the sub-modules are what
+    tells the network families apart.
+    """
+    out: dict[str, str] = {}
+
+    def walk(node, path, depth):
+        if depth > 64 or len(out) > 100_000:
+            raise NvidiaPickleError("module tree nested too deeply or too large")
+        out[path] = node.class_name
+        for name, child in (node.state.get("_modules") or {}).items():
+            if isinstance(child, PersistentObjectStub):
+                walk(child, f"{path}.{name}" if path else str(name), depth + 1)
+
+    walk(stub, "", 0)
+    return out
 
 
 def flatten_persistent_state(stub: PersistentObjectStub, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -376,7 +410,8 @@ def read_nvidia_pkl(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYT
     """Read an NVIDIA stylegan2-ada-pytorch / stylegan3 snapshot without executing anything from it.
 
     Returns ``{"G": ..., "D": ..., "G_ema": ...}`` for the networks present, each
-    ``{"class_name": str, "init_kwargs": dict, "state_dict": {name: tensor}}`` (NVIDIA key names, CPU tensors).
+    ``{"class_name": str, "classes": {sub-module path: class name}, "init_kwargs": dict,
+    "state_dict": {name: tensor}}`` (NVIDIA key names, CPU tensors; class names bare, as NVIDIA stores them).
     ``augment_pipe`` and ``training_set_kwargs`` are ignored. A pickle of a single network (not a snapshot
     dict) is returned under ``"G_ema"`` (generator) or ``"D"`` (discriminator).
 
@@ -414,8 +449,8 @@ def read_nvidia_pkl(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYT
         if not isinstance(obj, PersistentObjectStub):
             raise NvidiaPickleError(f"{path}: {key} is a {type(obj).__name__}, not a persistent network object")
         try:
-            result[key] = {"class_name": obj.class_name, "init_kwargs": _init_kwargs_of(obj),
-                           "state_dict": flatten_persistent_state(obj)}
+            result[key] = {"class_name": obj.class_name, "classes": module_classes(obj),
+                           "init_kwargs": _init_kwargs_of(obj), "state_dict": flatten_persistent_state(obj)}
         except NvidiaPickleError as e:
             raise NvidiaPickleError(f"{path}: {key}: {e}") from None
     if not result:
@@ -427,13 +462,25 @@ def read_nvidia_pkl(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYT
 # ----------------------------------------------------------------------------------------------------------
 # Hyper-parameters
 
-_G_CLASSES = {"training.networks.Generator", "training.networks_stylegan2.Generator"}
-_D_CLASSES = {"training.networks.Discriminator", "training.networks_stylegan2.Discriminator"}
 # Synthesis arguments that only StyleGAN3 (alias-free) networks have.
 _SG3_SYNTHESIS_KEYS = {"magnitude_ema_beta", "conv_kernel", "use_radial_filters", "num_critical", "first_cutoff",
                        "first_stopband", "last_stopband_rel", "margin_size", "output_scale", "filter_size",
                        "lrelu_upsampling", "num_layers"}
+# Arguments of NVIDIA's Generator itself; the rest are synthesis arguments (a ``synthesis_kwargs`` dict in
+# stylegan2-ada-pytorch, top-level keywords in the stylegan3 repository).
+_G_OWN_ARGS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs"}
 _DEFAULT_FILTER = [1, 3, 3, 1]
+
+#: Largest sizes accepted from a pickle's init kwargs, checked before anything is built from them. Real nets:
+#: 1024 px (some 2048), w_dim 512, channel_max 512 (1024 for StyleGAN3-R), channel_base 32768 (65536).
+MAX_RESOLUTION = 4096
+MAX_LATENT_DIM = 4096
+MAX_CHANNELS = 4096
+MAX_CHANNEL_BASE = 1 << 20
+MAX_MAPPING_LAYERS = 64
+
+_SUPPORTED = ("StyleGAN2 networks: stylegan2-ada-pytorch's training/networks.py or stylegan3's "
+              "training/networks_stylegan2.py (train.py --cfg=stylegan2)")
 
 
 def _src(source) -> str:
@@ -469,18 +516,75 @@ def _int(kw: Mapping, name: str, default, src: str):
     return int(v)
 
 
-def _check_class(class_name, allowed: set[str], kind: str, src: str) -> None:
-    if class_name is None:
+def synthesis_kwargs_of(kw: Mapping, src: str = "NVIDIA pickle") -> dict:
+    """A Generator's synthesis arguments, in either of NVIDIA's layouts (see ``_G_OWN_ARGS``)."""
+    top = {k: v for k, v in kw.items() if k not in _G_OWN_ARGS and k != "synthesis_kwargs"}
+    return {**top, **_sub(kw, "synthesis_kwargs", src)}
+
+
+def _children(classes: Mapping[str, str], parent: str) -> dict[str, str]:
+    """{child name: class} of the direct sub-modules of ``parent`` ('' = the root)."""
+    pre = parent + "." if parent else ""
+    return {p[len(pre):]: c for p, c in classes.items() if p.startswith(pre) and "." not in p[len(pre):]}
+
+
+def _stylegan3_evidence(classes: Mapping[str, str] | None, synthesis: Mapping) -> list[str]:
+    found = []
+    if classes is not None:
+        layers = _children(classes, "synthesis")
+        if "SynthesisInput" in layers.values():
+            found.append("its synthesis network starts with a SynthesisInput (Fourier features)")
+        named = sorted((n for n in layers if re.fullmatch(r"L\d+_\d+_\d+", n)), key=lambda n: int(n[1:].split("_")[0]))
+        if named:
+            found.append(f"alias-free layers {', '.join(named[:3])}{' ...' if len(named) > 3 else ''}")
+    keys = sorted(_SG3_SYNTHESIS_KEYS & set(synthesis))
+    if keys:
+        found.append(f"StyleGAN3 init arguments {', '.join(keys)}")
+    return found
+
+
+def _check_generator_family(class_name: str | None, classes: Mapping[str, str] | None, synthesis: Mapping,
+                            src: str) -> None:
+    """Refuse anything but an NVIDIA StyleGAN2 generator, judged by the sub-module classes and init kwargs.
+
+    The class name alone cannot tell: StyleGAN2 and StyleGAN3 generators are both pickled as 'Generator'.
+    """
+    sg3 = _stylegan3_evidence(classes, synthesis)
+    if sg3:
+        raise NvidiaPickleError(
+            f"{src}: this is a StyleGAN3 (alias-free) generator, from NVlabs/stylegan3's "
+            f"training/networks_stylegan3.py ({'; '.join(sg3)}). It cannot be converted to the StyleGAN2 "
+            f"layout this tool uses; supported are {_SUPPORTED}")
+    if class_name is not None and class_name != "Generator":
+        raise NvidiaPickleError(f"{src}: unsupported generator class {class_name!r}; supported are {_SUPPORTED}, "
+                                "whose generator class is 'Generator'")
+    if classes is None:
         return
-    if "stylegan3" in class_name or class_name.endswith("SynthesisLayer"):
-        raise NvidiaPickleError(f"{src}: {kind} class {class_name!r} is a StyleGAN3 (alias-free) network, which "
-                                "the rosinality StyleGAN2 layout cannot represent")
-    if class_name not in allowed:
-        raise NvidiaPickleError(f"{src}: unsupported {kind} class {class_name!r}; only StyleGAN2 networks "
-                                f"({', '.join(sorted(allowed))}) can be converted")
+    blocks = _children(classes, "synthesis")
+    bad = {n: c for n, c in blocks.items() if c != "SynthesisBlock" or not re.fullmatch(r"b\d+", n)}
+    if (classes.get("synthesis") != "SynthesisNetwork" or classes.get("mapping") != "MappingNetwork"
+            or not blocks or bad):
+        seen = ", ".join(f"{n}: {c}" for n, c in sorted(classes.items()) if n.count(".") <= 1 and n)[:300]
+        raise NvidiaPickleError(f"{src}: a 'Generator' that is not StyleGAN2's (expected a MappingNetwork and a "
+                                f"SynthesisNetwork of SynthesisBlocks b4, b8, ...; found {seen}); supported are "
+                                f"{_SUPPORTED}")
+
+
+def _check_discriminator_family(class_name: str | None, classes: Mapping[str, str] | None, src: str) -> None:
+    if class_name is not None and class_name != "Discriminator":
+        raise NvidiaPickleError(f"{src}: unsupported discriminator class {class_name!r}; supported are {_SUPPORTED}")
+    if classes is None:
+        return
+    top = {n: c for n, c in _children(classes, "").items() if n and n != "mapping"}
+    ok = top and all(c == ("DiscriminatorEpilogue" if n == "b4" else "DiscriminatorBlock") for n, c in top.items())
+    if not ok or "b4" not in top:
+        seen = ", ".join(f"{n}: {c}" for n, c in sorted(top.items()))[:300]
+        raise NvidiaPickleError(f"{src}: a 'Discriminator' that is not StyleGAN2's (expected DiscriminatorBlocks "
+                                f"and a DiscriminatorEpilogue b4; found {seen})")
 
 
 def generator_config_from_init_kwargs(kw: Mapping, *, class_name: str | None = None,
+                                      classes: Mapping[str, str] | None = None,
                                       state_dict: Mapping[str, torch.Tensor] | None = None,
                                       source: str | os.PathLike | None = None) -> dict:
     """NVIDIA ``Generator`` constructor arguments -> our ``Generator(**config)`` arguments.
@@ -494,19 +598,21 @@ def generator_config_from_init_kwargs(kw: Mapping, *, class_name: str | None = N
     from TF). rosinality networks never clamp: drop the key (or set it to None) for rosinality-faithful
     behaviour, keep it to reproduce NVIDIA's outputs exactly for extreme activations.
 
-    ``class_name`` and ``state_dict`` (NVIDIA names), when given, are validated too. Raises
-    :class:`NvidiaPickleError` (a ``ValueError``) naming ``source`` for anything the rosinality layout cannot
-    represent: conditional nets (``c_dim > 0``), ``architecture != "skip"``, ``img_channels != 3``,
-    ``z_dim != w_dim``, StyleGAN3 networks, other mapping/synthesis layer types, custom resample filters.
+    Both keyword layouts are read: stylegan2-ada-pytorch's (``synthesis_kwargs={...}``) and the stylegan3
+    repository's (synthesis arguments as top-level keywords). ``class_name`` (bare, as NVIDIA pickles it),
+    ``classes`` (``{sub-module path: class}``, see :func:`module_classes`) and ``state_dict`` (NVIDIA names),
+    when given, are validated too: the network family is judged from the sub-module classes and the init
+    kwargs, since a StyleGAN3 generator's class is also named 'Generator'. Sizes are bounded
+    (:data:`MAX_RESOLUTION` ...) before anything is built from them. Raises :class:`NvidiaPickleError` (a
+    ``ValueError``; ``SizeLimitError`` for out-of-range sizes) naming ``source`` for anything the rosinality
+    layout cannot represent: StyleGAN3 and other non-StyleGAN2 networks, conditional nets (``c_dim > 0``),
+    ``architecture != "skip"``, ``img_channels != 3``, ``z_dim != w_dim``, other layer types, custom resample
+    filters.
     """
     src = _src(source)
-    _check_class(class_name, _G_CLASSES, "generator", src)
     kw = dict(kw)
-    mapping, synthesis = _sub(kw, "mapping_kwargs", src), _sub(kw, "synthesis_kwargs", src)
-    sg3 = sorted(_SG3_SYNTHESIS_KEYS & set(synthesis))
-    if sg3:
-        raise NvidiaPickleError(f"{src}: synthesis_kwargs has StyleGAN3 arguments ({', '.join(sg3)}); StyleGAN3 "
-                                "(alias-free) generators cannot be converted to the StyleGAN2 layout")
+    mapping, synthesis = _sub(kw, "mapping_kwargs", src), synthesis_kwargs_of(kw, src)
+    _check_generator_family(class_name, classes, synthesis, src)
     c_dim = _int(kw, "c_dim", 0, src) or 0
     if c_dim > 0:
         raise NvidiaPickleError(f"{src}: conditional generator (c_dim={c_dim}) is not supported: the rosinality "
@@ -516,11 +622,11 @@ def generator_config_from_init_kwargs(kw: Mapping, *, class_name: str | None = N
         raise NvidiaPickleError(f"{src}: img_channels={img_channels} is not supported (RGB only)")
     if "img_resolution" not in kw:
         raise NvidiaPickleError(f"{src}: generator init kwargs lack img_resolution")
-    size = _int(kw, "img_resolution", None, src)
-    if size is None or size < 4 or size & (size - 1):
+    size = require_size("img_resolution", kw["img_resolution"], MAX_RESOLUTION, src, minimum=4)
+    if size & (size - 1):
         raise NvidiaPickleError(f"{src}: img_resolution={size} is not a power of two >= 4")
-    w_dim = _int(kw, "w_dim", 512, src)
-    z_dim = _int(kw, "z_dim", w_dim, src)
+    w_dim = require_size("w_dim", kw.get("w_dim", 512), MAX_LATENT_DIM, src, minimum=1)
+    z_dim = require_size("z_dim", kw.get("z_dim", w_dim), MAX_LATENT_DIM, src, minimum=1)
     if z_dim != w_dim:
         raise NvidiaPickleError(f"{src}: z_dim={z_dim} differs from w_dim={w_dim}; the rosinality mapping network "
                                 "uses one style_dim for both")
@@ -540,12 +646,12 @@ def generator_config_from_init_kwargs(kw: Mapping, *, class_name: str | None = N
     if not synthesis.get("use_noise", True):
         raise NvidiaPickleError(f"{src}: generators without noise inputs (use_noise=False) are not supported")
     _check_filter(synthesis.get("resample_filter"), "synthesis", src)
-    n_mlp = _int(mapping, "num_layers", 8, src)
-    if n_mlp < 1:
-        raise NvidiaPickleError(f"{src}: mapping_kwargs.num_layers={n_mlp} must be >= 1")
-    channel_base = _int(synthesis, "channel_base", 32768, src)
-    channel_max = _int(synthesis, "channel_max", 512, src)
-    if channel_base < 1 or channel_max < 1 or channel_base // size < 1:
+    n_mlp = require_size("mapping_kwargs.num_layers", mapping.get("num_layers", 8), MAX_MAPPING_LAYERS, src,
+                         minimum=1)
+    channel_base = require_size("channel_base", synthesis.get("channel_base", 32768), MAX_CHANNEL_BASE, src,
+                                minimum=1)
+    channel_max = require_size("channel_max", synthesis.get("channel_max", 512), MAX_CHANNELS, src, minimum=1)
+    if channel_base // size < 1:
         raise NvidiaPickleError(f"{src}: channel_base={channel_base}, channel_max={channel_max} give no channels "
                                 f"at {size} px")
     lr_mlp = float(mapping.get("lr_multiplier", 0.01))
@@ -578,6 +684,7 @@ def _check_g_state_against_config(sd: Mapping[str, torch.Tensor], cfg: dict, src
 
 
 def discriminator_config_from_init_kwargs(kw: Mapping, *, class_name: str | None = None,
+                                          classes: Mapping[str, str] | None = None,
                                           state_dict: Mapping[str, torch.Tensor] | None = None,
                                           source: str | os.PathLike | None = None) -> dict:
     """NVIDIA ``Discriminator`` constructor arguments -> ``DiscriminatorConfig(**config)`` arguments.
@@ -592,7 +699,7 @@ def discriminator_config_from_init_kwargs(kw: Mapping, *, class_name: str | None
     ada-trained nets) has no counterpart in the rosinality D; see :func:`conversion_notes`.
     """
     src = _src(source)
-    _check_class(class_name, _D_CLASSES, "discriminator", src)
+    _check_discriminator_family(class_name, classes, src)
     kw = dict(kw)
     epilogue, block = _sub(kw, "epilogue_kwargs", src), _sub(kw, "block_kwargs", src)
     c_dim = _int(kw, "c_dim", 0, src) or 0
@@ -606,8 +713,8 @@ def discriminator_config_from_init_kwargs(kw: Mapping, *, class_name: str | None
     if architecture != "resnet":
         raise NvidiaPickleError(f"{src}: discriminator architecture={architecture!r} is not supported; the "
                                 "rosinality discriminator is the 'resnet' architecture")
-    size = _int(kw, "img_resolution", None, src)
-    if size is None or size < 8 or size & (size - 1):
+    size = require_size("discriminator img_resolution", kw.get("img_resolution"), MAX_RESOLUTION, src, minimum=8)
+    if size & (size - 1):
         raise NvidiaPickleError(f"{src}: discriminator img_resolution={size} is not a power of two >= 8")
     group = epilogue.get("mbstd_group_size", 4)
     if group is None or isinstance(group, bool) or int(group) != group or int(group) < 1:
@@ -622,8 +729,9 @@ def discriminator_config_from_init_kwargs(kw: Mapping, *, class_name: str | None
             raise NvidiaPickleError(f"{src}: {where or 'discriminator'} activation={d['activation']!r} is not "
                                     "supported (only 'lrelu')")
     _check_filter(block.get("resample_filter"), "discriminator", src)
-    channel_base = _int(kw, "channel_base", 32768, src)
-    channel_max = _int(kw, "channel_max", 512, src)
+    channel_base = require_size("discriminator channel_base", kw.get("channel_base", 32768), MAX_CHANNEL_BASE, src,
+                                minimum=1)
+    channel_max = require_size("discriminator channel_max", kw.get("channel_max", 512), MAX_CHANNELS, src, minimum=1)
     config = dict(size=size, channel_base=channel_base, channel_max=channel_max, stddev_group=int(group),
                   stddev_feat=1)
     if state_dict is not None:
@@ -639,7 +747,7 @@ def conversion_notes(g_kwargs: Mapping | None = None, d_kwargs: Mapping | None =
     """Human-readable differences between the NVIDIA network and its rosinality conversion (for the CLI)."""
     notes = []
     if g_kwargs is not None:
-        syn = dict(g_kwargs.get("synthesis_kwargs") or {})
+        syn = synthesis_kwargs_of(g_kwargs)
         clamp = syn.get("conv_clamp")
         if clamp is not None:
             notes.append(f"G: NVIDIA clamps activations to +-{clamp} (conv_clamp); rosinality networks never clamp. "
@@ -833,7 +941,7 @@ def nvidia_d_to_rosinality(state_dict: Mapping[str, torch.Tensor], *, size: int 
     ``convs.{k}.skip.0.kernel`` (rosinality's Blur buffers, ``outer([1,3,3,1])/64``) are added when
     ``include_fir_buffers``. All weights are copied unchanged.
 
-    Equivalence (from the architectures, not verified against NVIDIA's code, which cannot be run here):
+    Equivalence (from the architectures; tests/test_nvidia_pkl.py compares D logits with NVIDIA's own):
 
     * Weight scaling is the same run-time equalised-lr scheme (``1/sqrt(fan_in)``, lr multiplier 1 in D).
     * NVIDIA's resnet block computes ``skip(x)*sqrt(.5) + lrelu(conv1(conv0(x)))*sqrt(2)*sqrt(.5)``; rosinality
@@ -914,7 +1022,8 @@ def load(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES, conv_cl
     ``conv_clamp=False`` builds it without (rosinality behaviour). The file's value is kept in
     ``meta["nvidia_conv_clamp"]``; the native format stores the clamp, rosinality ``.pt`` files cannot. A discriminator that
     cannot be converted (conditional, non-resnet, ...) is left out and the reason recorded in
-    ``meta["notes"]``; a generator that cannot be converted raises :class:`NvidiaPickleError`.
+    ``meta["notes"]``; a generator that cannot be converted raises :class:`NvidiaPickleError`. NaN/Inf weights
+    in any network used raise ``NonFiniteTensorError`` naming the file, the network and the tensor.
     """
     from ..networks import Discriminator, DiscriminatorConfig, Generator
     from .architecture import load_state_dict_strict
@@ -930,7 +1039,9 @@ def load(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES, conv_cl
     def build_g(key):
         net = nets[key]
         cfg = generator_config_from_init_kwargs(net["init_kwargs"], class_name=net["class_name"],
-                                                state_dict=net["state_dict"], source=f"{path} ({key})")
+                                                classes=net["classes"], state_dict=net["state_dict"],
+                                                source=f"{path} ({key})")
+        require_finite(net["state_dict"], f"{path} ({key})")
         clamp = cfg.pop("conv_clamp")
         meta["nvidia_conv_clamp"] = clamp
         g = Generator(**cfg, conv_clamp=clamp if conv_clamp else None)
@@ -950,12 +1061,14 @@ def load(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES, conv_cl
         net = nets["D"]
         try:
             dcfg = discriminator_config_from_init_kwargs(net["init_kwargs"], class_name=net["class_name"],
-                                                         state_dict=net["state_dict"], source=f"{path} (D)")
+                                                         classes=net["classes"], state_dict=net["state_dict"],
+                                                         source=f"{path} (D)")
+            require_finite(net["state_dict"], f"{path} (D)")  # not caught below: broken weights refuse the file
             d_sd = nvidia_d_to_rosinality(net["state_dict"], size=dcfg["size"], source=f"{path} (D)")
             d = Discriminator(config=DiscriminatorConfig(**dcfg))
             load_state_dict_strict(d, d_sd, f"{path} (D)")
             notes += conversion_notes(d_kwargs=net["init_kwargs"])
-        except CheckpointError as e:
+        except (CheckpointError, SizeLimitError) as e:
             d = None
             notes.append(f"D not converted: {e}")
     meta["notes"] = notes
