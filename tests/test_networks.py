@@ -11,12 +11,22 @@ from conftest import FIXTURES, TINY, perturb_zero_inits
 from gan_adapt.networks import Discriminator, Generator, GeneratorConfig
 from gan_adapt.seeds import parse_seeds, z_from_seed
 
+# Golden tolerance, absolute, on values up to ~4. Our reference path equals rosinality's code bit for bit when
+# both run on the same CPU (max |diff| 0 against a fresh run of tools/fixtures/make_rosinality_fixture.py),
+# but float32 results of the same code differ between CPUs: that fresh run differs from the committed fixture
+# by up to 4.3e-6, so an exact comparison with a stored file would fail on other machines. Measured against the
+# committed fixture: reference path <= 4.3e-6, optimised path <= 5.0e-6.
+GOLDEN_ATOL = 1e-5
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
 def _close(a, b):
     torch.testing.assert_close(a, b, **TOL)
     assert (a - b).abs().mean() < 1e-5
+
+
+def _golden(a, b):
+    torch.testing.assert_close(a, b, rtol=0, atol=GOLDEN_ATOL)
 
 
 def _fixture_models(fx, impl):
@@ -35,25 +45,25 @@ def test_matches_rosinality_golden_outputs(rosinality_fixture, impl):
     g, d = _fixture_models(fx, impl)
     with torch.no_grad():
         img, lat = g([fx["z"]], randomize_noise=False, return_latents=True)
-        _close(img, fx["out_z"])
-        _close(lat, fx["latents_z"])
-        _close(g([g.get_latent(fx["z"])], input_is_latent=True, randomize_noise=False)[0], fx["out_w"])
-        _close(g([fx["wplus"]], input_is_latent=True, randomize_noise=False)[0], fx["out_wplus"])
-        _close(g([fx["z"]], truncation=fx["truncation"], truncation_latent=fx["latent_avg"],
-                 randomize_noise=False)[0], fx["out_trunc"])
-        _close(g([fx["z"], fx["z2"]], inject_index=fx["inject_index"], randomize_noise=False)[0], fx["out_mix"])
-        _close(g([fx["z"]], noise=fx["noise"])[0], fx["out_noise"])
-        _close(g.style(fx["mean_latent_input"]).mean(0, keepdim=True), fx["latent_avg"])
+        _golden(img, fx["out_z"])
+        _golden(lat, fx["latents_z"])
+        _golden(g([g.get_latent(fx["z"])], input_is_latent=True, randomize_noise=False)[0], fx["out_w"])
+        _golden(g([fx["wplus"]], input_is_latent=True, randomize_noise=False)[0], fx["out_wplus"])
+        _golden(g([fx["z"]], truncation=fx["truncation"], truncation_latent=fx["latent_avg"],
+                  randomize_noise=False)[0], fx["out_trunc"])
+        _golden(g([fx["z"], fx["z2"]], inject_index=fx["inject_index"], randomize_noise=False)[0], fx["out_mix"])
+        _golden(g([fx["z"]], noise=fx["noise"])[0], fx["out_noise"])
+        _golden(g.style(fx["mean_latent_input"]).mean(0, keepdim=True), fx["latent_avg"])
         styles = g.styles_from_latent(fx["wplus"])
     assert [f"{layer.name}.conv.modulation" for layer in g.style_layers()] == fx["style_names"]
     assert [layer.w_index for layer in g.style_layers()] == fx["style_latent_index"]
     for s, ref in zip(styles, fx["styles_wplus"]):
-        _close(s, ref)
+        _golden(s, ref)
     x = fx["out_z"].clone().requires_grad_(True)
     logits = d(x)
-    _close(logits, fx["d_out"])
+    _golden(logits, fx["d_out"])
     (grad,) = torch.autograd.grad(logits.sum(), x)
-    assert (grad - fx["d_grad_out_z"]).norm() / fx["d_grad_out_z"].norm() < 1e-4
+    assert (grad - fx["d_grad_out_z"]).norm() / fx["d_grad_out_z"].norm() < 1e-5  # measured 3.1e-7
 
 
 def _keys_1024():
