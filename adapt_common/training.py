@@ -56,6 +56,16 @@ def average_gradients(params) -> None:
         p.grad /= world
 
 
+def set_threads(n: int | None, key: str = "exp.threads") -> None:
+    """torch's CPU threads from a config key; unset (None) leaves them as the environment (OMP_NUM_THREADS) made
+    them, so a job started with OMP_NUM_THREADS=1 next to others keeps to one thread."""
+    if n is None:
+        return
+    if int(n) < 1:
+        raise ValueError(f"{key}={n}: give a number of threads >= 1, or leave it unset to follow OMP_NUM_THREADS")
+    torch.set_num_threads(int(n))
+
+
 def rng_state() -> dict:
     """All global RNG states, as tensors and plain containers (loadable with weights_only=True)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()

@@ -27,7 +27,7 @@ from adapt_common.config import to_dict
 from adapt_common.datasets import ImageSource
 from adapt_common.image_io import save_grid
 from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
-                                   set_rng_state, world_info)
+                                   set_rng_state, set_threads, world_info)
 from . import svdiff
 from .losses import haar_hf, pair_kl, predicted_x0
 from .models import ModelLoadError, model_hash
@@ -130,7 +130,7 @@ class T2IExp:
     name: str = "t2i"
     seed: int = 0
     run_dir: str = "runs/t2i"
-    threads: int = 2
+    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
     device: str = "cpu"
 
 
@@ -196,7 +196,7 @@ class T2ITrainer(LoopTrainer):
             raise ValueError(f"training.parameterization={tr.parameterization!r}; choose svdiff or full")
         if not tr.pretrained:
             raise ValueError("training.pretrained: the text-to-image model folder to adapt")
-        torch.set_num_threads(cfg.exp.threads)
+        set_threads(cfg.exp.threads, "exp.threads")
         torch.manual_seed(cfg.exp.seed)
         self.device = torch.device(cfg.exp.device)
         self.model = load_t2i(tr.pretrained, self.device)

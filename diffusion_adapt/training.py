@@ -25,7 +25,7 @@ from adapt_common.config import to_dict
 from adapt_common.datasets import ImageSource
 from adapt_common.image_io import save_grid
 from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
-                                   set_rng_state, world_info)
+                                   set_rng_state, set_threads, world_info)
 from . import svdiff
 from .losses import domainstudio_losses, predicted_x0
 from .models import UNetArch, load_model, model_hash, new_scheduler, new_unet, save_model
@@ -41,7 +41,7 @@ class DiffExp:
     name: str = "ddpm"
     seed: int = 0
     run_dir: str = "runs/ddpm"
-    threads: int = 2
+    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
     device: str = "cpu"
 
 
@@ -123,7 +123,7 @@ class DiffusionTrainer(LoopTrainer):
             raise ValueError(f"loss.hf_mse_weighting={lc.hf_mse_weighting!r}; choose 'none' or 'alpha_bar'")
         if (lc.pair > 0 or lc.hf_pair > 0) and tr.batch < 2:
             raise ValueError("the DomainStudio relative-distance losses need training.batch >= 2")
-        torch.set_num_threads(cfg.exp.threads)
+        set_threads(cfg.exp.threads, "exp.threads")
         torch.manual_seed(cfg.exp.seed)
         self.device = torch.device(cfg.exp.device)
         if cfg.model.pretrained:

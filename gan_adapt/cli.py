@@ -13,6 +13,36 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (``nan``/``inf`` render black images or loop forever, never what is meant)."""
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give an ordinary value such as 0.7")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (thread counts, sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number >= 1")
+    return value
+
+
+def _evaluation_failed(error: str, written) -> int:
+    print(f"error: the evaluation after training failed ({error}); {written} is written, only the report is "
+          "missing (for a SynthFaces domain: `python -m gan_adapt evaluate --ckpt BASE --direction/--adapter FILE "
+          "--domain NAME`)", file=sys.stderr)
+    return 1
+
+
 def cmd_generate(args) -> int:
     import numpy as np
     import torch
@@ -100,23 +130,46 @@ def cmd_init(args) -> int:
     return 0
 
 
+def _adapted(g, adapter: str | None, directions: list[str]):
+    """``g`` with an adapter file merged in and/or direction files (``FILE[:W]``) applied: something with
+    ``generate(z, truncation=, noise_mode=)``."""
+    adapted = g
+    if adapter:
+        from .adapter_files import load_adapter
+        adapted = load_adapter(adapter, g).merged_generator()
+    if directions:
+        from .directions import DomainEdit, load_direction, parse_direction_arg
+        pairs = [parse_direction_arg(text) for text in directions]
+        adapted = DomainEdit(adapted, [(load_direction(path), weight) for path, weight in pairs])
+    return adapted
+
+
 def cmd_evaluate(args) -> int:
-    """Metrics of a generator on a SynthFaces domain (adapt_common.metrics.evaluate). The source generator
-    defaults to the target checkpoint itself: the unadapted case, whose domain error is the identity baseline
-    (gap closed 0); pass --source-ckpt with the adapted generator's source to measure an adaptation."""
+    """Metrics of a generator on a SynthFaces domain (adapt_common.metrics.evaluate): the checkpoint itself, or the
+    checkpoint with --adapter and/or --direction FILE[:W]. The source generator (the domain error is against
+    T(source) of the same latents) defaults to the checkpoint as it is: with no adapter or direction that is the
+    unadapted case, whose domain error is the identity baseline (gap closed 0); pass --source-ckpt when --ckpt is
+    itself an adapted generator."""
     from adapt_common.metrics.evaluate import evaluate, gan_sampler, summary_lines
     from .formats import load_generator
 
     _threads(args.threads)
     g = load_generator(args.ckpt, device=args.device)
-    make_batch, sample_target = gan_sampler(g, truncation=args.truncation, noise_mode=args.noise_mode)
+    make_batch, _ = gan_sampler(g)
+    target = _adapted(g, args.adapter, args.direction)
+
+    def sample_target(z):
+        return target.generate(z, truncation=args.truncation, noise_mode=args.noise_mode)
     source_ckpt = args.source_ckpt or args.ckpt
     gs = g if source_ckpt == args.ckpt else load_generator(source_ckpt, device=args.device)
     _, sample_source = gan_sampler(gs, truncation=args.truncation, noise_mode=args.noise_mode)
+    adapted = bool(args.adapter or args.direction)
     report = evaluate(sample_target, args.domain, sample_source=sample_source, make_batch=make_batch, n=args.n,
                       batch=args.batch, clip=args.clip, features=args.features, out_dir=args.out, seed=args.seed,
-                      n_eval=args.n_eval, settings={"ckpt": str(args.ckpt), "source_ckpt": str(source_ckpt),
-                                                    "source_is_target": source_ckpt == args.ckpt,
+                      n_eval=args.n_eval, settings={"ckpt": str(args.ckpt), "adapter": args.adapter,
+                                                    "directions": list(args.direction),
+                                                    "source_ckpt": str(source_ckpt),
+                                                    "source_is_target": source_ckpt == args.ckpt and not adapted,
                                                     "truncation": args.truncation, "noise_mode": args.noise_mode})
     for line in summary_lines(report):
         print(line)
@@ -146,11 +199,11 @@ def cmd_train(args) -> int:
         if args.export_generator:
             raise ValueError("--export-generator is for adversarial runs; a one-shot run writes its direction or "
                              "adapter file (apply it with generate --direction or load_adapter)")
-        train_clip(load_config(OneShotConfig, args.config, args.overrides), resume=args.resume)
-        return 0
+        trainer = train_clip(load_config(OneShotConfig, args.config, args.overrides), resume=args.resume)
+        return _evaluation_failed(trainer.evaluation_error, trainer.result) if trainer.evaluation_error else 0
     from .training.engine import GanTrainConfig, train
     cfg = load_config(GanTrainConfig, args.config, args.overrides)
-    trainer = train(cfg, resume=args.resume)
+    trainer = train(cfg, resume=args.resume, evaluate=False)  # evaluated below, once the files are written
     if trainer.rank == 0:
         out = Path(cfg.exp.run_dir)
         trainer.export_adapter(out / "adapter.safetensors")
@@ -162,6 +215,11 @@ def cmd_train(args) -> int:
             print(f"wrote the adapted generator (EMA, merged) to {args.export_generator}")
         print(f"done: {trainer.step} steps; adapter.safetensors (only the trained tensors, "
               f"{trainer.param.num_trainable():,} values), samples, log.csv and checkpoint.pt in {out}")
+        if cfg.evaluation.n > 0:
+            try:
+                trainer.evaluate()
+            except Exception as e:  # any failure of the metrics leaves the written files as they are
+                return _evaluation_failed(f"{type(e).__name__}: {e}", out / "adapter.safetensors")
     return 0
 
 
@@ -387,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="render images for seeds from a checkpoint")
     g.add_argument("--ckpt", required=True, help="rosinality .pt, NVIDIA .pkl or native .safetensors")
     g.add_argument("--seeds", default="0-7", help="e.g. 0-7 or 1,5,9 (NVIDIA generate.py seeding)")
-    g.add_argument("--truncation", type=float, default=1.0, help="psi; < 1 pulls w towards latent_avg")
+    g.add_argument("--truncation", type=finite_float, default=1.0, help="psi; < 1 pulls w towards latent_avg")
     g.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
     g.add_argument("--outdir", required=True)
     g.add_argument("--direction", action="append", default=[], metavar="FILE[:WEIGHT]",
@@ -396,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-raw", metavar="FILE.npy", help="also save the raw float32 N x 3 x H x W output")
     g.add_argument("--batch", type=int, default=4)
     g.add_argument("--device", default="cpu")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("convert", help="convert a checkpoint between formats (.pkl/.pt/.safetensors -> .pt/.safetensors)")
@@ -429,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("action", choices=["info", "sparse", "mix", "import"])
     dr.add_argument("files", nargs="+", metavar="FILE[:WEIGHT]", help="direction files (weights only for mix)")
     dr.add_argument("--out", help="output .safetensors (sparse, mix, import)")
-    dr.add_argument("--keep", type=float, default=0.2, help="sparse: fraction of values kept (default 0.2)")
+    dr.add_argument("--keep", type=finite_float, default=0.2, help="sparse: fraction of values kept (default 0.2)")
     dr.set_defaults(func=cmd_direction)
 
     hy = sub.add_parser("hyper", help="a trained HyperDomainNet hypernetwork's domain for a prompt, as a "
@@ -452,12 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "current generator), DIR[:WEIGHT] (directions); repeat, in order")
     mo.add_argument("--seeds", default="0-3")
     mo.add_argument("--steps", type=int, default=8, help="frames per segment, both keyframes included")
-    mo.add_argument("--truncation", type=float, default=1.0)
+    mo.add_argument("--truncation", type=finite_float, default=1.0)
     mo.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
-    mo.add_argument("--fps", type=float, default=8)
+    mo.add_argument("--fps", type=finite_float, default=8)
     mo.add_argument("--out", required=True, help="folder for strip.png, morph.gif, morph.mp4")
     mo.add_argument("--device", default="cpu")
-    mo.add_argument("--threads", type=int, default=None)
+    mo.add_argument("--threads", type=positive_int, default=None)
     mo.set_defaults(func=cmd_morph)
 
     iv = sub.add_parser("invert", help="project an image into the generator (W or W+), then render it with directions")
@@ -465,12 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--image", required=True)
     iv.add_argument("--space", default="w+", choices=["w", "w+"])
     iv.add_argument("--steps", type=int, default=300)
-    iv.add_argument("--lr", type=float, default=0.05)
+    iv.add_argument("--lr", type=finite_float, default=0.05)
     iv.add_argument("--clip", help="add a CLIP embedding distance (name or path), e.g. synthfaces")
     iv.add_argument("--direction", action="append", default=[], metavar="FILE[:WEIGHT]")
     iv.add_argument("--out", required=True, help="folder for latent.npy and inversion.png")
     iv.add_argument("--device", default="cpu")
-    iv.add_argument("--threads", type=int, default=None)
+    iv.add_argument("--threads", type=positive_int, default=None)
     iv.set_defaults(func=cmd_invert)
 
     cp = sub.add_parser("compare", help="a grid with one row per model (generators, adapters, directions) at the "
@@ -480,10 +538,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a row: comma-separated g=CKPT, a=ADAPTER, DIR[:WEIGHT] (as morph --key); '' = the base")
     cp.add_argument("--real", help="a first row of real images: a folder or synthfaces:<domain>[@shots]")
     cp.add_argument("--seeds", default="0-7")
-    cp.add_argument("--truncation", type=float, default=1.0)
+    cp.add_argument("--truncation", type=finite_float, default=1.0)
     cp.add_argument("--out", required=True, help="the grid (.png)")
     cp.add_argument("--device", default="cpu")
-    cp.add_argument("--threads", type=int, default=None)
+    cp.add_argument("--threads", type=positive_int, default=None)
     cp.set_defaults(func=cmd_compare)
 
     x = sub.add_parser("export", help="write the adapter (trained tensors only) and/or the merged generator of a "
@@ -508,7 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="metrics on a SynthFaces domain: FID/KID, intra-cluster diversity, CLIP "
                                         "quality/diversity, domain accuracy and ground-truth domain error")
-    e.add_argument("--ckpt", required=True, help="the (adapted) generator to evaluate")
+    e.add_argument("--ckpt", required=True, help="the generator to evaluate (with --adapter/--direction: their base)")
+    e.add_argument("--adapter", metavar="FILE", help="a few-shot adapter file merged into --ckpt")
+    e.add_argument("--direction", action="append", default=[], metavar="FILE[:WEIGHT]",
+                   help="a direction file applied to --ckpt with a weight (default 1); repeat to mix several")
     e.add_argument("--domain", required=True, help="SynthFaces domain name, e.g. sketch")
     e.add_argument("--source-ckpt", help="the source generator, for the domain error against T(source) of the "
                                          "same latents (default: --ckpt itself, the unadapted case)")
@@ -517,13 +578,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FID/KID features; auto: Inception-v3 if its weights are local, else CLIP")
     e.add_argument("--n", type=int, default=256, help="generated images (seeds SEED .. SEED+n-1)")
     e.add_argument("--n-eval", type=int, default=None, help="eval-set images (default: --n)")
-    e.add_argument("--truncation", type=float, default=1.0)
+    e.add_argument("--truncation", type=finite_float, default=1.0)
     e.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
     e.add_argument("--seed", type=int, default=0, help="first seed; also seeds KID subsets and pair sampling")
     e.add_argument("--batch", type=int, default=32)
     e.add_argument("--out", required=True, help="folder for report.json and samples.png")
     e.add_argument("--device", default="cpu")
-    e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    e.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     e.set_defaults(func=cmd_evaluate)
     return p
 

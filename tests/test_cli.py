@@ -64,3 +64,37 @@ def test_module_entry_point_runs(tmp_path, ckpt):
                         "--outdir", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "seed0000.png").exists()
+
+
+def _exit_code(argv) -> int:
+    """main's exit status, whether argparse exits (bad arguments) or main returns."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("command, extra, option, value", [
+    ("generate", [], "--truncation", "nan"), ("generate", [], "--truncation", "inf"),
+    ("generate", [], "--truncation", "-inf"), ("morph", ["--key", ""], "--fps", "nan"),
+    ("compare", ["--row", ""], "--truncation", "inf"), ("invert", ["--image", "x.png"], "--lr", "nan"),
+    ("direction", ["sparse", "d.safetensors"], "--keep", "nan"),
+    ("evaluate", ["--domain", "sketch"], "--truncation", "nan"),
+])
+def test_non_finite_numbers_are_refused_when_parsed(tmp_path, ckpt, capsys, command, extra, option, value):
+    out = tmp_path / "o"
+    argv = [command, *extra, f"{option}={value}", "--outdir" if command == "generate" else "--out", str(out)]
+    if command != "direction":
+        argv += ["--ckpt", str(ckpt)]
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: '{value}' is not a finite number" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_non_finite_direction_weights_and_bad_thread_counts_are_refused(tmp_path, ckpt, capsys):
+    out = str(tmp_path / "o")
+    assert _exit_code(["generate", "--ckpt", str(ckpt), "--direction", "d.safetensors:nan", "--outdir", out]) == 2
+    assert "the weight 'nan' is not a finite number" in capsys.readouterr().err
+    assert _exit_code(["generate", "--ckpt", str(ckpt), "--threads", "0", "--outdir", out]) == 2
+    assert "argument --threads: '0': give a number >= 1" in capsys.readouterr().err

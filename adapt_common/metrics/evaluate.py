@@ -17,6 +17,9 @@ reports:
   encodes, used when the source generator is checked to draw those faces (``domain_error.truth`` says which);
 - ``reference`` (similar domains with a source sampler): the same FID/KID/CLIP numbers for T(G_s(w)), what a
   perfect adaptation of this source generator would score; ``source``: the numbers of the source images.
+- ``skipped``: one line naming what could not be computed and why. A target known only by a prompt or a reference
+  image (:func:`clip_only_domain`: a user's own style) has no real images or ground truth: it gets the CLIP
+  quality (against the reference image when there is one) and diversity only.
 
 Samplers map a batch to images [B, 3, H, W] in [-1, 1]; the batch is ``make_batch(seeds)`` (default: a LongTensor
 of the seeds). For a GAN pass ``make_batch=lambda s: z_from_seeds(s, G.style_dim)`` and
@@ -25,6 +28,7 @@ of the seeds). For a GAN pass ``make_batch=lambda s: z_from_seeds(s, G.style_dim
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -50,13 +54,16 @@ class EvalDomain:
     """What evaluation needs to know about a domain (SynthFaces builds one with :func:`synthfaces_domain`;
     tests and other worlds can build their own).
 
-    ``eval_images(n, size)``: the real images of the domain (FID/KID reference); ``shot_images(size)``: the few-shot
-    set (the cluster centres of Intra-LPIPS), or None; ``transform``: the ground-truth map from the source domain
-    (similar domains), or None; ``all_prompts``: every domain's prompt, for the zero-shot domain accuracy."""
+    ``eval_images(n, size)``: the real images of the domain (FID/KID reference), or None (no FID/KID);
+    ``shot_images(size)``: the few-shot set (the cluster centres of Intra-LPIPS), or None; ``transform``: the
+    ground-truth map from the source domain (similar domains), or None; ``all_prompts``: every domain's prompt, for
+    the zero-shot domain accuracy; ``reference``: images [R, 3, H, W] whose CLIP embeddings are the CLIP-quality
+    target instead of the prompt (a one-shot reference image); ``note``: why the metrics this domain cannot have are
+    skipped (stated in the report)."""
     name: str
     kind: str
     prompt: str
-    eval_images: Callable[[int, int], torch.Tensor]
+    eval_images: Callable[[int, int], torch.Tensor] | None
     shot_images: Callable[[int], torch.Tensor] | None = None
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
     all_prompts: dict[str, str] = field(default_factory=dict)
@@ -66,6 +73,8 @@ class EvalDomain:
     # source domain's truth of the same latents (checked by ``latent_truth_source``).
     latent_truth: Callable[[Any, int], torch.Tensor] | None = None
     latent_truth_source: Callable[[Any, int], torch.Tensor] | None = None
+    reference: torch.Tensor | None = None
+    note: str = ""
 
 
 def _images_of(x) -> torch.Tensor:
@@ -109,6 +118,29 @@ def synthfaces_domain(name: str, shots: int = SHOTS) -> EvalDomain:
                       all_prompts={d: sf.domain_prompt(d) for d in sf.DOMAINS}, world="synthfaces",
                       latent_truth=truth_of(name) if kind == "dissimilar" else None,
                       latent_truth_source=truth_of("photo") if kind == "dissimilar" else None)
+
+
+def is_synthfaces_domain(name: str) -> bool:
+    """Whether ``name`` is a SynthFaces domain or held-out style (what has real images and a ground truth)."""
+    from .. import synthfaces as sf
+    return name in sf.DOMAINS or name in sf.HELDOUT_STYLES
+
+
+def clip_only_domain(name: str, prompt: str = "", reference: torch.Tensor | None = None) -> EvalDomain:
+    """A target known only by a prompt or reference image(s) (a user's own style): CLIP quality against the
+    reference (else the prompt) and CLIP diversity; no real images, few-shot set or true transform."""
+    if not prompt and reference is None:
+        raise ValueError(f"domain {name!r}: give a prompt or a reference image to score CLIP quality against")
+    return EvalDomain(name=name, kind="custom", prompt=prompt, eval_images=None, reference=reference,
+                      note=f"{name!r} is not a SynthFaces domain: it has no real images or true transform to "
+                           "compare with")
+
+
+def eval_domain(name: str, prompt: str = "", reference: torch.Tensor | None = None) -> EvalDomain:
+    """The SynthFaces domain ``name`` when there is one, else :func:`clip_only_domain`."""
+    if is_synthfaces_domain(name):
+        return synthfaces_domain(name)
+    return clip_only_domain(name, prompt, reference)
 
 
 #: A source generator whose images lie within this mean pixel error (0..1 scale) of the renderer's faces of the same
@@ -185,20 +217,27 @@ def _clean(x):
     return x
 
 
-#: Eval-set features by (domain, n, size, extractor): rendering and encoding them is the same every time.
+#: Eval-set features by (images, size, extractor): encoding them is the same every time. SynthFaces eval sets are
+#: rendered deterministically from their name, so they are keyed by name (and not rendered again); any other
+#: domain (a folder of images) by the content of its images: two folders of one base name are different sets.
 _EVAL_CACHE: dict[tuple, np.ndarray] = {}
 
 
 def _eval_features(domain: EvalDomain, n_eval: int, size: int, extractor) -> tuple[np.ndarray, torch.Tensor | None]:
-    key = (domain.world, domain.name, n_eval, size, extractor.name)
-    if domain.world != "custom" and key in _EVAL_CACHE:
-        return _EVAL_CACHE[key], None
-    images = _fit(domain.eval_images(n_eval, size), size)
+    images = None
+    if domain.world == "synthfaces":
+        key = (domain.world, domain.name, n_eval, size, extractor.name)
+    else:
+        images = _fit(domain.eval_images(n_eval, size), size)
+        key = ("content", hashlib.sha256(images.numpy().tobytes()).hexdigest(), tuple(images.shape), extractor.name)
+    if key in _EVAL_CACHE:
+        return _EVAL_CACHE[key], images
+    if images is None:
+        images = _fit(domain.eval_images(n_eval, size), size)
     feats = extractor(images)
-    if domain.world != "custom":
-        while len(_EVAL_CACHE) >= 8:
-            _EVAL_CACHE.pop(next(iter(_EVAL_CACHE)))
-        _EVAL_CACHE[key] = feats
+    while len(_EVAL_CACHE) >= 8:
+        _EVAL_CACHE.pop(next(iter(_EVAL_CACHE)))
+    _EVAL_CACHE[key] = feats
     return feats, images
 
 
@@ -210,8 +249,10 @@ def _clip_embed(clip, images: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def _set_scores(feats, eval_feats, emb, target_text, domain, clip, kid_subsets, kid_subset_size, seed) -> dict:
-    out = {"fid": fid_fn(feats, eval_feats),
-           "kid": kid_fn(feats, eval_feats, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed),
+    real = eval_feats is not None  # FID/KID need the domain's real images
+    out = {"fid": fid_fn(feats, eval_feats) if real else None,
+           "kid": kid_fn(feats, eval_feats, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed) if real
+           else None,
            "clip_quality": clip_quality(emb, target_text),
            "clip_diversity": clip_diversity(emb)}
     if domain.all_prompts:
@@ -279,13 +320,18 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
     # 2. features, eval set, CLIP embeddings
     stage = progress(6, desc=f"evaluate {domain.name}: metrics", quiet=quiet)
     n_eval = int(n_eval or n)
-    eval_feats, _ = _eval_features(domain, n_eval, size, extractor)
+    eval_feats = None if domain.eval_images is None else _eval_features(domain, n_eval, size, extractor)[0]
     feats = extractor(target)
     stage.update()
     emb = _clip_embed(clip, target, batch)
-    target_text = text_target(clip, domain.prompt, tset)
+    if domain.reference is not None:  # CLIP quality against the reference image(s), not a text
+        target_text = _clip_embed(clip, _fit(domain.reference, size), batch)
+    else:
+        target_text = text_target(clip, domain.prompt, tset)
     report: dict[str, Any] = {"domain": {"name": domain.name, "kind": domain.kind, "prompt": domain.prompt,
-                                         "world": domain.world}}
+                                         "world": domain.world},
+                              "clip_quality_target": "reference image" if domain.reference is not None
+                              else "prompt"}
     report.update(_set_scores(feats, eval_feats, emb, target_text, domain, clip, kid_subsets, kid_subset_size,
                               seed))
     stage.update()
@@ -308,6 +354,7 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
         report["domain_error"] = None
         report["domain_error_skipped"] = ("no source sampler" if source is None else truth_note or
                                           f"domain kind {domain.kind!r} has no ground-truth transform")
+    report["skipped"] = _skipped_note(report, domain)
     stage.update()
 
     # 5. baselines: the source images as they are, and T(source) (the ideal adaptation of this source)
@@ -322,12 +369,13 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
 
     report["settings"] = {
         "n": n, "seeds": f"{seeds[0]}-{seeds[-1]}", "seed": seed, "batch": batch, "image_size": size,
-        "generated_size": gen_size, "n_eval": n_eval, "eval_set": f"{domain.world}:{domain.name} eval set",
+        "generated_size": gen_size, "n_eval": n_eval if eval_feats is not None else None,
+        "eval_set": f"{domain.world}:{domain.name} eval set" if eval_feats is not None else None,
         "n_shots": None if domain.shot_images is None else int(shots.shape[0]),
         "feature_extractor": extractor.name, "clip": getattr(clip, "name", None),
         "template_set": tset_name, "templates": list(tset),
         "diversity_metric": (report["intra_cluster_diversity"] or {}).get("metric"),
-        "kid_subsets": kid_subsets, "kid_subset_size": report["kid"]["subset_size"],
+        "kid_subsets": kid_subsets, "kid_subset_size": (report["kid"] or {}).get("subset_size"),
         "has_source": source is not None, "images_clamped_to": [-1, 1],
         "pixel_error_scale": "0..1 (|difference of [-1, 1] images| / 2)",
         **(settings or {}),
@@ -349,6 +397,20 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
     return report
 
 
+def _skipped_note(report: dict, domain: EvalDomain) -> str | None:
+    """One line: the metrics this evaluation could not compute, and why."""
+    items = [(report.get("domain_error") is None, "ground-truth domain error", report.get("domain_error_skipped")),
+             (report.get("fid") is None, "FID/KID", "no real images of the domain"),
+             (report.get("intra_cluster_diversity") is None, "intra-cluster diversity", "no few-shot set"),
+             ("domain_accuracy" not in report, "domain accuracy", "no list of domain prompts")]
+    missing = [(what, why) for skipped, what, why in items if skipped]
+    if not missing:
+        return None
+    if domain.note:
+        return f"skipped {', '.join(what for what, _ in missing)}: {domain.note}"
+    return "skipped " + "; ".join(f"{what} ({why})" for what, why in missing)
+
+
 def write_samples(path: Path, target: torch.Tensor, source: torch.Tensor | None = None,
                   transformed: torch.Tensor | None = None, k: int = 8) -> Path:
     """A grid of the first ``k`` seeds: one row each of source / target / T(source) (those present)."""
@@ -363,14 +425,17 @@ def summary_lines(report: dict) -> list[str]:
     s = report["settings"]
     f = lambda v, p=4: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [f"domain {report['domain']['name']} ({report['domain']['kind']}), n={s['n']}, seeds {s['seeds']}, "
-             f"{s['image_size']} px",
-             f"FID {f(report['fid'], 3)}  KID {f(report['kid']['mean'], 5)} ± {f(report['kid']['std'], 5)}  "
-             f"[{s['feature_extractor']}, eval set n={s['n_eval']}]"]
+             f"{s['image_size']} px"]
+    if report.get("kid") is not None:
+        lines.append(f"FID {f(report['fid'], 3)}  KID {f(report['kid']['mean'], 5)} ± {f(report['kid']['std'], 5)}  "
+                     f"[{s['feature_extractor']}, eval set n={s['n_eval']}]")
     icd = report.get("intra_cluster_diversity")
     if icd:
         lines.append(f"intra-cluster diversity {f(icd['value'])} [{icd['metric']}, {icd['n_clusters_used']} clusters]")
+    against = ("the reference image" if report.get("clip_quality_target") == "reference image"
+               else f"templates {s['template_set']}")
     lines.append(f"CLIP quality {f(report['clip_quality'])}  diversity {f(report['clip_diversity'])}  "
-                 f"[{s['clip']}, templates {s['template_set']}]")
+                 f"[{s['clip']}, {against}]")
     acc = report.get("domain_accuracy")
     if acc:
         lines.append(f"domain accuracy {f(acc['accuracy'], 3)} (classified as {acc['target']} among "
@@ -380,4 +445,6 @@ def summary_lines(report: dict) -> list[str]:
         b, g = de["identity_baseline"], de["gap_closed"]
         lines.append(f"domain error L1 {f(de['pixel_l1'])} (identity {f(b['pixel_l1'])}, gap closed "
                      f"{f(g['pixel_l1'], 3)})  RMSE {f(de['pixel_rmse'])} (identity {f(b['pixel_rmse'])})")
+    if report.get("skipped"):
+        lines.append(f"note: {report['skipped']}")
     return lines

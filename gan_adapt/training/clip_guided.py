@@ -11,12 +11,17 @@ Adam lr 0.08 with betas (0.9, 0.999) and a 30-step warm-up for Δs, style mixing
 The run folder gets ``config.yaml``, ``log.csv``, ``samples/stepNNNNNN.png`` (source row over adapted row at
 fixed latents), an atomic ``checkpoint.pt`` every ``checkpoint_every`` steps (``--resume`` continues exactly),
 ``before_after.png``, and the result: ``direction.safetensors`` for ``direction`` / ``dommod`` (else
-``adapter.safetensors``). With ``evaluation.n > 0`` and a SynthFaces target domain, ``eval/report.json`` holds
-the ground-truth domain error against T(G_A), FID/KID and CLIP scores, also stored in the direction's manifest.
+``adapter.safetensors``), written before any evaluation so that a failing evaluation never costs it. The target's
+name (``target.domain``) defaults to the SynthFaces domain of ``synthfaces:<domain>`` or of that domain's own
+prompt, else the reference image's file stem, else a short form of the prompt. With ``evaluation.n > 0``,
+``eval/report.json`` holds, for a SynthFaces domain, the ground-truth domain error against T(G_A), FID/KID and CLIP
+scores; for any other target only the CLIP scores (quality against the reference image or the prompt) and a note
+of what was skipped. The numbers also go into the result's manifest.
 """
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 from adapt_common.clip_guidance import ClipGuide
 from adapt_common.config import to_dict
 from adapt_common.image_io import load_image, save_grid
-from adapt_common.training import LoopTrainer, rng_state, set_rng_state
+from adapt_common.training import LoopTrainer, rng_state, set_rng_state, set_threads
 from ..parameterizations import DIRECTION_KINDS, Parameterization
 
 DEFAULT_SOURCE = "checkpoints/synthfaces_stylegan2.safetensors"
@@ -38,7 +43,7 @@ class OneShotExp:
     name: str = "oneshot"
     seed: int = 0
     run_dir: str = "runs/oneshot"
-    threads: int = 2
+    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
     device: str = "cpu"
 
 
@@ -52,7 +57,9 @@ class TargetConfig:
     text: str = ""  # the target prompt (text-guided), e.g. "a pencil sketch of a face"
     source_text: str = "a photo of a face"  # the source prompt of the text direction
     image: str = ""  # one reference image: a path, or synthfaces:<domain>[/<index>] (a SynthFaces few-shot image)
-    domain: str = ""  # a name for reports; a SynthFaces domain name enables the ground-truth evaluation
+    # A name for reports and the result's manifest (default: see target_domain); a SynthFaces domain name enables
+    # the ground-truth evaluation.
+    domain: str = ""
     templates: list = field(default_factory=lambda: ["{}"])  # prompt templates, "{}" is the prompt
     source_mean_n: int = 256  # source samples averaged for the image direction's anchor
     invert_steps: int = 300  # inversion of the reference into G_A (W+), for the MTG terms below
@@ -126,6 +133,23 @@ def reference_image(spec: str, size: int) -> tuple[torch.Tensor, str]:
     return img, digest
 
 
+def target_domain(tg: TargetConfig) -> str:
+    """The target's name: ``target.domain`` when set; else the domain of a ``synthfaces:<domain>`` image, the
+    image file's stem, the SynthFaces domain whose own prompt the text is, or the prompt as a short name."""
+    if tg.domain:
+        return tg.domain
+    if tg.image.startswith("synthfaces:"):
+        return tg.image[len("synthfaces:"):].partition("/")[0]
+    if tg.image:
+        return Path(tg.image).stem
+    from adapt_common import synthfaces as sf
+    text = " ".join(tg.text.split())
+    for name in (*sf.DOMAINS, *sf.HELDOUT_STYLES):
+        if sf.domain_prompt(name).lower() == text.lower():
+            return name
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:48].rstrip("_") or "prompt"
+
+
 class ClipTrainer(LoopTrainer):
     def __init__(self, cfg: OneShotConfig, *, quiet: bool = False):
         from ..formats import load_generator
@@ -135,9 +159,11 @@ class ClipTrainer(LoopTrainer):
             raise ValueError("set exactly one of target.text (text-guided) and target.image (one reference image)")
         if tr.batch < 2 and cfg.loss.indomain > 0:
             raise ValueError("loss.indomain needs training.batch >= 2")
-        torch.set_num_threads(cfg.exp.threads)
+        set_threads(cfg.exp.threads, "exp.threads")
         torch.manual_seed(cfg.exp.seed)
         self.device = torch.device(cfg.exp.device)
+        self.domain = target_domain(tg)
+        self.evaluation_error: str | None = None
         self.source = load_generator(cfg.generator_args.ckpt, device=self.device).eval().requires_grad_(False)
         self.param = Parameterization(tr.parameterization, self.source, block=tr.block, rank=tr.rank,
                                       seed=cfg.exp.seed)
@@ -261,7 +287,7 @@ class ClipTrainer(LoopTrainer):
 
     def result_meta(self) -> dict:
         tg = self.cfg.target
-        meta = {"domain": tg.domain or (tg.text or tg.image), "steps": self.step,
+        meta = {"domain": self.domain, "steps": self.step,
                 "training_config": to_dict(self.cfg), "clip": self.guide.names}
         if tg.text:
             meta.update(prompt=tg.text, source_prompt=tg.source_text)
@@ -280,11 +306,14 @@ class ClipTrainer(LoopTrainer):
         return save_adapter(self.param, self.run_dir / "adapter.safetensors", domain=meta.pop("domain"), extra=meta)
 
     def evaluate(self) -> dict:
-        from adapt_common.metrics.evaluate import evaluate, gan_sampler, summary_lines
+        """The end-of-run report: the SynthFaces metrics for a SynthFaces target, else CLIP quality (against the
+        reference image, or the prompt) and diversity, with a note of what was skipped."""
+        from adapt_common.metrics.evaluate import eval_domain, evaluate, gan_sampler, summary_lines
         ev = self.cfg.evaluation
         make_batch, sample = gan_sampler(self.param.generator.eval())
         _, source = gan_sampler(self.source)
-        report = evaluate(sample, self.cfg.target.domain, sample_source=source, make_batch=make_batch, n=ev.n,
+        domain = eval_domain(self.domain, prompt=self.cfg.target.text, reference=self.reference)
+        report = evaluate(sample, domain, sample_source=source, make_batch=make_batch, n=ev.n,
                           clip=ev.clip, features=ev.features, out_dir=self.run_dir / "eval", seed=self.cfg.exp.seed,
                           settings={"steps": self.step, "parameterization": self.param.name}, quiet=True)
         for line in summary_lines(report):
@@ -307,15 +336,21 @@ class ClipTrainer(LoopTrainer):
                   f"CLIP: {', '.join(self.guide.names)}")
         self.loop(cfg.training.iters, resume)
         self.before_after(self.run_dir / "before_after.png")
-        metrics = None
-        if cfg.evaluation.n > 0 and cfg.target.domain:
-            report = self.evaluate()
-            metrics = {k: report.get(k) for k in ("fid", "kid", "domain_error", "clip_quality", "clip_diversity",
-                                                  "domain_accuracy") if k in report}
-        out = self.export(metrics)
+        out = self.result = self.export()  # the result first: nothing after this may cost it
         self._log(f"wrote {out} ({self.param.num_trainable():,} values) and before_after.png in {self.run_dir}; "
                   f"{self.step} steps in {self.elapsed:.0f} s")
-        return {"steps": self.step, "wall_time_s": self.elapsed, "result": str(out)}
+        if cfg.evaluation.n > 0:
+            try:
+                report = self.evaluate()
+            except Exception as e:  # any failure of the metrics leaves the written result as it is
+                self.evaluation_error = f"{type(e).__name__}: {e}"
+                self._log(f"the evaluation failed ({self.evaluation_error}); {out} is written without metrics")
+            else:
+                metrics = {k: report.get(k) for k in ("fid", "kid", "domain_error", "clip_quality", "clip_diversity",
+                                                      "domain_accuracy", "skipped") if k in report}
+                out = self.result = self.export(metrics)
+        return {"steps": self.step, "wall_time_s": self.elapsed, "result": str(out),
+                "evaluation_error": self.evaluation_error}
 
 
 def train(cfg: OneShotConfig, resume: bool = False, quiet: bool = False) -> ClipTrainer:

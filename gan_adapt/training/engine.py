@@ -28,7 +28,7 @@ import torch
 from adapt_common.config import to_dict
 from adapt_common.image_io import save_grid
 from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
-                                   set_rng_state, world_info)
+                                   set_rng_state, set_threads, world_info)
 from ..networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from ..parameterizations import Parameterization
 from .augment import AdaController, AugmentPipe
@@ -46,7 +46,7 @@ class ExpConfig:
     name: str = "gan"
     seed: int = 0
     run_dir: str = "runs/gan"
-    threads: int = 2
+    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
     device: str = "cpu"
 
 
@@ -168,7 +168,7 @@ class GanTrainer(LoopTrainer):
         self.cfg = cfg
         self.rank, self.world = world_info()
         self.quiet = quiet or self.rank != 0
-        torch.set_num_threads(cfg.exp.threads)
+        set_threads(cfg.exp.threads, "exp.threads")
         torch.manual_seed(cfg.exp.seed)
         random.seed(cfg.exp.seed)
         np.random.seed(cfg.exp.seed)
@@ -352,13 +352,15 @@ class GanTrainer(LoopTrainer):
     def write_samples(self, path: Path) -> Path:
         return self.samples(path)
 
-    def fit(self, resume: bool = False) -> dict:
+    def fit(self, resume: bool = False, evaluate: bool = True) -> dict:
+        """Train; then, with ``evaluate`` and ``evaluation.n > 0``, the report (the CLI passes False and evaluates
+        after writing the result files, so that an evaluation error never costs them)."""
         cfg = self.cfg
         self.start(resume)
         self._log(f"{self.param.describe()} of {self.source_desc}; {self.world} process(es), batch "
                   f"{cfg.training.batch} each")
         self.loop(cfg.training.iters, resume)
-        if cfg.evaluation.n > 0 and self.rank == 0:
+        if evaluate and cfg.evaluation.n > 0 and self.rank == 0:
             self.evaluate()
         return {"steps": self.step, "wall_time_s": self.elapsed, "run_dir": str(self.run_dir),
                 "trainable_parameters": self.param.num_trainable()}
@@ -409,11 +411,11 @@ class GanTrainer(LoopTrainer):
         return save_checkpoint(StyleGANCheckpoint(g_ema=g, d=copy.deepcopy(self.d).eval(), meta=meta), path)
 
 
-def train(cfg: GanTrainConfig, resume: bool = False, quiet: bool = False) -> GanTrainer:
+def train(cfg: GanTrainConfig, resume: bool = False, quiet: bool = False, evaluate: bool = True) -> GanTrainer:
     init_distributed()
     trainer = GanTrainer(cfg, quiet=quiet)
     try:
-        trainer.fit(resume=resume)
+        trainer.fit(resume=resume, evaluate=evaluate)
     finally:
         finish_distributed()
     return trainer

@@ -30,7 +30,7 @@ from adapt_common.clip_guidance import ClipGuide
 from adapt_common.config import to_dict
 from adapt_common.image_io import save_grid
 from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
-                                   set_rng_state, world_info)
+                                   set_rng_state, set_threads, world_info)
 from ..hypernetwork import Hypernetwork
 from .clip_guided import DEFAULT_SOURCE
 
@@ -41,7 +41,7 @@ class HyperExp:
     name: str = "hyper"
     seed: int = 0
     run_dir: str = "runs/hyper"
-    threads: int = 2
+    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
     device: str = "cpu"
 
 
@@ -146,7 +146,7 @@ class HyperTrainer(LoopTrainer):
         self.cfg = cfg
         self.rank, self.world = world_info()
         self.quiet = quiet or self.rank != 0
-        torch.set_num_threads(cfg.exp.threads)
+        set_threads(cfg.exp.threads, "exp.threads")
         torch.manual_seed(cfg.exp.seed + self.rank)  # every process draws its own domains and latents
         self.device = torch.device(cfg.exp.device)
         self.domains = parse_domains(list(cfg.domains.train), cfg.domains.source)
