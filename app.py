@@ -6,16 +6,20 @@ live progress, cancel, download or add to the library), **Real photo** (inversio
 and **Diffusion** (the DDPM with SVDiff shift files; translation of an upload).
 
 Every callback is a plain function below (tests call them directly); bad input raises ``ValueError`` with a message
-that the UI shows, and the app keeps working. Uploads are size-limited; files are only read from the paths the user
-gave or uploaded.
+that the UI shows (file names as the user knows them, never the app's temporary paths), and the app keeps working.
+Uploads are size-limited and taken as files: images are opened by the tools' own reader (16-bit and float images
+keep their values), never by the UI component first. Files are only read from the paths the user gave or uploaded.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import re
 import shutil
 import tempfile
 import threading
+import traceback
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,6 +41,10 @@ CSS = (".da-result img { width: 100% !important; height: 100% !important; object
        "image-rendering: pixelated; }")
 MAX_IMAGE_SIDE = 4096
 SOURCE = "(source)"
+#: Image uploads the file boxes accept (the reader itself decides by content, not by name).
+IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"]
+#: Folders the app's own temporary files live in (uploads, runs, morphs): shortened to file names in messages.
+TEMP_PREFIXES = ("domain_adapt_app_", "adapt_", "morph_")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -65,7 +73,8 @@ def _direction(path: str, mtime: float):
 
 
 def check_upload(path: str | None, what: str = "image") -> str:
-    """An uploaded file: it exists, is not too large, and (for images) decodes. Returns the path."""
+    """An uploaded file: it exists, is not too large, and (for images) has a readable header of a sensible size.
+    Returns the path."""
     if not path:
         raise ValueError(f"upload an {what} first")
     p = Path(path)
@@ -75,27 +84,56 @@ def check_upload(path: str | None, what: str = "image") -> str:
     if size_mb > MAX_UPLOAD_MB:
         raise ValueError(f"{p.name}: {size_mb:.1f} MB, more than the {MAX_UPLOAD_MB} MB upload limit")
     if what == "image":
-        from PIL import Image, UnidentifiedImageError
+        from adapt_common.image_io import ImageReadError, peek_image
         try:
-            with Image.open(p) as im:
-                w, h = im.size
-                im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise ValueError(f"{p.name}: not an image that can be read ({e.__class__.__name__}); upload a PNG, JPEG "
-                             "or WebP") from e
+            _, (w, h) = peek_image(p)
+        except ImageReadError as e:
+            raise ValueError(str(e).replace(str(p), p.name)) from None
         if max(w, h) > MAX_IMAGE_SIDE:
             raise ValueError(f"{p.name}: {w}x{h} pixels; the largest side may be {MAX_IMAGE_SIDE}")
     return str(p)
 
 
+def read_upload(path: str | None, size: int | None = None):
+    """An uploaded image as the tools read it ([1, 3, H, W] in [-1, 1]; ``size``: cropped and resized), or a
+    ValueError naming the upload."""
+    from adapt_common.image_io import ImageReadError, load_image
+    p = Path(check_upload(path))
+    try:
+        return load_image(p, size=size)
+    except ImageReadError as e:  # header fine, data damaged (truncated, bad values)
+        raise ValueError(str(e).replace(str(p), p.name)) from None
+
+
+def preview_upload(path: str | None):
+    """The uploaded image as the tools will read it (uint8 [H, W, 3]), shown next to the upload; None when cleared."""
+    if not path:
+        return None
+    from adapt_common.image_io import to_uint8
+    return to_uint8(read_upload(path))[0]
+
+
+def user_message(text: str) -> str:
+    """A message without the app's temporary paths: each path in Gradio's upload folder or in one of the app's
+    own temporary folders is shortened to its file name, the name the user knows."""
+    tmp = tempfile.gettempdir().rstrip(os.sep)
+    gradio_dir = os.environ.get("GRADIO_TEMP_DIR") or os.path.join(tmp, "gradio")
+    roots = [re.escape(gradio_dir), re.escape(tmp + os.sep) + "(?:" + "|".join(TEMP_PREFIXES) + r")[^/\s'\"]*"]
+
+    def short(m: re.Match) -> str:
+        path = m.group(0)
+        tail = re.search(r"[.,:;)\]]*$", path).group(0)  # punctuation after the path stays
+        return os.path.basename(path[:len(path) - len(tail)]) + tail
+    for root in roots:
+        text = re.sub(root + r"/[^\s'\"]+", short, text)
+    return text
+
+
 def _seeds(text: str) -> list[int]:
     from gan_adapt.seeds import parse_seeds
-    seeds = parse_seeds(text)
-    if not seeds:
+    if not (text or "").strip():
         raise ValueError("enter at least one seed, e.g. 0-3")
-    if len(seeds) > MAX_SEEDS:
-        raise ValueError(f"at most {MAX_SEEDS} seeds at once, got {len(seeds)}")
-    return seeds
+    return parse_seeds(text, limit=MAX_SEEDS)  # counted from the range bounds: "0-40000000" builds no list
 
 
 def _grid(images, nrow):
@@ -124,38 +162,41 @@ class Library:
             i += 1
         return name
 
-    def add_folder(self, folder, quiet: bool = False) -> list[str]:
-        folder = Path(os.path.expanduser(str(folder)))
+    def add_folder(self, folder, quiet: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
+        """Add every direction file of a folder: (names added, [(file name, why it was skipped)]). A bad file is
+        skipped and reported; it never stops the rest of the folder."""
+        folder = Path(os.path.expanduser(str(folder).strip()))
         if not folder.is_dir():
             if quiet:
-                return []
+                return [], []
             raise ValueError(f"{folder}: no such folder")
-        added = []
+        added, skipped = [], []
         for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.pt")):
             if f.name.endswith(".safetensors.json"):
                 continue
-            try:
-                _direction(str(f), f.stat().st_mtime)
-            except (ValueError, OSError):
-                continue  # not a direction file: skipped, not an error for a whole folder
+            why = _not_a_direction(f)
+            if why:
+                skipped.append((f.name, why))
+                continue
             name = self._unique(f.stem)
             self.files[name] = str(f)
             added.append(name)
         if not added and not quiet:
-            raise ValueError(f"{folder}: no direction files (.safetensors or official .pt) in it")
-        return added
+            raise ValueError(f"{folder}: no direction files (.safetensors or official .pt) in it"
+                             + "".join(f"; {n}: {why}" for n, why in skipped[:3]))
+        return added, skipped
 
     def add_file(self, path: str, name: str | None = None) -> str:
-        """Add an uploaded or trained file (copied into the app's own folder); refuses non-direction files."""
+        """Add an uploaded or trained file under ``name`` (default: the file's name), copied into the app's own
+        folder under that unique name (two files of one name are two entries); refuses non-direction files."""
         p = Path(check_upload(path, "direction file"))
-        try:
-            _direction(str(p), p.stat().st_mtime)
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{p.name}: not a direction file ({e})") from e
-        dst = self.upload_dir / p.name
+        why = _not_a_direction(p)
+        if why:
+            raise ValueError(f"{p.name}: not a direction file ({why})")
+        key = self._unique(name or p.stem)
+        dst = self.upload_dir / f"{key}{p.suffix}"
         if p.resolve() != dst.resolve():
             shutil.copy(p, dst)
-        key = self._unique(name or p.stem)
         self.files[key] = str(dst)
         return key
 
@@ -167,6 +208,36 @@ class Library:
             raise ValueError(f"{name!r} is not in the library")
         path = self.files[name]
         return _direction(path, os.path.getmtime(path))
+
+
+def _not_a_direction(path: Path) -> str:
+    """Why ``path`` cannot be loaded as a direction ("" when it can), in words without the path."""
+    try:
+        _direction(str(path), path.stat().st_mtime)
+        return ""
+    except (ValueError, OSError) as e:  # the loaders' own messages
+        return str(e).replace(str(path), path.name).removeprefix(f"{path.name}: ") or e.__class__.__name__
+    except Exception as e:  # noqa: BLE001  any other failure of one file (a manifest without 'kind': KeyError)
+        return f"not a loadable direction file ({e.__class__.__name__}: {e})"
+
+
+def adapted_name(path: str) -> str:
+    """The library name of an adapted direction file: its domain (the prompt or the reference image's name), since
+    every result file is called direction.safetensors."""
+    try:
+        domain = str(_direction(path, os.path.getmtime(path)).meta.get("domain") or "")
+    except (ValueError, OSError):
+        domain = ""
+    domain = re.sub(r"[^\w .,+-]+", "_", domain).strip(" ._")[:40]
+    return domain or Path(path).stem
+
+
+def folder_message(added: list[str], skipped: list[tuple[str, str]]) -> str:
+    """What adding a folder did, in words: the names added and each file skipped with its reason."""
+    text = f"added {len(added)} direction(s)" + (f": {', '.join(added)}" if added else "")
+    if skipped:
+        text += f"; skipped {len(skipped)}: " + "; ".join(f"{n} ({why})" for n, why in skipped)
+    return text
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -235,7 +306,7 @@ def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iter
     from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
     prompt = (prompt or "").strip()
     if image:
-        image = check_upload(image)
+        read_upload(image)  # the whole image decodes: a damaged one is named now, not deep in the trainer
     if not image and not prompt:
         raise ValueError("upload a reference image or type a target prompt")
     if image and prompt:
@@ -244,13 +315,15 @@ def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iter
         raise ValueError("iterations must be between 1 and 2000")
     generator(ckpt)  # a clear message for a bad checkpoint before anything else
     run = Path(run_dir or tempfile.mkdtemp(prefix="adapt_"))
-    overrides = [f"generator_args.ckpt={os.path.abspath(os.path.expanduser(ckpt.strip()))}", f"exp.run_dir={run}",
-                 f"training.parameterization={parameterization}", f"training.iters={int(iters)}",
-                 "evaluation.n=0", f"loss.clip=[{clip}]"]
-    if parameterization == "dommod":
-        overrides.append("training.lr=0.02")
-    overrides += [f"target.image={image}", "target.text=''"] if image else ["target.image=''", f"target.text={prompt}"]
+    overrides = [f"training.iters={int(iters)}", "evaluation.n=0"] + ["training.lr=0.02"] * (parameterization == "dommod")
     cfg = load_config(OneShotConfig, [ROOT / "configs" / "oneshot_sketch_image.yaml"], overrides)
+    # The user's strings go onto the loaded config as they are: through a key=value override OmegaConf would read
+    # them as YAML and interpolations ("${oc.env:HOME}" the home path, "null" None, "a: b" a mapping).
+    cfg.generator_args.ckpt = os.path.abspath(os.path.expanduser(ckpt.strip()))
+    cfg.exp.run_dir = str(run)
+    cfg.training.parameterization = parameterization
+    cfg.loss.clip = [clip]
+    cfg.target.image, cfg.target.text = (image, "") if image else ("", prompt)
     cfg.target.domain = Path(image).stem if image else prompt
     trainer = ClipTrainer(cfg, quiet=True)
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
@@ -278,15 +351,15 @@ def photo_in_domains(ckpt: str, library: Library, image: str, names: list[str], 
     """Invert an uploaded photo (W+), then show: photo, reconstruction, each chosen domain, and their mix."""
     import torch
 
-    from adapt_common.image_io import load_image
     from gan_adapt.directions import DomainEdit
     from gan_adapt.inversion import invert
     g = generator(ckpt)
-    target = load_image(check_upload(image), size=g.size)
+    target = read_upload(image, size=g.size)
     if not 10 <= int(steps) <= 2000:
         raise ValueError("inversion steps must be between 10 and 2000")
+    # "is None", not truthiness: a gr.Progress has a length (of its tracked iterables), 0 here, so it is falsy
     res = invert(g, target, steps=int(steps),
-                 callback=(lambda s, loss: progress((s + 1) / steps, desc="inverting")) if progress else None)
+                 callback=None if progress is None else (lambda s, loss: progress((s + 1) / steps, desc="inverting")))
     dirs = [library.get(n) for n in names if n]
     with torch.no_grad():
         row = [target, res.image]
@@ -358,13 +431,12 @@ def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scal
     Returns a uint8 strip: the input (at the model's size), its plain reconstruction, the translation."""
     import torch
 
-    from adapt_common.image_io import load_image
     from diffusion_adapt.sampling import ddim_invert, ddim_sample
     source, sched, steps = _ddpm_and_steps(model_dir, steps)
     if not any(shift_files):
         raise ValueError("translation needs at least one shift file (the target domain)")
+    x = read_upload(image, size=source.config.sample_size)
     target = _shifted(source, shift_files, scales)
-    x = load_image(check_upload(image), size=source.config.sample_size)
     with torch.no_grad():
         noise = ddim_invert(source, sched, x, steps)
         recon = ddim_sample(source, sched, noise, steps)
@@ -387,20 +459,49 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
     cancel = threading.Event()
 
     def result_image(label, **kwargs):
-        """An output image shown DISPLAY_PX tall with sharp pixels (see CSS)."""
-        return gr.Image(label=label, height=DISPLAY_PX, elem_classes=["da-result"], **kwargs)
+        """An output image shown DISPLAY_PX tall with sharp pixels (see CSS), sent as PNG (exact pixels; Gradio's
+        default WebP is lossy)."""
+        return gr.Image(label=label, height=DISPLAY_PX, elem_classes=["da-result"], **{"format": "png", **kwargs})
 
     def guard(fn):
-        def wrapped(*args):
+        """Errors as words in the UI. ``functools.wraps`` keeps ``fn``'s signature visible to Gradio, which looks
+        there for a ``progress=gr.Progress()`` parameter to fill (without it no progress bar is shown)."""
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
             try:
-                return fn(*args)
-            except (ValueError, FileNotFoundError, OSError) as e:
-                raise gr.Error(str(e))
+                return fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except (ValueError, OSError) as e:
+                raise gr.Error(user_message(str(e))) from e
+            except Exception as e:  # noqa: BLE001  a bug: still words in the UI, the traceback in the console
+                traceback.print_exc()
+                raise gr.Error(user_message(f"unexpected {e.__class__.__name__}: {e}")) from e
         return wrapped
 
-    def slot_updates():
+    def library_updates():
+        """New choices for every control that lists the library: Mix's slots, Morph's keyframes, Real photo's
+        domains (their chosen values stay)."""
         names = library.names()
-        return [gr.update(choices=[""] + names) for _ in range(SLOTS)]
+        return ([gr.update(choices=[""] + names) for _ in range(SLOTS)]
+                + [gr.update(choices=[SOURCE] + names), gr.update(choices=names)])
+
+    def on_add_folder(folder):
+        added, skipped = library.add_folder(folder)
+        gr.Info(user_message(folder_message(added, skipped)))
+        return library_updates()
+
+    def on_add_file(path, name=None):
+        gr.Info(f"added {library.add_file(path, name)!r} to the library")
+        return library_updates()
+
+    def image_input(label, elem_id):
+        """An image upload taken as a file (the app's reader opens it, with a message for a bad one) and a
+        preview of the image as the tools read it."""
+        upload = gr.File(label=label, file_types=IMAGE_TYPES, type="filepath", elem_id=elem_id)
+        preview = gr.Image(label="as read", type="numpy", interactive=False, height=160, elem_id=f"{elem_id}-preview")
+        upload.change(guard(preview_upload), upload, preview)
+        return upload
 
     with gr.Blocks(title="domain-adapt") as demo:
         gr.Markdown("## domain-adapt: one-shot and few-shot domain adaptation\nGenerator: any rosinality `.pt`, "
@@ -422,7 +523,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     seeds = gr.Textbox(label="seeds", value="0-3", elem_id="seeds")
                     truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="truncation", elem_id="truncation")
                     go = gr.Button("Render", elem_id="go")
-                out = result_image("samples", type="numpy", format="png", elem_id="out")
+                out = result_image("samples", type="numpy", elem_id="out")
 
             def on_mix(ck, sd, tr, *slots):
                 return mix_render(ck, library, list(slots[:SLOTS]), list(slots[SLOTS:]), sd, tr)
@@ -430,8 +531,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             go.click(guard(on_mix), mix_inputs, out, api_name="mix")
             for comp in [*weights, truncation, *names]:  # the grid follows the controls as they move
                 comp.change(guard(on_mix), mix_inputs, out, trigger_mode="always_last")
-            folder.submit(guard(lambda f: (library.add_folder(f), slot_updates())[1]), folder, names)
-            upload_dir.upload(guard(lambda f: (library.add_file(f), slot_updates())[1]), upload_dir, names)
+            library_views = list(names)  # Morph's keyframes and Real photo's domains join below
 
         with gr.Tab("Morph", elem_id="tab-morph"):
             keys = gr.Dropdown([SOURCE] + library.names(), value=[SOURCE] + library.names()[:1], multiselect=True,
@@ -447,11 +547,12 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                 mp4 = gr.File(label="MP4", elem_id="morph-mp4")
             mgo.click(guard(lambda ck, k, s, f, sd: morph_files(ck, library, k, s, f, sd)),
                       [ckpt, keys, strength, frames, mseeds], [strip, gif, mp4], api_name="morph")
+            library_views.append(keys)
 
         with gr.Tab("Adapt", elem_id="tab-adapt"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    ref = gr.Image(label="one reference image", type="filepath", elem_id="adapt-image")
+                    ref = image_input("one reference image", "adapt-image")
                     prompt = gr.Textbox(label="or a target prompt", placeholder="a pencil sketch of a face",
                                         elem_id="adapt-prompt")
                     param = gr.Dropdown(["stylespace", "direction", "dommod"], value="stylespace",
@@ -471,17 +572,17 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                 try:
                     for st, grid, f in adapt(ck, im, pr, pa, int(it), cancel=cancel):
                         yield st, (grid if grid is not None else gr.update()), (f if f else gr.update())
-                except (ValueError, FileNotFoundError, OSError) as e:
-                    raise gr.Error(str(e))
+                except (ValueError, OSError) as e:
+                    raise gr.Error(user_message(str(e))) from e
             train_btn.click(on_train, [ckpt, ref, prompt, param, iters], [status, progress_img, result],
                             api_name="adapt")
             stop_btn.click(lambda: cancel.set(), None, None)
-            add_btn.click(guard(lambda f: (library.add_file(f), slot_updates())[1]), result, names)
+            add_result = guard(lambda f: on_add_file(f, adapted_name(f) if f else None))
 
         with gr.Tab("Real photo", elem_id="tab-photo"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    photo = gr.Image(label="a photo", type="filepath", elem_id="photo")
+                    photo = image_input("a photo", "photo")
                     pdirs = gr.Dropdown(library.names(), value=library.names()[:2], multiselect=True,
                                         label="domains", elem_id="photo-domains")
                     pstrength = gr.Slider(0.0, 1.5, value=0.8, step=0.05, label="strength", elem_id="photo-strength")
@@ -492,6 +593,11 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             def on_photo(ck, im, ds, s, st, progress=gr.Progress()):
                 return photo_in_domains(ck, library, im, ds or [], s, int(st), progress)
             pgo.click(guard(on_photo), [ckpt, photo, pdirs, pstrength, psteps], pout, api_name="photo")
+            library_views.append(pdirs)
+            # Every way into the library refreshes every list of it (Mix, Morph, Real photo).
+            folder.submit(guard(on_add_folder), folder, library_views, api_name="add_folder")
+            upload_dir.upload(guard(on_add_file), upload_dir, library_views, api_name="add_direction")
+            add_btn.click(add_result, result, library_views, api_name="add_result")
 
         with gr.Tab("Diffusion", elem_id="tab-diffusion"):
             with gr.Row():
@@ -505,7 +611,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     dseeds = gr.Textbox(label="seeds", value="0-3", elem_id="ddpm-seeds")
                     dsteps = gr.Slider(5, 100, value=25, step=5, label="DDIM steps", elem_id="ddpm-steps")
                     dgo = gr.Button("Sample", elem_id="ddpm-go")
-                    timage = gr.Image(label="an image to translate", type="filepath", elem_id="translate-image")
+                    timage = image_input("an image to translate", "translate-image")
                     tgo = gr.Button("Translate (DDIM inversion, then the shifted model)", elem_id="translate-go")
                 with gr.Column(scale=2):
                     dout = result_image("samples", type="numpy", elem_id="ddpm-out")

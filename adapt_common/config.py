@@ -82,7 +82,9 @@ def save_config(cfg: Any, path: str | Path) -> Path:
 
 
 def to_dict(cfg: Any) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    # cfg is a loaded (already resolved) config: its strings are final values, so a "${...}" in one (a prompt) is
+    # text, not an interpolation to resolve again
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=False)
 
 
 def describe(schema_cls: type) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from adapt_common.image_io import ImageReadError, load_image
+from adapt_common.image_io import ImageReadError, load_image, peek_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -41,7 +41,6 @@ class FolderReport:
 
 def load_image_folder(folder: str | Path, size: int) -> tuple[torch.Tensor, FolderReport]:
     """All images of a folder as [N, 3, size, size] in [-1, 1] (sorted by name)."""
-    from PIL import Image
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder of training images")
@@ -49,8 +48,7 @@ def load_image_folder(folder: str | Path, size: int) -> tuple[torch.Tensor, Fold
     images, skipped, resized, converted = [], [], 0, 0
     for f in files:
         try:
-            with Image.open(f) as im:
-                mode, dims = im.mode, im.size
+            mode, dims = peek_image(f)
             images.append(load_image(f, size=size))
         except (ImageReadError, OSError, ValueError) as e:
             skipped.append((str(f), str(e).split(": ", 1)[-1][:80]))

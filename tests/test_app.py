@@ -68,7 +68,7 @@ def test_mixing_follows_the_weights(world):
 
 def test_uploads_are_checked(tmp_path):
     (tmp_path / "x.txt").write_text("hello")
-    with pytest.raises(ValueError, match="not an image"):
+    with pytest.raises(ValueError, match="x.txt: not a readable image"):
         app.check_upload(str(tmp_path / "x.txt"))
     Image.new("RGB", (5000, 10)).save(tmp_path / "wide.png")
     with pytest.raises(ValueError, match="largest side"):
@@ -119,19 +119,35 @@ def test_photo_in_domains(world):
     Image.new("RGB", (64, 48), (120, 80, 60)).save(tmp_path / "me.jpg")
     grid = app.photo_in_domains(ckpt, lib, str(tmp_path / "me.jpg"), ["sketch", "popart"], 0.8, steps=10)
     assert grid.shape[1] == 5 * 34 + 2  # photo, reconstruction, sketch, popart, mix
-    with pytest.raises(ValueError, match="not an image"):
+    with pytest.raises(ValueError, match="not a readable image"):
         app.photo_in_domains(ckpt, lib, str(tmp_path / "dirs" / "notes.safetensors"), [], 0.8, steps=10)
 
 
-def test_diffusion_samples(tmp_path):
+def tiny_unet():
     from diffusers import UNet2DModel
-
-    from diffusion_adapt import svdiff
-    from diffusion_adapt.models import new_scheduler, save_model
     torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
+    return UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
                        norm_num_groups=8, attention_head_dim=8, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                        up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+
+
+def tiny_ddpm_and_shift(tmp_path):
+    """(a tiny DDPM folder, a shift file for it with every delta 0.5)."""
+    from diffusion_adapt import svdiff
+    from diffusion_adapt.models import new_scheduler, save_model
+    unet = tiny_unet()
+    folder = save_model(unet, new_scheduler(), tmp_path / "ddpm")
+    svdiff.add_spectral_shifts(unet)
+    with torch.no_grad():
+        for s in svdiff.shifts_of(unet).values():
+            s.delta.fill_(0.5)
+    return folder, svdiff.save_shifts(unet, tmp_path / "s.safetensors")
+
+
+def test_diffusion_samples(tmp_path):
+    from diffusion_adapt import svdiff
+    from diffusion_adapt.models import new_scheduler, save_model
+    unet = tiny_unet()
     folder = save_model(unet, new_scheduler(), tmp_path / "ddpm")
     plain = app.diffusion_samples(str(folder), [], [], "0-1", 2)
     svdiff.add_spectral_shifts(unet)
@@ -156,7 +172,7 @@ def test_diffusion_samples(tmp_path):
     assert not np.array_equal(strip[:, 2 * third:], same[:, 2 * third:])
     with pytest.raises(ValueError, match="at least one shift file"):
         app.diffusion_translate(str(folder), str(tmp_path / "x.png"), [], [], 3)
-    with pytest.raises(ValueError, match="not an image"):
+    with pytest.raises(ValueError, match="not a readable image"):
         app.diffusion_translate(str(folder), str(f), [str(f)], [1.0], 3)
 
 
@@ -190,3 +206,253 @@ def test_launched_app_through_gradio_client(world):
         assert Image.open(gif).n_frames == 4
     finally:
         demo.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Uploads, progress, prompts and the library (issue 15: 8, 14, 15, 16, 17)
+
+
+def _bad_images(folder):
+    """Three uploads that are not readable images: text named .png, a PNG with a damaged header, a PNG whose header
+    claims 100k x 100k pixels (Pillow's DecompressionBombError)."""
+    import struct
+
+    from test_image_io import write_png
+    folder.mkdir(exist_ok=True)
+    (folder / "notes.png").write_text("not an image")
+    Image.new("RGB", (20, 20), (1, 2, 3)).save(folder / "ok.png")
+    damaged = bytearray((folder / "ok.png").read_bytes())
+    damaged[20] ^= 0xFF  # inside IHDR: its CRC no longer matches
+    (folder / "damaged.png").write_bytes(bytes(damaged))
+    write_png(folder / "bomb.png", np.zeros((1, 1), np.uint8), 0, 8,
+              header=struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+    return {"notes.png": "not a readable image", "damaged.png": "not a readable image",
+            "bomb.png": "decompression bomb"}
+
+
+def _launched(demo):
+    from gradio_client import Client
+    app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
+    return Client(demo.local_url, verbose=False)
+
+
+def _registered(demo, api_name):
+    """The function the app registered for an event, as Gradio calls it."""
+    return next(f for f in demo.fns.values() if f.api_name == api_name)
+
+
+@pytest.mark.timeout(300)
+def test_bad_image_uploads_get_words_through_gradio(world, tiny_ckpt_clip):
+    """Adapt, Real photo and Diffusion translate, called through gradio_client's upload path (Gradio itself takes
+    the file first): each bad image gets a message naming the file as uploaded, never a bare "Error" and never the
+    server's temporary path."""
+    from gradio_client import handle_file
+    ckpt, lib, tmp_path = world
+    bad = _bad_images(tmp_path / "bad")
+    ddpm, shift = tiny_ddpm_and_shift(tmp_path)
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")], str(ddpm))
+    client = _launched(demo)
+    try:
+        for name, words in bad.items():
+            f = handle_file(str(tmp_path / "bad" / name))
+            calls = {
+                "/adapt": (ckpt, f, "", "stylespace", 10),
+                "/photo": (ckpt, f, ["sketch"], 0.8, 20),
+                "/translate": (str(ddpm), f, [handle_file(str(shift))], 1.0, "", 5),
+            }
+            for api, args in calls.items():
+                with pytest.raises(Exception) as err:
+                    client.predict(*args, api_name=api)
+                msg = str(err.value)
+                assert f"{name}: " in msg and words in msg, (api, name, msg)
+                assert "/gradio/" not in msg and str(tmp_path) not in msg, msg
+    finally:
+        demo.close()
+
+
+@pytest.mark.timeout(300)
+def test_16bit_and_float_uploads_keep_their_values(world, tmp_path):
+    """A 16-bit grey PNG and a float TIFF as the app's callbacks read them (Real photo, Diffusion translate: the
+    first tile of each strip is the upload at the model's size), and a 16-bit PNG through the launched app's
+    upload path (the old image box converted uploads to 8-bit RGB first: 16-bit came out white)."""
+    import tifffile
+    from gradio_client import handle_file
+
+    from test_image_io import write_png
+    ckpt, lib, _ = world
+    v16, vf = 13107, 0.3  # 0.2 and 0.3 of white: 51 and 76.5 in 8 bits
+    write_png(tmp_path / "g16.png", np.full((40, 48), v16, np.uint16), colour_type=0)
+    tifffile.imwrite(tmp_path / "f.tif", np.full((40, 48, 3), vf, np.float32), photometric="rgb")
+    ddpm, shift = tiny_ddpm_and_shift(tmp_path)
+    for name, value in (("g16.png", v16 / 65535), ("f.tif", vf)):
+        photo = app.photo_in_domains(ckpt, lib, str(tmp_path / name), ["sketch"], 0.8, steps=10)
+        strip = app.diffusion_translate(str(ddpm), str(tmp_path / name), [str(shift)], [1.0], 2)
+        for grid in (photo, strip):
+            tile = grid[2:34, 2:34].astype(float)  # the first 32 px tile after the 2 px padding
+            assert np.abs(tile - value * 255).max() <= 1, (name, tile.min(), tile.max())
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    client = _launched(demo)
+    try:
+        out = client.predict(ckpt, handle_file(str(tmp_path / "g16.png")), ["sketch"], 0.8, 20, api_name="/photo")
+        tile = np.asarray(Image.open(out).convert("RGB"))[2:34, 2:34].astype(float)
+        assert np.abs(tile - v16 / 65535 * 255).max() <= 1, (tile.min(), tile.max())
+    finally:
+        demo.close()
+
+
+@pytest.mark.timeout(240)
+def test_real_photo_progress_reaches_gradio(world):
+    """Gradio fills a ``progress`` parameter only when it sees one in the registered function's signature; then
+    the launched app sends progress updates (what the page draws its bar from) while it inverts."""
+    import inspect
+
+    import gradio as gr
+    from gradio.helpers import special_args
+    from gradio_client import handle_file
+    from gradio_client.utils import StatusUpdate
+    ckpt, lib, tmp_path = world
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    fn = _registered(demo, "photo").fn
+    progress = inspect.signature(fn).parameters.get("progress")
+    assert progress is not None and isinstance(progress.default, gr.Progress)
+    _, progress_index, _, _ = special_args(fn, [None] * 5)
+    assert progress_index == 5  # after the five inputs: Gradio will pass its tracker there
+    Image.new("RGB", (40, 40), (120, 80, 60)).save(tmp_path / "me.png")
+    client = _launched(demo)
+    try:
+        job = client.submit(ckpt, handle_file(str(tmp_path / "me.png")), ["sketch"], 0.8, 20, api_name="/photo")
+        job.result(timeout=200)
+        updates = []  # every message the client received, in order
+        while not job.communicator.updates.empty():
+            updates.append(job.communicator.updates.get_nowait())
+    finally:
+        demo.close()
+    fractions = [u.progress_data[0].progress for u in updates if isinstance(u, StatusUpdate) and u.progress_data
+                 and u.progress_data[0].desc == "inverting"]
+    assert fractions and all(0 < f <= 1 for f in fractions), updates
+
+
+@pytest.mark.timeout(300)
+def test_adapt_prompt_is_taken_literally(world, tiny_ckpt_clip):
+    """Prompts that OmegaConf would read as YAML or interpolations train on exactly the text typed."""
+    from gan_adapt.directions import load_direction
+    ckpt, _, tmp_path = world
+    _, clip_path = tiny_ckpt_clip
+    for i, prompt in enumerate(["${oc.env:HOME}", "style: pencil sketch", "null", "[a, b]", "${nope}"]):
+        steps = list(app.adapt(ckpt, None, prompt, "direction", 1, every=1, run_dir=str(tmp_path / f"run{i}"),
+                               clip=str(clip_path)))
+        meta = load_direction(steps[-1][2]).meta
+        assert meta["prompt"] == prompt and meta["domain"] == prompt
+        assert meta["training_config"]["target"]["text"] == prompt
+
+
+def _two_adapt_results(tmp_path, tiny_generator):
+    """Two different one-shot results, each named direction.safetensors as the trainer writes them."""
+    files = []
+    for i, domain in enumerate(["pencil sketch", "pop art"]):
+        p = Parameterization("stylespace", tiny_generator)
+        with torch.no_grad():
+            for q in p.trainable_parameters():
+                q.copy_(torch.randn(q.shape, generator=torch.Generator().manual_seed(10 + i)))
+        (tmp_path / f"result{i}").mkdir()
+        files.append(Direction.from_parameterization(p, domain=domain).save(
+            tmp_path / f"result{i}" / "direction.safetensors"))
+    return files
+
+
+def test_library_keeps_files_of_one_name_apart(world, tiny_generator):
+    from gan_adapt.directions import load_direction
+    ckpt, lib, tmp_path = world
+    files = _two_adapt_results(tmp_path, tiny_generator)
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    add_result = _registered(demo, "add_result")
+    updates = [add_result.fn(str(f)) for f in files]
+    # Every list of the library is refreshed: Mix's slots, Morph's keyframes, Real photo's domains.
+    outputs = [b.elem_id for b in add_result.outputs]
+    assert outputs == [f"dir{i}" for i in range(app.SLOTS)] + ["morph-keys", "photo-domains"]
+    last = dict(zip(outputs, updates[-1]))
+    assert {"pencil sketch", "pop art"} <= set(last["morph-keys"]["choices"])
+    assert {"pencil sketch", "pop art"} <= set(last["photo-domains"]["choices"])
+    assert {"pencil sketch", "pop art"} <= set(last["dir0"]["choices"])
+    # ... and each name holds its own file (the second did not overwrite the first).
+    lib2 = app.Library(bundled=False)
+    a, b = lib2.add_file(str(files[0])), lib2.add_file(str(files[1]))
+    assert (a, b) == ("direction", "direction (2)")
+    for name, f in ((a, files[0]), (b, files[1])):
+        torch.testing.assert_close(lib2.get(name).delta, load_direction(f).delta)
+    assert not torch.equal(lib2.get(a).delta, lib2.get(b).delta)
+
+
+def test_a_bad_file_does_not_stop_a_folder(world, monkeypatch):
+    """Whatever one file makes the loader raise (its own errors, or anything else: a KeyError from a malformed
+    manifest was the reviewer's case), that file is skipped and named, and the rest of the folder is added."""
+    import json
+
+    from safetensors.torch import save_file
+    ckpt, lib, tmp_path = world
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for f in (tmp_path / "dirs").glob("*.safetensors"):
+        if f.stem != "notes":
+            (folder / f.name).write_bytes(f.read_bytes())
+    save_file({"delta": torch.zeros(4)}, str(folder / "list_manifest.safetensors"),
+              metadata={"format": "domain-adapt/direction", "manifest": json.dumps([1, 2])})
+    (folder / "readme.pt").write_text("not a checkpoint")
+    (folder / "weird.safetensors").write_bytes((folder / "sketch.safetensors").read_bytes())
+    loader = app._direction
+
+    def failing_loader(path, mtime):  # an exception no loader check anticipated, for one file
+        if path.endswith("weird.safetensors"):
+            raise KeyError("kind")
+        return loader(path, mtime)
+    monkeypatch.setattr(app, "_direction", failing_loader)
+    fresh = app.Library(bundled=False)
+    added, skipped = fresh.add_folder(folder)
+    assert sorted(added) == ["popart", "sketch"]
+    assert sorted(n for n, _ in skipped) == ["list_manifest.safetensors", "readme.pt", "weird.safetensors"]
+    assert all(why for _, why in skipped) and "KeyError" in dict(skipped)["weird.safetensors"]
+    msg = app.folder_message(added, skipped)
+    assert "added 2" in msg and all(n in msg for n, _ in skipped)
+    # Through the app's own handler: the good files arrive in every list.
+    demo = app.build_app(ckpt, [])
+    add_folder = _registered(demo, "add_folder")
+    updates = dict(zip([b.elem_id for b in add_folder.outputs], add_folder.fn(str(folder))))
+    assert {"popart", "sketch"} <= set(updates["morph-keys"]["choices"])
+
+
+@pytest.mark.timeout(240)
+def test_library_errors_name_the_upload_not_a_temp_path(world):
+    from gradio_client import handle_file
+    ckpt, lib, tmp_path = world
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    client = _launched(demo)
+    try:
+        with pytest.raises(Exception) as err:
+            client.predict(handle_file(str(tmp_path / "dirs" / "notes.safetensors")), api_name="/add_direction")
+        msg = str(err.value)
+        assert "notes.safetensors: not a direction file" in msg
+        assert "/gradio/" not in msg and "/tmp" not in msg, msg
+    finally:
+        demo.close()
+    # The app's own temporary folders are shortened too; a user's own folder is left as typed.
+    upload = f"{app.tempfile.gettempdir()}/gradio/0a1b2c/photo.png"
+    run = f"{app.tempfile.gettempdir()}/adapt_x1y2/direction.safetensors"
+    assert app.user_message(f"{upload}: bad. ({run})") == "photo.png: bad. (direction.safetensors)"
+    assert app.user_message("/home/me/dirs: no such folder") == "/home/me/dirs: no such folder"
+
+
+def test_seed_limit_is_checked_before_building_the_range(world):
+    import tracemalloc
+    ckpt, _, _ = world
+    from gan_adapt.seeds import parse_seeds
+    assert parse_seeds("0-3,10, 12-13", limit=7) == [0, 1, 2, 3, 10, 12, 13]
+    with pytest.raises(ValueError, match="at most 6 seeds at once, got 7"):
+        parse_seeds("0-3,10, 12-13", limit=6)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="at most 16 seeds at once, got 2,000,001"):
+            app.render(ckpt, "0-2000000", 0.7)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 ** 20, peak  # a list of two million ints is over 60 MB

@@ -97,3 +97,66 @@ def test_app_in_a_real_browser(tmp_path, tiny_generator):
                    for u in requests), [u for u in requests if "127.0.0.1" not in u][:5]  # no external requests
     finally:
         demo.close()
+
+
+def _toast_with(page, words: str, timeout_s: float = 60) -> str:
+    """The text of the first toast (Gradio's error/info pop-up) that contains ``words``."""
+    toasts = page.locator("[data-testid='toast-body']")
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for text in toasts.all_inner_texts():
+            if words in text:
+                return text
+        time.sleep(0.3)
+    raise AssertionError(f"no toast with {words!r}; toasts: {toasts.all_inner_texts()}")
+
+
+@pytest.mark.timeout(600)
+def test_bad_uploads_get_words_and_real_photo_shows_progress(tmp_path, tiny_generator):
+    """In the browser: a text file named .png in Adapt and a PNG with a damaged header in Real photo each get a
+    message naming the file (before, Gradio opened them first and showed a bare "Error"); a real inversion shows
+    Gradio's progress bar (before, the app hid its progress parameter from Gradio)."""
+    ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
+    lib = tmp_path / "dirs"
+    lib.mkdir()
+    p = Parameterization("stylespace", tiny_generator)
+    Direction.from_parameterization(p, domain="sketch").save(lib / "sketch.safetensors")
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.new("RGB", (40, 40), (120, 80, 60)).save(tmp_path / "me.png")
+    damaged = bytearray((tmp_path / "me.png").read_bytes())
+    damaged[20] ^= 0xFF  # inside IHDR: its CRC no longer matches
+    (tmp_path / "damaged.png").write_bytes(bytes(damaged))
+    demo = app.build_app(str(ckpt), [str(lib)])
+    app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        with playwright.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(demo.local_url, wait_until="networkidle")
+
+            page.get_by_role("tab", name="Adapt").click()
+            page.set_input_files("#adapt-image input[type=file]", str(tmp_path / "notes.png"))
+            page.locator("#adapt-go").click()
+            text = _toast_with(page, "notes.png")
+            assert "not a readable image" in text and "/gradio/" not in text, text
+
+            page.get_by_role("tab", name="Real photo").click()
+            page.set_input_files("#photo input[type=file]", str(tmp_path / "damaged.png"))
+            page.locator("#photo-go").click()
+            text = _toast_with(page, "damaged.png")
+            assert "not a readable image" in text, text
+
+            # A good photo: Gradio's progress bar (drawn only from progress updates) appears while it inverts.
+            page.reload(wait_until="networkidle")
+            page.get_by_role("tab", name="Real photo").click()
+            page.set_input_files("#photo input[type=file]", str(tmp_path / "me.png"))
+            page.wait_for_selector("#photo-preview img", timeout=60_000)  # the upload as the tools read it
+            steps = page.locator("#photo-steps input[type=number]")
+            steps.fill("600")
+            steps.press("Enter")
+            page.locator("#photo-go").click()
+            page.wait_for_selector(".progress-level", timeout=120_000)
+            page.wait_for_selector("#photo-out img", timeout=300_000)
+            browser.close()
+    finally:
+        demo.close()
