@@ -289,6 +289,15 @@ THREADS_SCRIPT = textwrap.dedent("""
     except Exception:
         pass
     report("t2i")
+    # The small CLIP's trainer: its run folder is a file here, so it stops right after setting its threads.
+    from tools.train_clip import ClipTrainConfig, train
+    open(f"{run}/not_a_folder", "w").close()
+    try:
+        train(load_config(ClipTrainConfig, [], [f"logging.run_dir={run}/not_a_folder",
+                                                *[k.replace("exp.", "") for k in extra]]))
+    except FileExistsError:
+        pass
+    report("train_clip")
     print(" ".join(out))
 """)
 
@@ -300,8 +309,9 @@ def test_trainers_keep_omp_num_threads_unless_the_key_is_set(tiny_ckpt_clip, tmp
     r = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, str(ckpt), str(clip_path), str(tmp_path), key],
                        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
-    counts = dict(item.split("=") for item in r.stdout.split()[-5:])
-    assert counts == {name: str(expected) for name in ("gan", "clip", "hyper", "ddpm", "t2i")}, r.stdout
+    counts = dict(item.split("=") for item in r.stdout.split()[-6:])
+    assert counts == {name: str(expected) for name in ("gan", "clip", "hyper", "ddpm", "t2i", "train_clip")}, \
+        r.stdout
 
 
 def test_a_thread_count_below_one_is_refused(tiny_ckpt_clip, tmp_path):

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from adapt_common.clip_models import ClipModel, _import_clip
 from adapt_common.config import describe, load_config, save_config, to_dict
 from adapt_common.files import atomic_path
-from adapt_common.training import CsvLogger, load_training_state, progress, rng_state, save_training_state, set_rng_state
+from adapt_common.training import (CsvLogger, load_training_state, progress, rng_state, save_training_state,
+                                   set_rng_state, set_threads)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class LoggingConfig:
 class ClipTrainConfig:
     exp_name: str = "synthfaces_clip"
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
     output: str = "checkpoints/synthfaces_clip.pt"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -184,7 +185,7 @@ def export_state_dict(model: torch.nn.Module, path: str | Path) -> Path:
 
 
 def train(cfg: ClipTrainConfig, resume: bool = False) -> dict:
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads, "threads")
     run = Path(cfg.logging.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     ckpt_path = run / "checkpoint.pt"
@@ -276,7 +277,7 @@ attributes. Loads through the same code as a real ViT-B/32: `adapt_common.clip_m
 |---|---|
 | architecture | embed {m.embed_dim}; image {m.image_resolution} px, ViT {m.vision_layers} layers, width {m.vision_width}, patch {m.vision_patch_size}; text {m.transformer_layers} layers, width {m.transformer_width}, context {m.context_length} |
 | parameters | {n_params:,} ({Path(cfg.output).stat().st_size / 2**20:.1f} MiB, float16) |
-| training | {result['steps']} steps of batch {cfg.data.batch}, AdamW lr {cfg.optim.lr}, seed {cfg.seed}, {cfg.threads} CPU threads |
+| training | {result['steps']} steps of batch {cfg.data.batch}, AdamW lr {cfg.optim.lr}, seed {cfg.seed}, {torch.get_num_threads()} CPU threads |
 | wall time | {result['wall_time_s'] / 60:.1f} min on a 2-core CPU machine |
 | command | `{command}` |
 
