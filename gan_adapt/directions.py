@@ -14,13 +14,16 @@ They are not interchangeable, so every :class:`Direction` carries its kind, and 
 File format (``.safetensors``): a float32 tensor ``delta`` [N] (or, for a sparse direction, ``indices`` int32
 and ``values`` float32 with ``size`` in the manifest) and a JSON manifest in the metadata (also written beside the
 file as ``<file>.json``): kind, per-layer names and channels, the base generator's content hash and
-architecture, domain, prompt or reference hash, training config, metrics, recommended strength.
+architecture, domain, prompt or reference hash, training config, metrics, recommended strength, and the file's
+own ``content_hash`` (checked on load; files written before it existed have none). Loading refuses NaN/Inf
+values and bounds every size the file gives before allocating; saving refuses a non-finite direction.
 
 The official StyleDomain / HyperDomainNet checkpoints (``models_*.pt``, ``td_*.pt``, ``im2im_*.pt`` with
 ``patch_key`` ``s_delta`` or ``cin_mult``) load through :func:`load_direction` too, with safe loading.
 """
 from __future__ import annotations
 
+import math
 import re
 import time
 import warnings
@@ -30,8 +33,11 @@ from typing import Iterable, Sequence
 
 import torch
 
-from adapt_common.files import read_with_manifest, save_with_manifest, split_weight, tensors_hash
+from adapt_common.files import read_with_manifest, require_finite, require_size, save_with_manifest, split_weight, \
+    tensors_hash
+from adapt_common.integrity import verify_content_hash
 from .adapter_files import TransferNote, architecture
+from .formats.architecture import MAX_CHANNELS, MAX_SIZE, MAX_STYLE_LAYERS
 from .networks import Generator, StyleLayer
 from .parameterizations import DIRECTION_KINDS, Parameterization
 
@@ -173,8 +179,14 @@ class Direction:
     # -- files -----------------------------------------------------------------------------------------------
 
     def save(self, path: str | Path, *, sparse: bool | None = None) -> Path:
-        """Write the direction (``sparse``: as indices + values; default when under half the values are set)."""
+        """Write the direction (``sparse``: as indices + values; default when under half the values are set).
+        A direction with NaN/Inf values (a diverged run, a mix whose weights overflow) is refused, nothing written."""
         path = Path(path)
+        bad = int((~torch.isfinite(self.delta)).sum())
+        if bad:
+            raise DirectionFileError(f"{path} not written: the direction has {bad} NaN/infinite value(s) of "
+                                     f"{self.size} ({self.meta.get('derived') or 'as trained'}); check its inputs, "
+                                     "and use smaller weights if a mix overflowed")
         if sparse is None:
             sparse = self.nonzero_fraction < 0.5
         if sparse:
@@ -184,7 +196,8 @@ class Direction:
             tensors = {"delta": self.delta.contiguous()}
         manifest = {"format": FORMAT, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "kind": self.kind, "size": self.size, "nonzero": int((self.delta != 0).sum()),
-                    "layers": [{"name": n, "channels": c} for n, c in self.layers], **self.meta}
+                    "layers": [{"name": n, "channels": c} for n, c in self.layers], **self.meta,
+                    "content_hash": tensors_hash(tensors)}
         return save_with_manifest(tensors, path, FORMAT, manifest)
 
 
@@ -199,8 +212,9 @@ def _trained_vector(g: Generator, layer: str, param_name: str) -> torch.Tensor:
 # Loading
 
 
-def load_direction(path: str | Path) -> Direction:
-    """A direction from our ``.safetensors`` files or an official StyleDomain / HyperDomainNet ``.pt``."""
+def load_direction(path: str | Path, *, verify_hash: bool = True) -> Direction:
+    """A direction from our ``.safetensors`` files or an official StyleDomain / HyperDomainNet ``.pt``
+    (``verify_hash=False``: accept a file whose tensors differ from its recorded content hash)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such direction file")
@@ -219,22 +233,69 @@ def load_direction(path: str | Path) -> Direction:
             if meta.get("format") == "domain-adapt/parameterization" else ""
         raise DirectionFileError(f"{path}: a safetensors file, but not a {FORMAT} file (format "
                                  f"{meta.get('format')!r}){hint}")
-    try:
-        layers = [(entry["name"], entry["channels"]) for entry in manifest["layers"]]
-    except (KeyError, ValueError, TypeError) as e:
-        raise DirectionFileError(f"{path}: its manifest is missing or malformed ({e})") from e
+    verify_content_hash(tensors, manifest.get("content_hash"), path, verify_hash=verify_hash,
+                        error=DirectionFileError)
+    require_finite(tensors, path)
+    layers = _manifest_layers(manifest, path)
+    size = sum(c for _, c in layers)
     if "delta" in tensors:
         delta = tensors["delta"]
     elif {"indices", "values"} <= set(tensors):
-        delta = torch.zeros(int(manifest["size"]))
-        delta[tensors["indices"].long()] = tensors["values"].float()
+        delta = _densify(tensors["indices"], tensors["values"], manifest.get("size"), size, path)
     else:
         raise DirectionFileError(f"{path}: holds {sorted(tensors)}, expected 'delta' or 'indices' + 'values'")
-    keep = ("format", "version", "kind", "size", "nonzero", "layers")
-    return Direction(manifest["kind"], layers, delta, {k: v for k, v in manifest.items() if k not in keep}, str(path))
+    keep = ("format", "version", "kind", "size", "nonzero", "layers", "content_hash")
+    return Direction(manifest.get("kind"), layers, delta, {k: v for k, v in manifest.items() if k not in keep},
+                     str(path))
 
 
-_HEAD = re.compile(r"^heads\.conv_(\d+)\.params_in$")
+def _manifest_layers(manifest: dict, path: Path) -> list[tuple[str, int]]:
+    """[(name, channels)] of the manifest, each count bounded by what a StyleGAN2 generator can have."""
+    try:
+        layers = [(str(entry["name"]), entry["channels"]) for entry in manifest["layers"]]
+    except (KeyError, ValueError, TypeError) as e:
+        raise DirectionFileError(f"{path}: its manifest is missing or malformed ({e})") from e
+    try:
+        require_size("the number of layers", len(layers), MAX_STYLE_LAYERS, path, minimum=1)
+        return [(name, require_size(f"the channels of layer {name!r}", c, MAX_CHANNELS, path, minimum=1))
+                for name, c in layers]
+    except ValueError as e:
+        raise DirectionFileError(str(e)) from None
+
+
+def _densify(indices: torch.Tensor, values: torch.Tensor, recorded, size: int, path: Path) -> torch.Tensor:
+    """The dense [size] vector of a sparse direction; its size is the one its (bounded) layers add up to."""
+    if recorded != size:
+        raise DirectionFileError(f"{path}: its manifest gives size {recorded!r}, its layers add up to {size}; "
+                                 "the file is corrupt")
+    if indices.dim() != 1 or values.shape != indices.shape or indices.is_floating_point():
+        raise DirectionFileError(f"{path}: 'indices' {tuple(indices.shape)} and 'values' {tuple(values.shape)} "
+                                 "must be 1-D and of one length, the indices integers; the file is corrupt")
+    idx = indices.long()
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
+        raise DirectionFileError(f"{path}: sparse indices reach {int(idx.min())}..{int(idx.max())}, outside a "
+                                 f"direction of {size} values; the file is corrupt")
+    delta = torch.zeros(size)
+    delta[idx] = values.float()
+    return delta
+
+
+_HEAD = re.compile(r"^heads\.conv_(\d{1,4})\.params_in$")
+
+
+def _official_architecture(sg2, path: Path) -> tuple[int, float]:
+    """(img_size, channel_multiplier) of official ``sg2_params``, bounded before a generator is described."""
+    if not isinstance(sg2, dict):
+        raise DirectionFileError(f"{path}: sg2_params is a {type(sg2).__name__}, not a dict; the file is corrupt")
+    try:
+        size = require_size("sg2_params img_size", sg2.get("img_size", 1024), MAX_SIZE, path, minimum=4)
+    except ValueError as e:
+        raise DirectionFileError(str(e)) from None
+    multiplier = sg2.get("channel_multiplier", 2)
+    if size & (size - 1) or not isinstance(multiplier, (int, float)) or not 0 < multiplier <= 64:
+        raise DirectionFileError(f"{path}: sg2_params img_size {size} / channel_multiplier {multiplier!r} do not "
+                                 "describe a StyleGAN2 generator (a power-of-two size; a multiplier in (0, 64])")
+    return size, float(multiplier)
 
 
 def official_conv_channels(img_size: int, channel_multiplier: float = 2) -> list[int]:
@@ -252,7 +313,7 @@ def _load_official(path: Path) -> Direction:
             f"{path}: a torch checkpoint that cannot be loaded safely (weights_only=True: {e}). Official "
             "StyleDomain / HyperDomainNet direction files hold only tensors and plain values; this one holds "
             "other objects, so it is not loaded (no arbitrary code is executed)") from e
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise DirectionFileError(f"{path}: not a StyleDomain / HyperDomainNet checkpoint (no 'state_dict'); "
                                  "for generators use gan_adapt.formats.load_checkpoint")
     patch_key = ckpt.get("patch_key")
@@ -262,19 +323,20 @@ def _load_official(path: Path) -> Direction:
                                  f"checkpoints (patch_key in {KINDS}) can be imported as directions")
     heads = {}
     for k, v in ckpt["state_dict"].items():
-        m = _HEAD.match(k)
-        if m:
-            heads[int(m.group(1))] = v.reshape(-1)
+        m = _HEAD.match(k) if isinstance(k, str) else None
+        if m and torch.is_tensor(v):
+            heads[int(m.group(1))] = v
     if not heads or sorted(heads) != list(range(len(heads))):
         raise DirectionFileError(f"{path}: expected heads.conv_0..N.params_in tensors, found {sorted(heads)}")
-    vecs = [heads[i] for i in range(len(heads))]  # numeric order: conv_10 after conv_9
     sg2 = ckpt.get("sg2_params") or {}
-    size = int(sg2.get("img_size", 1024))
-    expected = official_conv_channels(size, float(sg2.get("channel_multiplier", 2)))
-    got = [v.numel() for v in vecs]
-    if got != expected:
+    size, multiplier = _official_architecture(sg2, path)
+    expected = official_conv_channels(size, multiplier)
+    got = [heads[i].numel() for i in range(len(heads))]  # numeric order: conv_10 after conv_9
+    if got != expected:  # compared before any head is copied: a broadcast view may claim any size
         raise DirectionFileError(f"{path}: head sizes {got} do not match the {size}px config-f generator named by "
                                  f"its sg2_params ({expected})")
+    vecs = [heads[i].reshape(-1).float() for i in range(len(heads))]
+    require_finite({f"heads.conv_{i}.params_in": v for i, v in enumerate(vecs)}, path)
     names = ["conv1"] + [f"convs.{i}" for i in range(len(vecs) - 1)]
     meta = {"imported_from": str(path.name), "official": {"da_type": ckpt.get("da_type"), "sg2_params": sg2},
             "base_generator": {"hash": None, "architecture": {"size": size}}}
@@ -297,6 +359,8 @@ class DomainEdit:
         self.cin_mult: dict[str, torch.Tensor] = {}
         device = next(g.parameters()).device
         for d, weight in directions:
+            if not math.isfinite(float(weight)):
+                raise ValueError(f"{d.path or 'a direction'}: weight {weight!r} is not a finite number")
             if check:
                 d.check_fits(g)
             target = self.s_delta if d.kind == "s_delta" else self.cin_mult

@@ -12,7 +12,8 @@ the spec. BatchNorm means single-query inference runs in ``eval()`` mode (runnin
 
 ``Hypernetwork.direction(text_or_embedding)`` returns an ordinary :class:`~gan_adapt.directions.Direction`, so a
 predicted domain mixes, morphs, transfers and saves like a trained one. Files are safetensors with a JSON
-manifest (the mapper config, the CLIP that embeds its inputs, the base generator).
+manifest (the mapper config, the CLIP that embeds its inputs, the base generator, the tensors' content hash).
+Loading checks the hash, refuses NaN/Inf weights and bounds the mapper's sizes before building it.
 """
 from __future__ import annotations
 
@@ -24,11 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapt_common.files import read_with_manifest, save_with_manifest
+from adapt_common.files import read_with_manifest, require_finite, require_size, save_with_manifest, tensors_hash
+from adapt_common.integrity import verify_content_hash
 from .directions import Direction, DirectionFileError, conv_layers
+from .formats.architecture import MAX_CHANNELS, MAX_STYLE_LAYERS
 from .networks import Generator
 
 FORMAT = "domain-adapt/hypernetwork"
+#: Bounds on a mapper read from a file (the paper's: 512-d CLIP inputs, width 512, depth 4 or 6).
+MAX_INPUT_DIM = 4096
+MAX_WIDTH = 4096
+MAX_DEPTH = 32
 
 
 @dataclass
@@ -98,13 +105,45 @@ class Hypernetwork(nn.Module):
         path = Path(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         info = {"format": FORMAT, "version": "1", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "mapper": asdict(self.config), "num_parameters": sum(p.numel() for p in self.parameters()), **manifest}
+                "mapper": asdict(self.config), "num_parameters": sum(p.numel() for p in self.parameters()), **manifest,
+                "content_hash": tensors_hash(tensors)}
         return save_with_manifest(tensors, path, FORMAT, info)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Hypernetwork":
+    def load(cls, path: str | Path, *, verify_hash: bool = True) -> "Hypernetwork":
+        """A hypernetwork file (``verify_hash=False``: accept tensors that differ from its content hash)."""
         tensors, manifest, _ = read_with_manifest(path, FORMAT, "hypernetwork file", DirectionFileError)
-        net = cls(MapperConfig(**manifest["mapper"]))
+        verify_content_hash(tensors, manifest.get("content_hash"), path, verify_hash=verify_hash,
+                            error=DirectionFileError)
+        require_finite(tensors, path)
+        config = _mapper_config(manifest.get("mapper"), path)
+        with torch.device("meta"):  # the file must hold every tensor of that shape before it is allocated
+            expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        if found != expected:
+            wrong = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+            raise DirectionFileError(f"{path}: its tensors do not fit the mapper its manifest describes "
+                                     f"({config.width} wide, depth {config.depth}, {len(config.layers)} heads): "
+                                     f"{wrong[:4]} differ")
+        net = cls(config)
         net.load_state_dict(tensors)
         net.manifest = manifest
         return net.eval()
+
+
+def _mapper_config(mapper, path) -> MapperConfig:
+    """The manifest's mapper config, every size bounded before a network is built with it."""
+    try:
+        if not isinstance(mapper, dict) or not isinstance(mapper.get("layers"), list):
+            raise ValueError(f"{path}: its manifest has no mapper config with layers; the file is corrupt")
+        config = MapperConfig(
+            input_dim=require_size("mapper input_dim", mapper.get("input_dim"), MAX_INPUT_DIM, path, 1),
+            width=require_size("mapper width", mapper.get("width"), MAX_WIDTH, path, 1),
+            depth=require_size("mapper depth", mapper.get("depth"), MAX_DEPTH, path, 1),
+            layers=mapper["layers"])
+        require_size("the number of mapper heads", len(config.layers), MAX_STYLE_LAYERS, path, 1)
+        config.layers = [[str(name), require_size(f"the channels of head {name!r}", c, MAX_CHANNELS, path, 1)]
+                         for name, c in config.layers]
+    except (TypeError, ValueError) as e:  # ValueError: also a layer that is not a (name, channels) pair
+        raise DirectionFileError(str(e) if str(e).startswith(str(path)) else f"{path}: bad mapper config ({e})") from e
+    return config

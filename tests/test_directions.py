@@ -223,3 +223,28 @@ def test_file_sizes_at_1024(tmp_path):
     dense, sparse = (tmp_path / "d.safetensors").stat().st_size, (tmp_path / "s.safetensors").stat().st_size
     assert 24_192 < dense < 28_000 and sparse < 12_500, (dense, sparse)
     torch.testing.assert_close(load_direction(tmp_path / "s.safetensors").delta, d.sparse(0.2).delta)
+
+
+def test_a_non_finite_direction_is_never_written(source, tmp_path):
+    d = Direction.from_parameterization(_trained(source, "direction"))
+    d.delta[3] = float("nan")
+    with pytest.raises(DirectionFileError, match=r"bad\.safetensors not written: the direction has 1 NaN/infinite"):
+        d.save(tmp_path / "bad.safetensors")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="weight inf is not a finite number"):
+        DomainEdit(source, [(Direction.from_parameterization(_trained(source, "direction")), float("inf"))])
+
+
+def test_official_import_bounds_and_broadcast_heads(tmp_path):
+    ckpt, _ = _official("s_delta", size=32)
+    for sg2, message in [({"img_size": 48}, "img_size 48"), ({"img_size": 32, "channel_multiplier": -1}, "multiplier"),
+                         ({"img_size": "big"}, "not an integer")]:
+        torch.save({**ckpt, "sg2_params": sg2}, tmp_path / "bad.pt")
+        with pytest.raises(DirectionFileError, match=message):
+            load_direction(tmp_path / "bad.pt")
+    # A head that is a stride-0 view claiming 2**40 values: its size is compared before anything is copied.
+    heads = dict(ckpt["state_dict"])
+    heads["heads.conv_0.params_in"] = torch.zeros(1).expand(2 ** 20, 2 ** 20)
+    torch.save({**ckpt, "state_dict": heads}, tmp_path / "view.pt")
+    with pytest.raises(DirectionFileError, match=r"head sizes \[1099511627776, "):
+        load_direction(tmp_path / "view.pt")

@@ -198,3 +198,25 @@ def test_official_styledomain_full_finetune_and_direction_files(tmp_path, models
                 "state_dict": {"heads.conv_0.params_in": torch.zeros(1, 32)}}, tmp_path / "models_300.pt")
     with pytest.raises(CheckpointError, match="--direction"):
         load_generator(tmp_path / "models_300.pt")
+
+
+@pytest.mark.parametrize("key", ["g_ema.style.1.weight", "g.convs.0.conv.weight", "d.convs.0.0.weight", "latent_avg"])
+def test_native_hash_covers_every_tensor_and_verify_hash_false_accepts_edits(tmp_path, models, key):
+    """A changed bit anywhere in the file (training generator, discriminator, truncation centre included) is
+    refused naming the file; ``verify_hash=False`` loads a deliberately edited file with the edit."""
+    g, d = models
+    g_train = perturb_zero_inits(Generator(**TINY), seed=3)
+    path = save_checkpoint(StyleGANCheckpoint(g_ema=g, g=g_train, d=d), tmp_path / "m.safetensors")
+    raw = bytearray(path.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    at = 8 + n + header[key]["data_offsets"][0]
+    raw[at] ^= 1  # the lowest mantissa bit of the tensor's first float32 value
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=f"{path}: its tensors do not match the content hash it records"):
+        load_checkpoint(path)
+    ck = load_checkpoint(path, verify_hash=False)
+    part, _, name = key.partition(".")
+    edited = ck.g_ema.latent_avg if key == "latent_avg" else getattr(ck, part).state_dict()[name]
+    original = g.latent_avg if key == "latent_avg" else {"g_ema": g, "g": g_train, "d": d}[part].state_dict()[name]
+    assert (edited != original).sum() == 1 and edited.reshape(-1)[0] != original.reshape(-1)[0]

@@ -49,22 +49,24 @@ def detect_format(path: str | Path) -> str:
                           f"file; it starts with {head[:8]!r})")
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> StyleGANCheckpoint:
-    """Load any supported StyleGAN2 checkpoint file (see the table above)."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
+                    verify_hash: bool = True) -> StyleGANCheckpoint:
+    """Load any supported StyleGAN2 checkpoint file (see the table above). Native files are checked against
+    the content hashes they record (``verify_hash=False``: not, for files edited on purpose)."""
     fmt = detect_format(path)
     if fmt == "rosinality":
         ckpt = rosinality.load(path)
     elif fmt == "native":
-        ckpt = native.load(path)
+        ckpt = native.load(path, verify_hash=verify_hash)
     else:
         from . import nvidia_pkl
         ckpt = nvidia_pkl.load(path)
     return ckpt.to(device)
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu"):
+def load_generator(path: str | Path, device: str | torch.device = "cpu", *, verify_hash: bool = True):
     """The sampling generator (``g_ema``) of a checkpoint, in eval mode with its truncation centre set."""
-    return load_checkpoint(path, device).g_ema
+    return load_checkpoint(path, device, verify_hash=verify_hash).g_ema
 
 
 def save_checkpoint(ckpt: StyleGANCheckpoint, path: str | Path, fmt: str | None = None) -> Path:

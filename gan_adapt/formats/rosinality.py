@@ -1,6 +1,8 @@
 """rosinality/stylegan2-pytorch ``.pt`` files: converted official weights (``g_ema`` + ``latent_avg``) and
 training snapshots (``g``, ``d``, ``g_ema``, ``args``, optimiser states). Loaded with ``weights_only=True``;
-the ``argparse.Namespace`` of training snapshots is the only extra type allowed."""
+the ``argparse.Namespace`` of training snapshots is the only extra type allowed. The file records no hash;
+weights that are broadcast views (a pickle can describe huge shapes over a few bytes), sizes beyond any real
+StyleGAN2 and NaN/Inf values are refused before a network is built."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from adapt_common.files import atomic_path
+from adapt_common.files import atomic_path, require_finite
+from adapt_common.integrity import require_stored
 from ..networks import Discriminator, Generator
 from .architecture import (CheckpointError, discriminator_config_from_state_dict, generator_config_from_state_dict,
                            load_state_dict_strict)
@@ -30,12 +33,20 @@ def read_torch_file(path: Path) -> object:
 
 
 def _state_dict(obj, key, path):
+    """``obj[key]`` as a state dict of stored, finite tensors (None when absent)."""
     sd = obj.get(key)
     if sd is None:
         return None
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise CheckpointError(f"{path}: entry {key!r} is not a state dict of tensors")
+    _require_weights({f"{key}.{k}": v for k, v in sd.items()}, path)
     return sd
+
+
+def _require_weights(tensors: dict, path) -> None:
+    """Stored (not broadcast) tensors first, so the NaN scan allocates no more than the file holds."""
+    require_stored(tensors, path, CheckpointError)
+    require_finite(tensors, path)
 
 
 def load(path: str | Path) -> StyleGANCheckpoint:
@@ -46,7 +57,8 @@ def load(path: str | Path) -> StyleGANCheckpoint:
     if obj.get("model_type") == "original" and isinstance(obj.get("state_dict"), dict):
         # A StyleDomain / HyperDomainNet full fine-tune (`models_*.pt`, patch_key "original"): the trained copy's
         # state dict under "generator." names (the source copy, if any, under "generator_frozen." is ignored).
-        sd = {k[len("generator."):]: v for k, v in obj["state_dict"].items() if k.startswith("generator.")}
+        sd = {k[len("generator."):]: v for k, v in obj["state_dict"].items()
+              if isinstance(k, str) and k.startswith("generator.")}
         obj = {"g_ema": sd}
     if obj.get("model_type") in ("parametrization", "parameterization", "mapper"):
         raise CheckpointError(f"{path}: a StyleDomain / HyperDomainNet {obj['model_type']} file (patch_key "
@@ -59,22 +71,25 @@ def load(path: str | Path) -> StyleGANCheckpoint:
             raise CheckpointError(f"{path}: not a rosinality StyleGAN2 checkpoint: no 'g_ema' entry "
                                   f"(top-level keys: {sorted(obj)[:8]})")
     meta: dict = {}
-    g_sd = _state_dict(obj, "g_ema", path)
+    # Every tensor is checked and every size bounded before any network is built.
+    g_sd, g_train, d_sd = (_state_dict(obj, key, path) for key in ("g_ema", "g", "d"))
     cfg = generator_config_from_state_dict(g_sd, str(path))
+    dcfg = discriminator_config_from_state_dict(d_sd, f"{path} (d)") if d_sd is not None else None
+    latent_avg = obj.get("latent_avg")
+    if latent_avg is not None and (not torch.is_tensor(latent_avg) or latent_avg.numel() != cfg.style_dim):
+        raise CheckpointError(f"{path}: latent_avg is not {cfg.style_dim} values, the size of the generator's w")
+    if latent_avg is not None:
+        _require_weights({"latent_avg": latent_avg}, path)
     g_ema = Generator(config=cfg)
     load_state_dict_strict(g_ema, g_sd, f"{path} (g_ema)")
-    latent_avg = obj.get("latent_avg")
-    if latent_avg is not None and latent_avg.numel() != cfg.style_dim:
-        raise CheckpointError(f"{path}: latent_avg has {latent_avg.numel()} values, the generator's w has "
-                              f"{cfg.style_dim}")
     finish_generator(g_ema, latent_avg, meta)
     g = None
-    if (g_train := _state_dict(obj, "g", path)) is not None:
+    if g_train is not None:
         g = Generator(config=cfg)
         load_state_dict_strict(g, g_train, f"{path} (g)")
     d = None
-    if (d_sd := _state_dict(obj, "d", path)) is not None:
-        d = Discriminator(config=discriminator_config_from_state_dict(d_sd, f"{path} (d)"))
+    if d_sd is not None:
+        d = Discriminator(config=dcfg)
         load_state_dict_strict(d, d_sd, f"{path} (d)")
     args = obj.get("args")
     if isinstance(args, argparse.Namespace):
