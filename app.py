@@ -431,7 +431,7 @@ def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scal
     Returns a uint8 strip: the input (at the model's size), its plain reconstruction, the translation."""
     import torch
 
-    from diffusion_adapt.sampling import ddim_invert, ddim_sample
+    from diffusion_adapt.sampling import ddim_decode, ddim_invert
     source, sched, steps = _ddpm_and_steps(model_dir, steps)
     if not any(shift_files):
         raise ValueError("translation needs at least one shift file (the target domain)")
@@ -439,8 +439,8 @@ def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scal
     target = _shifted(source, shift_files, scales)
     with torch.no_grad():
         noise = ddim_invert(source, sched, x, steps)
-        recon = ddim_sample(source, sched, noise, steps)
-        out = ddim_sample(target, sched, noise, steps)
+        recon = ddim_decode(source, sched, noise, steps)
+        out = ddim_decode(target, sched, noise, steps)
     return _grid(torch.cat([x, recon, out]), 3)
 
 

@@ -91,6 +91,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_translate(args) -> int:
+    import numpy as np
     import torch
 
     from adapt_common.image_io import load_image, save_grid
@@ -103,6 +104,8 @@ def cmd_translate(args) -> int:
     images = torch.cat([load_image(p, size=size) for p in args.images])
     out = translate(source, target, scheduler, images, args.steps).cpu()
     save_grid(torch.cat([images, out]), args.out, nrow=len(args.images))
+    if args.save_raw:
+        np.save(args.save_raw, out.numpy().astype(np.float32))
     print(f"wrote {args.out}: inputs (top) translated by DDIM inversion with {args.model} and decoding with the "
           "adapted model (bottom)")
     return 0
@@ -116,26 +119,44 @@ def cmd_shifts(args) -> int:
         for f in args.files:
             tensors, manifest = svdiff.read_shifts(f)
             print(json.dumps({"file": f, "tensors": len(tensors), "values": sum(t.numel() for t in tensors.values()),
-                              **{k: v for k, v in manifest.items() if k != "training_config"}}, indent=2, default=str))
+                              **{k: v for k, v in manifest.items() if k != "training_config"},
+                              "norm_convention": svdiff.file_norm_convention(manifest)}, indent=2, default=str))
         return 0
     if not args.out:
         raise ValueError(f"shifts {args.action} needs --out")
     if args.action == "mix":
-        pairs = [_parse_weighted(f) for f in args.files]
-        states = [svdiff.read_shifts(p)[0] for p, _ in pairs]
-        mixed = svdiff.mix_shifts(states, [w for _, w in pairs])
-        from adapt_common.files import save_with_manifest
-        save_with_manifest(mixed, args.out, svdiff.FORMAT, {"format": svdiff.FORMAT, "derived": "mix",
-                                                            "mixed": [{"file": p, "weight": w} for p, w in pairs]})
-        print(f"wrote {args.out}: " + " + ".join(f"{w:g} x {p}" for p, w in pairs))
-        return 0
+        return _mix(args)
     # merge: bake shifts into a plain model folder
     if not args.model:
         raise ValueError("shifts merge needs --model (the base model folder)")
     from .models import save_model
+    from adapt_common.files import require_finite
     unet, scheduler = _model_with_shifts(args.model, args.files, "cpu")
-    save_model(svdiff.bake(unet), scheduler, args.out)
+    baked = svdiff.bake(unet)
+    require_finite(baked.state_dict(), f"{args.out} (not written: the merged weights)")
+    save_model(baked, scheduler, args.out)
     print(f"wrote {args.out}: {args.model} with the shifts baked in (a plain diffusers model)")
+    return 0
+
+
+def _mix(args) -> int:
+    """Weighted sum of shift files; ``--model`` converts one-value norm shifts where files disagree on the norms."""
+    from adapt_common.files import save_with_manifest
+    from . import svdiff
+    pairs = [_parse_weighted(f) for f in args.files]
+    read = [svdiff.read_shifts(p) for p, _ in pairs]
+    gammas = None
+    if args.model:
+        from .models import load_model
+        gammas = svdiff.norm_weights(load_model(args.model)[0])
+    mixed = svdiff.mix_shifts([t for t, _ in read], [w for _, w in pairs], gammas=gammas,
+                              source=" + ".join(p for p, _ in pairs))
+    kinds = {svdiff.file_norm_convention(m) for _, m in read} - {"none"}
+    convention = "none" if not kinds else "public" if kinds == {"public"} else "per_channel"
+    save_with_manifest(mixed, args.out, svdiff.FORMAT, {"format": svdiff.FORMAT, "derived": "mix",
+                                                        "norm_convention": convention,
+                                                        "mixed": [{"file": p, "weight": w} for p, w in pairs]})
+    print(f"wrote {args.out}: " + " + ".join(f"{w:g} x {p}" for p, w in pairs))
     return 0
 
 
@@ -162,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="DDIM samples for seeds, with any number of shift files")
     s.add_argument("--model", required=True, help="a model folder")
-    s.add_argument("--shifts", action="append", default=[], metavar="FILE[:SCALE]")
+    s.add_argument("--shifts", action="append", default=[], metavar="FILE[:SCALE]",
+                   help="a shift file, or a checkpoint folder holding spectral_shifts.safetensors; repeatable")
     s.add_argument("--seeds", default="0-15")
     s.add_argument("--steps", type=int, default=50)
     s.add_argument("--batch", type=int, default=16)
@@ -175,18 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("translate", help="source image -> adapted domain (DDIM inversion, DDIB)")
     tr.add_argument("--model", required=True, help="the source model folder")
     tr.add_argument("--target-model", help="the adapted model folder (default: --model with --shifts)")
-    tr.add_argument("--shifts", action="append", default=[], metavar="FILE[:SCALE]")
+    tr.add_argument("--shifts", action="append", default=[], metavar="FILE[:SCALE]",
+                    help="a shift file, or a checkpoint folder holding spectral_shifts.safetensors; repeatable")
     tr.add_argument("--images", nargs="+", required=True)
     tr.add_argument("--steps", type=int, default=50)
     tr.add_argument("--out", required=True)
     tr.add_argument("--device", default="cpu")
+    tr.add_argument("--save-raw", metavar="FILE.npy", help="also the translations as float32 [N, 3, H, W] in [-1, 1]")
     tr.add_argument("--threads", type=int)
     tr.set_defaults(func=cmd_translate)
 
     sh = sub.add_parser("shifts", help="spectral-shift files: info, mix (weighted sum / interpolation), merge")
     sh.add_argument("action", choices=["info", "mix", "merge"])
     sh.add_argument("files", nargs="+", metavar="FILE[:WEIGHT]")
-    sh.add_argument("--model", help="merge: the base model folder")
+    sh.add_argument("--model", help="merge: the base model folder; mix: the base model, needed to mix files whose "
+                    "norm shifts differ in convention (one value per norm and per channel)")
     sh.add_argument("--out")
     sh.set_defaults(func=cmd_shifts)
     return p

@@ -2,8 +2,13 @@
 
 - :func:`ddim_sample`: DDIM (η = 0: deterministic) from given initial noise, N steps.
 - :func:`ddim_invert`: the deterministic DDIM ODE run forwards (image -> x_T) with ``DDIMInverseScheduler``.
+- :func:`ddim_decode`: that ODE run back (x_T -> image), unclipped, so it undoes :func:`ddim_invert`.
 - :func:`translate`: DDIB (Su et al., ICLR 2023): invert with the source model, decode with the adapted one;
   no paired data and no training.
+
+Both directions walk the same time grid: ``leading`` spacing (t = 0, k, 2k, ..., T − k for k = T // steps) and
+``set_alpha_to_one=False``, so the image itself sits at t = 0 (ᾱ₀ = 1 − β₀) in both, and the first inversion step
+and the last decoding step are the identity.
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ def _schedule_args(scheduler, clip_x0: bool = False) -> dict:
     c = scheduler.config
     return dict(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start, beta_end=c.beta_end,
                 beta_schedule=c.beta_schedule, trained_betas=c.trained_betas, prediction_type=c.prediction_type,
-                clip_sample=clip_x0, clip_sample_range=1.0, set_alpha_to_one=False)
+                clip_sample=clip_x0, clip_sample_range=1.0, set_alpha_to_one=False, timestep_spacing="leading",
+                steps_offset=0)
 
 
 def _ddim(scheduler, steps: int, clip_x0: bool = False) -> DDIMScheduler:
@@ -63,6 +69,17 @@ def ddim_invert(unet, scheduler, images: torch.Tensor, steps: int = 50) -> torch
 
 
 @torch.no_grad()
+def ddim_decode(unet, scheduler, latents: torch.Tensor, steps: int = 50) -> torch.Tensor:
+    """Images in [-1, 1] from x_T of :func:`ddim_invert`: the same unclipped ODE run back, so the model that inverted
+    gives the image back up to the discretisation, clamped only at the end.
+
+    Not :func:`ddim_sample`'s per-step x̂₀ clipping: it breaks the round trip (8 held-out faces through the bundled
+    DDPM, 50 steps: 13-21 dB PSNR clipped, 24-35 dB unclipped; re-deriving ε from the clipped x̂₀, as the DDIB
+    authors' code does, 22-30 dB)."""
+    return ddim_sample(unet, scheduler, latents, steps, clamp=False).clamp(-1, 1)
+
+
+@torch.no_grad()
 def translate(source_unet, target_unet, scheduler, images: torch.Tensor, steps: int = 50) -> torch.Tensor:
-    """DDIB: encode ``images`` with the source model's ODE, decode with the target model's."""
-    return ddim_sample(target_unet, scheduler, ddim_invert(source_unet, scheduler, images, steps), steps)
+    """DDIB: encode ``images`` with the source model's ODE, decode with the target model's (the same ODE)."""
+    return ddim_decode(target_unet, scheduler, ddim_invert(source_unet, scheduler, images, steps), steps)

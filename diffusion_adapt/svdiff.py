@@ -6,12 +6,17 @@ once, W = U·diag(σ)·Vᵀ, and gets a trainable shift δ ∈ R^r (r = min(m, n
     W_δ = W + U·diag(ReLU(σ + s·δ) − σ)·Vᵀ
 
 which equals U·diag(ReLU(σ + s·δ))·Vᵀ up to the SVD's round-off and is *exactly* W at δ = 0 (no residual buffer).
-``GroupNorm``/``LayerNorm`` weights get an additive per-channel δ (the official code's convention; a length-1 δ
-from mkshing's files rescales γ as a whole). Biases are never shifted. ``s`` is the strength (scale).
+Biases are never shifted. ``s`` is the strength (scale). ``GroupNorm``/``LayerNorm`` weights γ follow one of two
+conventions (:data:`NORM_CONVENTIONS`):
+
+- ``public`` (the default): one δ per norm, γ -> γ·ReLU(‖γ‖ + s·δ)/‖γ‖. This is svdiff-pytorch's
+  ``SVDGroupNorm``/``SVDLayerNorm``: γ seen as a 1 × C matrix has the single singular value ‖γ‖.
+- ``per_channel``: γ -> γ + s·δ, one δ per channel. More freedom, but svdiff-pytorch refuses such files.
 
 Files use the public layout of ``svdiff-pytorch``: ``spectral_shifts.safetensors`` with keys ``<module
-path>.delta`` (1-D float32), so files from that tool load here and ours load there; our manifest (base model
-hash, per-module sizes, the 1-D convention) goes in the safetensors metadata and beside the file as JSON.
+path>.delta`` (1-D float32). Its files load here; ours load there when their norms are ``public`` (the
+manifest's ``norm_convention`` says which). Our manifest (base model hash, per-module sizes, the norm convention)
+goes in the safetensors metadata and beside the file as JSON.
 
 SVDs are computed once per weight and cached on disk by content hash (``$DOMAIN_ADAPT_SVD_CACHE`` or
 ``~/.cache/domain_adapt/svd``): at Stable Diffusion scale the CPU SVD takes tens of minutes.
@@ -30,11 +35,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
-from adapt_common.files import atomic_path, read_with_manifest, save_with_manifest
+from adapt_common.files import atomic_path, read_with_manifest, require_finite, save_with_manifest
 
 FORMAT = "domain-adapt/spectral-shifts"
 SVD_TYPES = (nn.Conv2d, nn.Linear, nn.Embedding)
 NORM_TYPES = (nn.GroupNorm, nn.LayerNorm)
+#: How norm weights are shifted: svdiff-pytorch's one value per norm, one per channel, or not at all.
+NORM_CONVENTIONS = ("public", "per_channel", "none")
+#: The file name svdiff-pytorch looks for in a checkpoint folder.
+SHIFTS_FILE = "spectral_shifts.safetensors"
 
 
 class ShiftFileError(ValueError):
@@ -85,25 +94,43 @@ class SpectralShift(nn.Module):
 
 
 class NormShift(nn.Module):
-    """γ -> γ + s·δ per channel (the official convention), or, for a length-1 δ (mkshing's files: γ's single
-    singular value ‖γ‖ shifted), γ · ReLU(‖γ‖ + s·δ) / ‖γ‖."""
+    """A length-1 δ (``public``, svdiff-pytorch's: γ's single singular value ‖γ‖ shifted):
+    γ -> γ · ReLU(‖γ‖ + s·δ) / ‖γ‖; a δ per channel (``per_channel``): γ -> γ + s·δ."""
 
-    def __init__(self, channels: int, device=None, per_channel: bool = True):
+    def __init__(self, channels: int, device=None, per_channel: bool = False):
         super().__init__()
+        self.channels = channels
         self.delta = nn.Parameter(torch.zeros(channels if per_channel else 1, device=device))
         self.scale = 1.0
 
+    @property
+    def convention(self) -> str:
+        return "public" if self.delta.numel() == 1 else "per_channel"
+
     def forward(self, g: torch.Tensor) -> torch.Tensor:
-        if self.delta.numel() == g.numel():
-            return g + self.scale * self.delta.to(g.dtype)
-        norm = g.norm().clamp_min(1e-12)
-        return g * torch.relu(norm + self.scale * self.delta[0]) / norm
+        if self.delta.numel() == 1:
+            norm = g.norm().clamp_min(1e-12)
+            # the factor first: ReLU(‖γ‖ + 0)/‖γ‖ is exactly 1, so δ = 0 gives γ bit for bit
+            return g * (torch.relu(norm + self.scale * self.delta[0].to(g.dtype)) / norm)
+        return g + self.scale * self.delta.to(g.dtype)
 
 
-def add_spectral_shifts(model: nn.Module, *, norms: bool = True, use_cache: bool = True,
+def public_norm_change(gamma: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """The per-channel change γ·(ReLU(‖γ‖ + δ) − ‖γ‖)/‖γ‖ that a one-value (public) norm shift δ makes at
+    scale 1: the same shift written per channel, so it can be added to per-channel ones."""
+    gamma = gamma.detach().float().cpu().reshape(-1)
+    norm = gamma.norm().clamp_min(1e-12)
+    return gamma * (torch.relu(norm + delta.reshape(-1)[0].float()) - norm) / norm
+
+
+def add_spectral_shifts(model: nn.Module, *, norms: str = "public", use_cache: bool = True,
                         skip: Sequence[str] = ()) -> dict[str, nn.Module]:
-    """Freeze ``model`` and attach a shift to every Conv2d/Linear/Embedding (and norm) weight; returns
-    {module path: shift}. A module whose weight is already shifted is left as it is."""
+    """Freeze ``model`` and attach a shift to every Conv2d/Linear/Embedding (and norm, in the ``norms``
+    convention of :data:`NORM_CONVENTIONS`) weight; returns {module path: shift}. A module whose weight is already
+    shifted is left as it is."""
+    if norms not in NORM_CONVENTIONS:
+        raise ValueError(f"norm shifts {norms!r}: choose one of {NORM_CONVENTIONS} ('public' files load in "
+                         "svdiff-pytorch)")
     model.requires_grad_(False)
     shifts = {}
     for name, m in list(model.named_modules()):
@@ -114,8 +141,8 @@ def add_spectral_shifts(model: nn.Module, *, norms: bool = True, use_cache: bool
             continue
         if isinstance(m, SVD_TYPES):
             shift = SpectralShift(m.weight, use_cache)
-        elif norms and isinstance(m, NORM_TYPES) and m.weight is not None:
-            shift = NormShift(m.weight.numel(), m.weight.device)
+        elif norms != "none" and isinstance(m, NORM_TYPES) and m.weight is not None:
+            shift = NormShift(m.weight.numel(), m.weight.device, per_channel=norms == "per_channel")
         else:
             continue
         parametrize.register_parametrization(m, "weight", shift)
@@ -146,6 +173,19 @@ def num_shift_values(model: nn.Module) -> tuple[int, int]:
         else:
             a += shift.delta.numel()
     return a, b
+
+
+def restore_trained(params: Sequence[torch.Tensor], saved: Sequence[torch.Tensor]) -> None:
+    """Checkpointed values back into the trained tensors. A size that differs is a run of another norm convention
+    (runs before one-value norms became the default trained per-channel ones)."""
+    for p, v in zip(params, saved):
+        if p.shape != v.shape:
+            raise ValueError(f"the checkpoint holds a trained tensor of shape {list(v.shape)} where this config "
+                             f"trains {list(p.shape)}: it was trained with another training.norm_shifts "
+                             f"({'per_channel' if p.numel() == 1 else 'public'}?); resume with that setting")
+    with torch.no_grad():
+        for p, v in zip(params, saved):
+            p.copy_(v)
 
 
 def set_scale(model: nn.Module, scale: float) -> None:
@@ -188,10 +228,11 @@ def load_shift_state(model: nn.Module, state: dict[str, torch.Tensor], *, source
                 continue
             d = d.reshape(-1).float()
             if isinstance(shift, NormShift) and d.numel() != shift.delta.numel():
-                if d.numel() != 1 and d.numel() != shift.delta.numel():
+                if d.numel() not in (1, shift.channels):
                     raise ShiftFileError(f"{source}: {name}.delta has {d.numel()} values; a norm of this model "
-                                         f"takes {shift.delta.numel()} (per channel) or 1 (mkshing's scalar)")
-                shift.delta = nn.Parameter(d.to(shift.delta.device))  # mkshing's length-1 convention
+                                         f"takes 1 (svdiff-pytorch's convention) or {shift.channels} (per channel)")
+                # the file's convention replaces the model's
+                shift.delta = nn.Parameter(d.to(shift.delta.device), requires_grad=shift.delta.requires_grad)
                 continue
             if d.numel() != shift.delta.numel():
                 raise ShiftFileError(f"{source}: {name}.delta has {d.numel()} values, this model's weight has "
@@ -199,41 +240,114 @@ def load_shift_state(model: nn.Module, state: dict[str, torch.Tensor], *, source
             shift.delta.copy_(d)
 
 
+def norm_convention(model: nn.Module) -> str:
+    """The norm convention of a shifted model's norms: one of :data:`NORM_CONVENTIONS`, or "mixed"."""
+    kinds = {shift.convention for shift in shifts_of(model).values() if isinstance(shift, NormShift)}
+    return kinds.pop() if len(kinds) == 1 else ("none" if not kinds else "mixed")
+
+
 def save_shifts(model: nn.Module, path: str | Path, *, base_hash: str | None = None, extra: dict | None = None,
                 half: bool = False) -> Path:
     """Write ``<module path>.delta`` tensors (the public layout) with our manifest in the metadata."""
     path = Path(path)
     state = shift_state(model)
+    require_finite(state, f"{path} (not written: the model's shifts)")
     if half:
         state = {k: v.half() for k, v in state.items()}
     sizes = {k[:-len(".delta")]: v.numel() for k, v in state.items()}
     norm_names = [n for n, s in shifts_of(model).items() if isinstance(s, NormShift)]
     manifest = {"format": FORMAT, "version": "1", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "base_model_hash": base_hash, "num_values": sum(sizes.values()),
-                "norm_convention": "per-channel additive", "norm_modules": len(norm_names),
+                "norm_convention": norm_convention(model), "norm_modules": len(norm_names),
                 "dtype": "float16" if half else "float32", **(extra or {})}
     return save_with_manifest(state, path, FORMAT, {**manifest, "sizes": sizes})
 
 
+def file_norm_convention(manifest: dict) -> str:
+    """The norm convention a shift file's manifest states: no manifest is an svdiff-pytorch file ("public"); our
+    files from before the convention was recorded as such were per channel; a mix of both counts as per channel."""
+    if not manifest:
+        return "public"
+    kind = manifest.get("norm_convention", "per_channel")
+    return kind if kind in NORM_CONVENTIONS else "per_channel"
+
+
+def shift_file_path(path: str | Path) -> Path:
+    """A shift file, or a checkpoint folder holding ``spectral_shifts.safetensors`` (as svdiff-pytorch accepts)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / SHIFTS_FILE).is_file():
+            raise FileNotFoundError(f"{path}: a folder without {SHIFTS_FILE}; give a spectral-shift file or a "
+                                    "checkpoint folder that holds one")
+        return path / SHIFTS_FILE
+    return path
+
+
 def read_shifts(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, manifest); a public svdiff-pytorch file has no manifest ({} then)."""
+    """(tensors, manifest) of a shift file or checkpoint folder; a public svdiff-pytorch file has no manifest
+    ({} then). NaN/Inf values are refused (they render black images)."""
+    path = shift_file_path(path)
     tensors, manifest, _ = read_with_manifest(path, None, "shift file", ShiftFileError)
     tensors = {k: v.float() for k, v in tensors.items()}
     bad = [k for k in tensors if not k.endswith(".delta")]
     if bad:
         raise ShiftFileError(f"{path}: keys {bad[:3]} are not spectral shifts ('<module path>.delta')")
+    require_finite(tensors, path)
     return tensors, manifest
 
 
-def mix_shifts(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+def norm_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """{"<module path>.delta": γ} of the model's norm layers (their unshifted weights), named as in shift files:
+    what converts one-value norm shifts to per-channel ones (:func:`mix_shifts`)."""
+    prefix = _key_prefix(model)
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, NORM_TYPES) and getattr(m, "weight", None) is not None:
+            w = m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
+            out[f"{prefix}{name}.delta"] = w.detach().float().cpu()
+    return out
+
+
+def _convention_conflicts(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, set[int]]:
+    """{key: sizes} of the keys whose δ has different sizes in different states."""
+    sizes: dict[str, set[int]] = {}
+    for st in states:
+        for k, v in st.items():
+            sizes.setdefault(k, set()).add(v.numel())
+    return {k: n for k, n in sizes.items() if len(n) > 1}
+
+
+def mix_shifts(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float], *,
+               gammas: dict[str, torch.Tensor] | None = None, source: str = "the mix") -> dict[str, torch.Tensor]:
     """Σ wᵢ·δᵢ key by key (a key missing from a file counts as 0): adding, weighting and interpolating
-    (α, 1 − α) shift files, which share the base model's SVD basis."""
+    (α, 1 − α) shift files, which share the base model's SVD basis.
+
+    A norm that one file shifts by one value (svdiff-pytorch's convention) and another per channel cannot be summed
+    as it is: each weighted one-value δ is first turned into the per-channel change it makes
+    (:func:`public_norm_change`, which needs the base model's norm weights ``gammas``, see :func:`norm_weights`);
+    without ``gammas`` such a mix is refused."""
     if len(states) != len(weights) or not states:
         raise ValueError("need one weight per shift file")
+    weighted = [{k: float(w) * v for k, v in st.items()} for st, w in zip(states, weights)]
+    conflicts = _convention_conflicts(weighted)
+    for k, sizes in conflicts.items():
+        if len(sizes) != 2 or 1 not in sizes:
+            raise ShiftFileError(f"{source}: {k} has {sorted(sizes)} values in different files: they were made for "
+                                 "different models")
+        if gammas is None:
+            raise ShiftFileError(f"{source}: {k} is one value in one file (svdiff-pytorch's norm convention) and "
+                                 f"{max(sizes)} per-channel values in another; give the base model (--model) so the "
+                                 "one-value norm shifts are converted per channel before mixing")
+        if k not in gammas or gammas[k].numel() != max(sizes):
+            raise ShiftFileError(f"{source}: {k} names no norm of {max(sizes)} channels in the base model")
+        for st in weighted:
+            if k in st and st[k].numel() == 1:
+                st[k] = public_norm_change(gammas[k], st[k])
     out: dict[str, torch.Tensor] = {}
-    for st, w in zip(states, weights):
+    for st in weighted:
         for k, v in st.items():
-            out[k] = out[k] + float(w) * v if k in out else float(w) * v
+            out[k] = out[k] + v if k in out else v
+    require_finite(out, source)  # huge weights can overflow float32
     return out
 
 
@@ -247,13 +361,11 @@ def bake(model: nn.Module) -> nn.Module:
 
 
 def apply_shift_files(model: nn.Module, files: Iterable[tuple[str, float]], use_cache: bool = True) -> nn.Module:
-    """Shift ``model`` (in place) by Σ wᵢ·δᵢ of the given files."""
-    states = []
-    weights = []
-    for path, w in files:
-        tensors, _ = read_shifts(path)
-        states.append(tensors)
-        weights.append(w)
+    """Shift ``model`` (in place) by Σ wᵢ·δᵢ of the given files (or checkpoint folders)."""
+    files = list(files)
+    states = [read_shifts(path)[0] for path, _ in files]
+    source = ", ".join(str(p) for p, _ in files)
+    gammas = norm_weights(model)  # before shifting: the base γ, for norms whose conventions differ between files
     add_spectral_shifts(model, use_cache=use_cache)
-    load_shift_state(model, mix_shifts(states, weights), source=", ".join(str(p) for p, _ in files))
+    load_shift_state(model, mix_shifts(states, [w for _, w in files], gammas=gammas, source=source), source=source)
     return model

@@ -153,6 +153,7 @@ class T2ITraining:
     lr: float = 5e-6  # full fine-tuning (DomainStudio's recipe)
     lr_shift: float = 1e-3
     lr_1d: float = 1e-6
+    norm_shifts: str = "public"  # SVDiff norms: "public" (one value per norm, as svdiff-pytorch), "per_channel", "none"
     weight_decay: float = 0.01
     grad_clip: float = 1.0
 
@@ -194,6 +195,8 @@ class T2ITrainer(LoopTrainer):
         tr = cfg.training
         if tr.parameterization not in ("svdiff", "full"):
             raise ValueError(f"training.parameterization={tr.parameterization!r}; choose svdiff or full")
+        if tr.norm_shifts not in svdiff.NORM_CONVENTIONS:
+            raise ValueError(f"training.norm_shifts={tr.norm_shifts!r}; choose one of {svdiff.NORM_CONVENTIONS}")
         if not tr.pretrained:
             raise ValueError("training.pretrained: the text-to-image model folder to adapt")
         set_threads(cfg.exp.threads, "exp.threads")
@@ -211,7 +214,7 @@ class T2ITrainer(LoopTrainer):
         groups = []
         for mod in modules:
             if tr.parameterization == "svdiff":
-                svdiff.add_spectral_shifts(mod)
+                svdiff.add_spectral_shifts(mod, norms=tr.norm_shifts)
                 groups += svdiff.shift_parameter_groups(mod, tr.lr_shift, tr.lr_1d)
             else:
                 mod.requires_grad_(True)
@@ -293,9 +296,7 @@ class T2ITrainer(LoopTrainer):
     def load_state_dict(self, state: dict) -> None:
         if state["base_hash"] != self.base_hash:
             raise ValueError("the checkpoint adapts another base model; choose another exp.run_dir")
-        with torch.no_grad():
-            for p, v in zip(self.params, state["params"]):
-                p.copy_(v)
+        svdiff.restore_trained(self.params, state["params"])
         self.opt.load_state_dict(state["opt"])
         set_rng_state(state["rng"])
         self.step, self.elapsed = state["step"], state["elapsed_s"]

@@ -65,6 +65,8 @@ class DiffTraining:
     lr: float = 1e-4  # full fine-tuning / pretraining
     lr_shift: float = 1e-3  # SVDiff: spectral shifts (1000x the fine-tuning rate, as the paper)
     lr_1d: float = 1e-6  # SVDiff: norm shifts
+    # SVDiff norm shifts: "public" (one value per norm: files load in svdiff-pytorch), "per_channel", "none"
+    norm_shifts: str = "public"
     weight_decay: float = 0.0  # AdamW (SVDiff's 0.01 pulls the shifts towards 0)
     grad_clip: float = 1.0  # max gradient norm (0: off)
     ema_decay: float = 0.999  # of the trained tensors; 0: no EMA
@@ -119,6 +121,8 @@ class DiffusionTrainer(LoopTrainer):
         tr, lc = cfg.training, cfg.loss
         if tr.parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"training.parameterization={tr.parameterization!r}; choose one of {PARAMETERIZATIONS}")
+        if tr.norm_shifts not in svdiff.NORM_CONVENTIONS:
+            raise ValueError(f"training.norm_shifts={tr.norm_shifts!r}; choose one of {svdiff.NORM_CONVENTIONS}")
         if lc.hf_mse_weighting not in HF_MSE_WEIGHTINGS:
             raise ValueError(f"loss.hf_mse_weighting={lc.hf_mse_weighting!r}; choose 'none' or 'alpha_bar'")
         if (lc.pair > 0 or lc.hf_pair > 0) and tr.batch < 2:
@@ -137,7 +141,7 @@ class DiffusionTrainer(LoopTrainer):
         self.source = copy.deepcopy(base).eval().requires_grad_(False) if needs_source else None
         self.unet = base.train()
         if tr.parameterization == "svdiff":
-            svdiff.add_spectral_shifts(self.unet)
+            svdiff.add_spectral_shifts(self.unet, norms=tr.norm_shifts)
             groups = svdiff.shift_parameter_groups(self.unet, tr.lr_shift, tr.lr_1d)
         else:
             self.unet.requires_grad_(True)
@@ -224,9 +228,7 @@ class DiffusionTrainer(LoopTrainer):
         if state["base_hash"] != self.base_hash or state["parameterization"] != self.cfg.training.parameterization:
             raise ValueError(f"the checkpoint is a {state['parameterization']} run of model {state['base_hash']}; "
                              f"this config is {self.cfg.training.parameterization} of {self.base_hash}")
-        with torch.no_grad():
-            for p, v in zip(self.params, state["params"]):
-                p.copy_(v)
+        svdiff.restore_trained(self.params, state["params"])
         if self.ema is not None and state["ema"] is not None:
             self.ema = [e.to(p) for e, p in zip(state["ema"], self.params)]  # checkpoints load on the CPU
         self.opt.load_state_dict(state["opt"])

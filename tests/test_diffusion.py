@@ -1,8 +1,11 @@
 """Diffusion side: SVDiff spectral shifts (exact at δ = 0, the public file layout both ways, mixing, scale,
 baking), DomainStudio losses against hand computations, model folders, DDIM inversion, and short training runs
 (lower loss, exact resume)."""
+import copy
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -55,12 +58,25 @@ def _randomise(model, scale=0.05, seed=1):
 # -- SVDiff ------------------------------------------------------------------------------------------------
 
 
-def test_zero_shift_is_exactly_the_base_and_counts(unet):
+def _random_norm_weights(model, seed=3):
+    """Norm weights other than 1 (initial γ = 1 hides rounding and convention bugs)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, svdiff.NORM_TYPES):
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("norms,n1d", [("public", 21), ("per_channel", 1280)])
+def test_zero_shift_is_exactly_the_base_and_counts(unet, norms, n1d):
+    _random_norm_weights(unet)
     ref = _out(unet)
-    shifts = svdiff.add_spectral_shifts(unet)
-    assert torch.equal(_out(unet), ref)  # W + U·diag(0)·Vᵀ is W, bit for bit
-    n2d, n1d = svdiff.num_shift_values(unet)
-    assert (n2d, n1d) == (2782, 1280)  # the spec's measured counts for this tiny UNet (51 Conv/Linear, 21 norms)
+    shifts = svdiff.add_spectral_shifts(unet, norms=norms)
+    assert torch.equal(_out(unet), ref)  # W + U·diag(0)·Vᵀ is W, and γ·(‖γ‖/‖γ‖) is γ, bit for bit
+    n2d, got_n1d = svdiff.num_shift_values(unet)
+    # the spec's measured counts for this tiny UNet (51 Conv/Linear; 21 norms of 1,280 channels in all)
+    assert (n2d, got_n1d) == (2782, n1d)
     assert sum(p.numel() for p in unet.parameters() if p.requires_grad) == n2d + n1d
     assert "conv_in" in shifts and "down_blocks.0.resnets.0.norm1" in shifts
 
@@ -102,13 +118,20 @@ def test_public_layout_round_trip_mkshing_files_mixing_and_bake(unet, tmp_path):
     mixed = UNet2DModel(**UNET_TINY).eval()
     svdiff.apply_shift_files(mixed, [(str(path), 1.0), (str(tmp_path / "other.safetensors"), 0.0)])
     torch.testing.assert_close(_out(mixed), shifted, rtol=0, atol=0)
-    # A file in mkshing's convention (one scalar per norm, no manifest) loads.
-    mk = {k: (v[:1] if ".norm" in k or "conv_norm_out" in k else v) for k, v in tensors.items()}
-    save_file(mk, str(tmp_path / "mk.safetensors"))
+    # One value per norm by default (svdiff-pytorch's convention), said so in the manifest; a per-channel file
+    # (training.norm_shifts=per_channel) loads with its own convention.
+    assert tensors["conv_norm_out.delta"].numel() == 1 and manifest["norm_convention"] == "public"
+    torch.manual_seed(0)
+    pc = UNet2DModel(**UNET_TINY).eval()
+    svdiff.add_spectral_shifts(pc, norms="per_channel")
+    _randomise(pc)
+    pc_file = svdiff.save_shifts(pc, tmp_path / "pc.safetensors")
+    assert svdiff.read_shifts(pc_file)[1]["norm_convention"] == "per_channel"
     torch.manual_seed(0)
     m2 = UNet2DModel(**UNET_TINY).eval()
-    svdiff.apply_shift_files(m2, [(str(tmp_path / "mk.safetensors"), 1.0)])
-    assert svdiff.shifts_of(m2)["conv_norm_out"].delta.numel() == 1
+    svdiff.apply_shift_files(m2, [(str(pc_file), 1.0)])
+    assert svdiff.shifts_of(m2)["conv_norm_out"].delta.numel() == 32
+    torch.testing.assert_close(_out(m2), _out(pc), rtol=0, atol=0)
     # Baking gives a plain model with the same outputs.
     baked = svdiff.bake(unet)
     assert not any("parametrizations" in k for k in baked.state_dict())
@@ -142,6 +165,120 @@ def test_text_encoder_shifts():
     state["text_model.final_layer_norm.delta"] = torch.full_like(state["text_model.final_layer_norm.delta"], 0.1)
     svdiff.load_shift_state(te, state)  # the public names (transformers 4's text_model.) load into transformers 5
     assert not torch.equal(te(ids).last_hidden_state, ref)
+
+
+def test_relu_clamps_singular_values_driven_below_zero(unet):
+    """σ + δ < 0 must give 0, not a negative singular value (a sign-flipped direction): half the δs are −2σ."""
+    lin = unet.time_embedding.linear_2
+    w = lin.weight.detach().clone()
+    svdiff.add_spectral_shifts(unet)
+    u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    d = torch.where(torch.arange(len(s)) % 2 == 0, -2 * s, 0.1 * s)
+    with torch.no_grad():
+        svdiff.shifts_of(unet)["time_embedding.linear_2"].delta.copy_(d.float())
+    by_hand = (u * torch.relu(s + d)) @ vh
+    without_relu = (u * (s + d)) @ vh
+    torch.testing.assert_close(lin.weight.double(), by_hand, rtol=1e-4, atol=1e-5)
+    assert (lin.weight.double() - without_relu).abs().max() > 100 * 1e-5  # the ReLU is what makes the difference
+    # the same for svdiff-pytorch's one-value norm shift: γ as a 1 x C matrix, its one singular value ‖γ‖
+    norm = unet.get_submodule("down_blocks.0.resnets.0.norm1")
+    g = norm.parametrizations.weight.original.detach().double()
+    ug, sg, vg = torch.linalg.svd(g.unsqueeze(0), full_matrices=False)
+    for dn in (-0.3 * sg[0], -2 * sg[0]):
+        with torch.no_grad():
+            svdiff.shifts_of(unet)["down_blocks.0.resnets.0.norm1"].delta.fill_(float(dn))
+        torch.testing.assert_close(norm.weight.double(), ((ug * torch.relu(sg + dn)) @ vg).squeeze(0),
+                                   rtol=1e-5, atol=1e-6)
+    assert torch.equal(norm.weight, torch.zeros_like(norm.weight))
+
+
+def _save_shifted(base, path, norms, seed, norm_deltas=None):
+    m = copy.deepcopy(base)
+    svdiff.add_spectral_shifts(m, norms=norms)
+    _randomise(m, seed=seed)
+    with torch.no_grad():
+        for name, d in (norm_deltas or {}).items():
+            svdiff.shifts_of(m)[name].delta.fill_(d)
+    return svdiff.save_shifts(m, path)
+
+
+def _shifted_by_hand(base, files, weights):
+    """A plain copy of ``base`` with every weight computed here: U·diag(ReLU(σ + Σ wᵢδᵢ))·Vᵀ from torch.linalg.svd,
+    norms γ·ReLU(‖γ‖ + wδ)/‖γ‖ for a one-value δ and γ + wδ for a per-channel δ, the changes added up."""
+    out = copy.deepcopy(base)
+    states = [svdiff.read_shifts(f)[0] for f in files]
+    with torch.no_grad():
+        for name, m in out.named_modules():
+            key = f"{name}.delta"
+            if not any(key in st for st in states):
+                continue
+            w = m.weight.detach().double()
+            if isinstance(m, svdiff.NORM_TYPES):
+                new = w.clone()
+                for st, wt in zip(states, weights):
+                    d = st[key].double()
+                    new += w * (torch.relu(w.norm() + wt * d[0]) - w.norm()) / w.norm() if d.numel() == 1 else wt * d
+            else:
+                u, s, vh = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
+                total = sum(wt * st[key].double() for st, wt in zip(states, weights))
+                new = ((u * torch.relu(s + total)) @ vh).reshape(w.shape)
+            m.weight.copy_(new.float())
+    return out
+
+
+def test_mixing_a_public_file_with_a_per_channel_file(unet, tmp_path, capsys):
+    """svdiff-pytorch's one value per norm and a per-channel δ are different quantities: the mix turns the weighted
+    one-value shift into the per-channel change it makes (here one norm's is driven through the ReLU to 0)."""
+    from diffusion_adapt.cli import main
+    _random_norm_weights(unet)
+    pub = _save_shifted(unet, tmp_path / "pub.safetensors", "public", 1,
+                        {"conv_norm_out": -1.5, "down_blocks.0.resnets.0.norm2": -30.0, "mid_block.resnets.0.norm1": 2})
+    per = _save_shifted(unet, tmp_path / "per.safetensors", "per_channel", 2)
+    weights = (0.7, 0.5)
+    expected = _out(_shifted_by_hand(unet, [pub, per], weights))
+    mixed = svdiff.apply_shift_files(copy.deepcopy(unet), [(str(pub), 0.7), (str(per), 0.5)])
+    torch.testing.assert_close(_out(mixed), expected, rtol=1e-4, atol=1e-4)
+    # Each file alone is what it is, too (the one-value norms through the ReLU, as svdiff-pytorch computes them).
+    for f, w in ((pub, 0.7), (per, 0.5)):
+        alone = svdiff.apply_shift_files(copy.deepcopy(unet), [(str(f), w)])
+        torch.testing.assert_close(_out(alone), _out(_shifted_by_hand(unet, [f], [w])), rtol=1e-4, atol=1e-4)
+    # The CLI refuses to mix them without the base model's norms, and with them writes the same mix.
+    model_dir = save_model(unet, new_scheduler(), tmp_path / "base")
+    out = tmp_path / "mix.safetensors"
+    assert main(["shifts", "mix", f"{pub}:0.7", f"{per}:0.5", "--out", str(out)]) == 2
+    assert "--model" in capsys.readouterr().err and not out.exists()
+    assert main(["shifts", "mix", f"{pub}:0.7", f"{per}:0.5", "--model", str(model_dir), "--out", str(out)]) == 0
+    assert svdiff.read_shifts(out)[1]["norm_convention"] == "per_channel"
+    from_file = svdiff.apply_shift_files(copy.deepcopy(unet), [(str(out), 1.0)])
+    torch.testing.assert_close(_out(from_file), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_non_finite_shift_files_are_refused(unet, tmp_path, capsys):
+    """A NaN shift gives black images without any other sign: refused on load, naming the file and tensor; a mix
+    or merge that would write NaN/Inf writes nothing."""
+    from adapt_common.files import NonFiniteTensorError
+    from diffusion_adapt.cli import main
+    model_dir = save_model(unet, new_scheduler(), tmp_path / "base")
+    svdiff.add_spectral_shifts(unet)
+    state = svdiff.shift_state(unet)
+    state["conv_in.delta"][0] = 10.0
+    save_file(state, str(tmp_path / "big.safetensors"))
+    state["mid_block.resnets.0.conv1.delta"][2] = float("nan")
+    bad = tmp_path / "bad.safetensors"
+    save_file(state, str(bad))
+    with pytest.raises(NonFiniteTensorError, match=r"bad\.safetensors.*mid_block\.resnets\.0\.conv1\.delta"):
+        svdiff.read_shifts(bad)
+    assert main(["sample", "--model", str(model_dir), "--shifts", str(bad), "--seeds", "0", "--steps", "2",
+                 "--outdir", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.safetensors" in err and "mid_block.resnets.0.conv1.delta" in err and "Traceback" not in err
+    assert not (tmp_path / "s" / "grid.png").exists()
+    for argv in (["mix", str(bad)], ["merge", str(bad), "--model", str(model_dir)],
+                 ["mix", f"{tmp_path / 'big.safetensors'}:1e38"],  # 10 x 1e38 overflows float32
+                 ["merge", f"{tmp_path / 'big.safetensors'}:1e38", "--model", str(model_dir)]):
+        out = tmp_path / "out"
+        assert main(["shifts", *argv, "--out", str(out)]) == 2, argv
+        assert "NaN/infinite" in capsys.readouterr().err and not out.exists(), argv
 
 
 # -- DomainStudio losses ---------------------------------------------------------------------------------
@@ -239,6 +376,104 @@ def test_ddim_inversion_round_trip(unet):
     back = ddim_invert(unet, sched, x0, steps=20)
     torch.testing.assert_close(back, noise, rtol=1e-3, atol=1e-3)
 
+
+class GaussianEps(torch.nn.Module):
+    """The exact ε-predictor of data N(0, v·I): ε(x, t) = a_t·x with a_t = √(1−ᾱ_t)/(v·ᾱ_t + 1 − ᾱ_t). Linear in x, so
+    every DDIM step multiplies x by a number and the whole ODE has a closed form."""
+
+    def __init__(self, v, alphas_cumprod):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # where the sampler finds the device
+        self.a = np.sqrt(1 - alphas_cumprod) / (v * alphas_cumprod + 1 - alphas_cumprod)
+
+    def forward(self, x, t):
+        from types import SimpleNamespace
+        return SimpleNamespace(sample=float(self.a[int(t)]) * x)
+
+
+def _linear_schedule():
+    """ᾱ of the linear β schedule (1e-4 .. 0.02, 1000 steps), computed here in float64."""
+    return np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+
+
+def _ddim_factors(a, abar, steps):
+    """(decoding, inversion) factors of the DDIM ODE of ε = a_t·x on the time grid the README states: leading
+    spacing t = 0, k, ..., 1000 − k (k = 1000 // steps), ε always evaluated at the step's upper time t, and
+    set_alpha_to_one=False (below t = 0 the level is ᾱ₀ itself). A step from level ᾱ_from to ᾱ_to:
+    x -> √ᾱ_to·(x − √(1−ᾱ_from)·ε)/√ᾱ_from + √(1−ᾱ_to)·ε."""
+    k = 1000 // steps
+
+    def step(a_t, frm, to):
+        return np.sqrt(to) * (1 - np.sqrt(1 - frm) * a_t) / np.sqrt(frm) + np.sqrt(1 - to) * a_t
+    decode = invert = 1.0
+    for t in range(0, 1000, k):
+        lower = abar[t - k] if t >= k else abar[0]
+        decode *= step(a[t], abar[t], lower)
+        invert *= step(a[t], lower, abar[t])
+    return decode, invert
+
+
+def test_ddib_inverts_with_the_source_and_decodes_with_the_target():
+    """Source and target are the exact ε-models of N(0, 1) and N(0, 0.25): DDIB maps x to ≈ x/2 (the ODE between
+    the two Gaussians; exactly so in continuous time), and the discrete result is the product of per-step factors
+    computed here. Decoding with the source (or inverting with the target) gives ≈ x instead."""
+    from diffusion_adapt.sampling import translate
+    abar = _linear_schedule()
+    source, target = GaussianEps(1.0, abar), GaussianEps(0.25, abar)
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for steps in (50, 20, 1000):
+        dec_t, _ = _ddim_factors(target.a, abar, steps)
+        dec_s, inv_s = _ddim_factors(source.a, abar, steps)
+        out = translate(source, target, new_scheduler(), x, steps)
+        torch.testing.assert_close(out, (dec_t * inv_s * x).float(), rtol=1e-4, atol=1e-5)  # 0.489·x at 50 steps
+        back = translate(source, source, new_scheduler(), x, steps)  # the same model both ways: a reconstruction
+        torch.testing.assert_close(back, (dec_s * inv_s * x).float(), rtol=1e-4, atol=1e-5)  # 0.998·x at 50 steps
+    # at 1000 steps, near the continuous ODE: x/2 and x
+    torch.testing.assert_close(out, 0.5 * x, rtol=2e-3, atol=1e-4)
+    torch.testing.assert_close(back, x, rtol=2e-3, atol=1e-4)
+
+
+def _psnr(a, b):
+    """PSNR in dB of images in [-1, 1], one per image."""
+    mse = ((np.asarray(a, np.float64) - np.asarray(b, np.float64)) / 2) ** 2
+    return 10 * np.log10(1 / mse.reshape(len(mse), -1).mean(1))
+
+
+def test_cli_translate_with_the_source_model_reconstructs_held_out_faces(tmp_path):
+    """Decoding a DDIM inversion with the model that made it gives the image back: 8 held-out SynthFaces photos
+    through the bundled DDPM, no shifts, 50 steps (measured: 23.9-35.3 dB, mean 32.6; decoding with per-step x̂₀
+    clipping, as plain sampling does, gave 12.7-20.9 dB, mean 16.2)."""
+    from adapt_common import synthfaces as sf
+    from adapt_common.image_io import load_image, save_image
+    from diffusion_adapt.cli import main
+    bundled = Path(__file__).resolve().parents[1] / "checkpoints" / "synthfaces_ddpm"
+    faces, _ = sf.eval_set("photo", 8, size=32)
+    paths = [str(save_image(f, tmp_path / f"face{i}.png")) for i, f in enumerate(faces)]
+    assert main(["translate", "--model", str(bundled), "--images", *paths, "--out", str(tmp_path / "t.png"),
+                 "--save-raw", str(tmp_path / "t.npy")]) == 0
+    inputs = torch.cat([load_image(p) for p in paths]).numpy()
+    psnr = _psnr(np.load(tmp_path / "t.npy"), inputs)
+    assert psnr.min() > 21 and psnr.mean() > 29, psnr.round(1)
+
+
+
+def test_app_plain_reconstruction_gives_the_face_back(tmp_path):
+    """The app's Diffusion tab shows input, plain reconstruction and translation: the reconstruction decodes the
+    inversion with the model that made it, so it is the face again (the two held-out faces of the CLI test above
+    measured 32.6 and 23.9 dB; 15.4 and 16.3 with per-step clipping)."""
+    import app
+    from adapt_common import synthfaces as sf
+    from adapt_common.image_io import save_image
+    bundled = Path(__file__).resolve().parents[1] / "checkpoints" / "synthfaces_ddpm"
+    unet, _ = load_model(bundled)
+    svdiff.add_spectral_shifts(unet)
+    zero = svdiff.save_shifts(unet, tmp_path / "zero.safetensors")  # the tab needs a target; this one is the source
+    faces, _ = sf.eval_set("photo", 2, size=32)
+    for i, face in enumerate(faces):
+        strip = app.diffusion_translate(str(bundled), str(save_image(face, tmp_path / f"{i}.png")), [str(zero)],
+                                        [1.0], 50)
+        shown, recon, translated = (strip[2:34, 2 + 34 * k:34 + 34 * k].astype(np.float64) / 127.5 - 1 for k in range(3))
+        assert _psnr(recon[None], shown[None])[0] > 21 and np.array_equal(recon, translated)
 
 # -- training --------------------------------------------------------------------------------------------
 
@@ -340,3 +575,38 @@ def test_bad_training_settings_are_named(model_dir, tmp_path, override, message)
     extra = [override] + (["training.batch=1"] if override == "loss.pair=4" else [])
     with pytest.raises(ValueError, match=message):
         DiffusionTrainer(_cfg(tmp_path / "bad", model_dir, *extra), quiet=True)
+
+
+def test_shifts_accept_a_checkpoint_folder(model_dir, tmp_path, unet, capsys):
+    """As svdiff-pytorch does, a folder stands for the spectral_shifts.safetensors inside it."""
+    from diffusion_adapt.cli import main
+    svdiff.add_spectral_shifts(unet)
+    _randomise(unet)
+    ckpt = tmp_path / "run" / "checkpoint-500"
+    svdiff.save_shifts(unet, ckpt / "spectral_shifts.safetensors")
+    outs = {}
+    for name, given in (("file", ckpt / "spectral_shifts.safetensors"), ("folder", ckpt)):
+        assert main(["sample", "--model", str(model_dir), "--shifts", f"{given}:0.8", "--seeds", "0-1", "--steps", "3",
+                     "--outdir", str(tmp_path / name), "--save-raw", str(tmp_path / f"{name}.npy")]) == 0
+        outs[name] = np.load(tmp_path / f"{name}.npy")
+    assert main(["sample", "--model", str(model_dir), "--seeds", "0-1", "--steps", "3", "--outdir",
+                 str(tmp_path / "plain"), "--save-raw", str(tmp_path / "plain.npy")]) == 0
+    assert np.array_equal(outs["file"], outs["folder"]) and not np.allclose(outs["folder"], np.load(tmp_path / "plain.npy"))
+    assert main(["translate", "--model", str(model_dir), "--shifts", str(ckpt), "--images", str(tmp_path / "file" /
+                 "seed0000.png"), "--steps", "3", "--out", str(tmp_path / "t.png")]) == 0
+    assert main(["shifts", "info", str(ckpt)]) == 0 and '"norm_convention": "public"' in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["sample", "--model", str(model_dir), "--shifts", str(tmp_path / "empty"), "--outdir",
+                 str(tmp_path / "x")]) == 2
+    assert "without spectral_shifts.safetensors" in capsys.readouterr().err
+
+
+def test_resuming_a_run_of_the_other_norm_convention_is_named(model_dir, tmp_path):
+    per = DiffusionTrainer(_cfg(tmp_path / "r", model_dir, "training.parameterization=svdiff",
+                                "training.norm_shifts=per_channel"), quiet=True)
+    public = DiffusionTrainer(_cfg(tmp_path / "r", model_dir, "training.parameterization=svdiff"), quiet=True)
+    with pytest.raises(ValueError, match="training.norm_shifts"):
+        public.load_state_dict(per.state_dict())
+    with pytest.raises(ValueError, match="training.norm_shifts='channel'"):
+        DiffusionTrainer(_cfg(tmp_path / "r", model_dir, "training.parameterization=svdiff",
+                              "training.norm_shifts=channel"), quiet=True)
