@@ -48,6 +48,24 @@ def _explain(e: OmegaConfBaseException, schema, where: str) -> ConfigError:
     return ConfigError(f"{where}: {msg}")
 
 
+def read_yaml(path: Path):
+    """A YAML file as an OmegaConf mapping, or a ConfigError that names the file and the line."""
+    import yaml
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({problem}{where}); fix the file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; give a YAML config") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: a YAML config is a mapping of keys (`training:` sections and such), this file "
+                          "holds a list")
+    return loaded
+
+
 def load_config(schema_cls: type[T], files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> T:
     """Schema defaults, then each YAML file in order, then ``key=value`` overrides; returns the dataclass."""
     schema = OmegaConf.structured(schema_cls)
@@ -57,7 +75,7 @@ def load_config(schema_cls: type[T], files: Sequence[str | Path] = (), overrides
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = OmegaConf.merge(cfg, read_yaml(path))
         except OmegaConfBaseException as e:
             raise _explain(e, schema, str(path)) from e
     for item in overrides:
@@ -68,9 +86,64 @@ def load_config(schema_cls: type[T], files: Sequence[str | Path] = (), overrides
         except OmegaConfBaseException as e:
             raise _explain(e, schema, f"override {item!r}") from e
     try:
-        return OmegaConf.to_object(cfg)
+        obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         raise _explain(e, schema, "config") from e
+    check_values(obj)
+    return obj
+
+
+#: Integer keys (by their last name) that count, size or pace something: 0 or less is never meant (a cadence of 0
+#: divides by zero mid-run). ``threads`` is checked where it is applied (``training.set_threads``): unset follows
+#: OMP_NUM_THREADS.
+POSITIVE_INT_KEYS = frozenset({
+    "batch", "interval", "n_samples", "sample_steps", "steps", "ddim_steps", "size", "sample_size", "style_dim",
+    "n_mlp", "channel_base", "channel_max", "block", "rank", "width", "depth", "per_domain", "jobs", "milestones",
+    "source_mean_n", "layers_per_block", "norm_num_groups", "attention_head_dim", "embed_dim", "image_resolution",
+    "vision_layers", "vision_width", "vision_patch_size", "context_length", "transformer_width",
+    "transformer_layers", "eval_per_domain"})
+
+
+def _positive_required(name: str) -> bool:
+    return name in POSITIVE_INT_KEYS or name.endswith("_every")
+
+
+def check_values(cfg: Any, prefix: str = "") -> None:
+    """Refuse values no run can mean, naming the key: counts, sizes and cadences below 1, other counts below 0
+    (seeds may be anything), and a device this machine does not have."""
+    for f in dataclasses.fields(cfg):
+        key, value = f"{prefix}{f.name}", getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_values(value, key + ".")
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int):
+            if _positive_required(f.name) and value < 1:
+                raise ConfigError(f"{key}={value}: give a whole number >= 1 (it is a count, a size or a cadence "
+                                  "in steps)")
+            if value < 0 and "seed" not in f.name:
+                raise ConfigError(f"{key}={value}: give a whole number >= 0")
+        elif f.name == "device" and isinstance(value, str):
+            check_device(value, key)
+
+
+def check_device(device: str | None, key: str = "device") -> None:
+    """Refuse a torch device this machine cannot use (``cuda`` without a GPU, a GPU index beyond the last, a
+    misspelt name), with what to use instead, before anything is built on it."""
+    if not device:
+        return
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{key}={device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{key}={device!r}, but this machine has no usable CUDA GPU "
+                              "(torch.cuda.is_available() is False); use cpu")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"{key}={device!r}, but this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:
@@ -108,13 +181,17 @@ def describe(schema_cls: type) -> str:
 def trainer_kind(files, overrides, kinds: tuple[str, ...]) -> str:
     """The ``exp.trainer`` a set of YAML files and ``key=value`` overrides name (the last wins; default
     ``kinds[0]``): how one ``train`` command picks among several trainers before their schemas are known."""
-    kind = kinds[0]
+    kind, where = kinds[0], "default"
     for f in files:
         if Path(f).is_file():
-            kind = OmegaConf.select(OmegaConf.load(f), "exp.trainer", default=kind)
+            found = OmegaConf.select(read_yaml(Path(f)), "exp.trainer", default=None)
+            if found is not None:
+                kind, where = found, str(f)
     for item in overrides:
         if item.startswith("exp.trainer="):
-            kind = item.split("=", 1)[1]
+            kind, where = item.split("=", 1)[1], "override"
     if kind not in kinds:
-        raise ConfigError(f"exp.trainer={kind!r}: expected one of {', '.join(kinds)}")
+        source = f"{where}: " if where not in ("default", "override") else ""
+        raise ConfigError(f"{source}exp.trainer={kind!r}: this command runs {', '.join(kinds)}; is it the other "
+                          "package's config or run folder (python -m gan_adapt / python -m diffusion_adapt)?")
     return kind

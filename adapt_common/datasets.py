@@ -92,12 +92,15 @@ class ImageSource:
         return len(self.images) if self.images is not None else 2 ** 62
 
     def batch(self, step: int, batch: int, rank: int = 0, world: int = 1, seed: int = 0) -> torch.Tensor:
-        """The real batch of one process at one step: a pure function of (step, rank), so resume is exact."""
+        """The real batch of one process at one step: rank ``rank``'s slice of the step's global batch of
+        ``batch * world`` images, so ``world`` processes together see what one process with ``batch * world``
+        sees (and every rank its own images); a pure function of the arguments, so resume is exact."""
         if self.images is None:  # an endless stream of fresh faces, disjoint across ranks and steps
             from adapt_common import synthfaces as sf
             offset = (step * world + rank) * batch
             return sf.render_domain(sf.sample_params(batch, seed=sf.SPLITS["train"], offset=offset), self.domain,
                                     size=self.size)
-        gen = torch.Generator().manual_seed(seed * 7919 + step * world + rank)
-        idx = torch.randint(len(self.images), (batch,), generator=gen)
-        return self.images[idx]
+        # one process (world 1) draws exactly what it drew before the global batch was split this way
+        gen = torch.Generator().manual_seed(seed * 7919 + step)
+        idx = torch.randint(len(self.images), (batch * world,), generator=gen)
+        return self.images[idx[rank * batch:(rank + 1) * batch]]

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -11,25 +15,121 @@ from typing import Iterator, Mapping
 import torch
 
 
+class OutputWriteError(OSError):
+    """A file could not be written (disk full, no permission, a folder in the way, a size limit); the message
+    names the file and what to do."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+#: What to do about a failed write, by errno.
+_WRITE_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space or write to another disk",
+    errno.EDQUOT: "the disk quota is used up: free some space or write to another disk",
+    errno.EFBIG: "the file is over this system's file size limit (ulimit -f): raise it or write elsewhere",
+    errno.EACCES: "no permission to write there: choose a folder you can write to",
+    errno.EPERM: "no permission to write there: choose a folder you can write to",
+    errno.EROFS: "that file system is read-only: choose a folder you can write to",
+    errno.EISDIR: "that path is a folder: give a file name (inside it, or elsewhere)",
+    errno.ENOTDIR: "a part of that path is a file, not a folder: check the path",
+    errno.EEXIST: "something else already has that name: choose another path",
+    errno.ENOENT: "no such file or folder: check the path",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for a user: the file, what went wrong and what to do (our own errors already say it)."""
+    if isinstance(e, OutputWriteError) or not e.strerror:
+        return str(e)
+    where = e.filename if e.filename is not None else "a file"
+    hint = _WRITE_HINTS.get(e.errno)
+    return f"{where}: {e.strerror}" + (f"; {hint}" if hint else "")
+
+
+_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")
+
+
+def _write_failure(path: Path, cause: BaseException) -> OutputWriteError | None:
+    """The error to raise for a writer's failure on ``path``, or None when ``cause`` is not an I/O failure. Writers
+    report disk errors in their own ways: Python code as OSError, safetensors as "... (os error 28)", torch.save
+    as a RuntimeError of its zip writer."""
+    code = None
+    if isinstance(cause, OSError):
+        code = cause.errno
+    else:
+        text = str(cause)
+        found = _OS_ERROR_IN_TEXT.search(text)
+        if found:
+            code = int(found.group(1))
+        elif not (isinstance(cause, RuntimeError) and ("inline_container" in text or "PytorchStreamWriter" in text
+                                                        or "file write failed" in text)):
+            return None
+    if code is None:  # torch's writer does not say why: the likely causes, checked where we can
+        try:
+            full = shutil.disk_usage(path.parent).free < 1 << 20
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else None
+    first_line = (str(cause).splitlines() or [type(cause).__name__])[0][:200]
+    reason = os.strerror(code) if code else f"the writer failed: {first_line}"
+    hint = _WRITE_HINTS.get(code, "is the disk full, or the file size limited (ulimit -f)? free space or write "
+                                  "elsewhere")
+    blocker = _file_in_the_way(path)
+    if blocker is not None and code in (errno.EEXIST, errno.ENOTDIR):
+        hint = f"{blocker} is a file, not a folder: check the path"
+    err = OutputWriteError(code or errno.EIO, f"{path}: could not write it ({reason}); {hint}")
+    err.filename = str(path)
+    return err
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is not a folder (``out.png/x.pt`` with a file out.png)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
 
-    A crash or an exception midway leaves the previous file untouched and no partial file behind.
+    A crash or an exception midway leaves the previous file untouched and no partial file behind (a killed process
+    leaves its ``.<name>.*.tmp``: :func:`remove_stale_temps`). The file gets the mode ``open()`` would give it
+    (0644 under the usual umask), whatever the writer did. A failed write (disk full, no permission, a folder of
+    that name) raises :class:`OutputWriteError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
+        # after the writer: some (safetensors) replace the file they are given and leave it 0600
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        failure = _write_failure(path, e)
+        if failure is None:
+            raise
+        raise failure from e
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files :func:`atomic_path` left beside ``path`` when its process was killed
+    mid-write; only call this while no other process writes ``path`` (a training run holds its folder's lock)."""
+    path = Path(path)
+    stale = [p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def _umask() -> int:

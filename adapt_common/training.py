@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .files import atomic_path
+from .files import atomic_path, remove_stale_temps
 
 
 # -- several processes (torchrun) -------------------------------------------------------------------------
@@ -93,9 +93,26 @@ def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
+class CheckpointFileError(ValueError):
+    """A run's checkpoint.pt that cannot be read (truncated, corrupt) or is not a checkpoint of this kind of run."""
+
+
 def load_training_state(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_training_state` (weights_only: tensors, containers, numpy RNG)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    import pickle
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such training checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise CheckpointFileError(
+            f"{path}: not a readable training checkpoint, it is truncated or corrupt "
+            f"({(str(e).splitlines() or [type(e).__name__])[0][:160]}); restore a good copy, or move it away to "
+            "start the run afresh") from e
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointFileError(f"{path}: not a training checkpoint (no step); is this the right run folder?")
+    return state
 
 
 class CsvLogger:
@@ -135,6 +152,41 @@ def progress(total: int, initial: int = 0, desc: str = "", quiet: bool = False) 
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
+class RunLockedError(RuntimeError):
+    """Another process trains in this run folder."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder, so two processes never train (and append to log.csv) in one folder: an
+    ``fcntl.flock`` on ``<run>/.lock``, which holds the owner's PID for the message. The kernel drops the lock when
+    its process ends, however it ends: a stale ``.lock`` file never blocks a later run."""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: str | Path):
+        import fcntl
+        run = Path(run_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        self.path = run / self.NAME
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise RunLockedError(f"{run} is in use by another training process (PID {holder}, see {self.path}): "
+                                 "wait for it to finish or stop it, or choose another exp.run_dir") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self._file.close()  # closing the file drops the flock
+
+
 class LoopTrainer:
     """The loop every config-driven trainer shares: resume, config copy, CSV/TensorBoard logs, a progress bar,
     sample grids and atomic checkpoints at fixed cadences.
@@ -158,28 +210,80 @@ class LoopTrainer:
         return Path(self.run_dir) / "checkpoint.pt"
 
     def start(self, resume: bool) -> None:
-        """Load the run's checkpoint (``resume``) or refuse to overwrite one; write the config."""
+        """Lock the run folder (rank 0), load its checkpoint (``resume``) or refuse to overwrite one, clear the
+        temporary files of killed checkpoint writes, write the config. :meth:`loop` releases the lock."""
         from .config import save_config
-        ckpt = self.checkpoint_path()
-        if resume and ckpt.exists():
-            self.load_state_dict(load_training_state(ckpt))
-            self._log(f"resumed {ckpt} at step {self.step}")
-        elif ckpt.exists() and self.rank == 0:
-            raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another exp.run_dir")
-        if self.rank == 0:
-            Path(self.run_dir).mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, Path(self.run_dir) / "config.yaml")
+        ckpt, run = self.checkpoint_path(), Path(self.run_dir)
+        if resume and not run.is_dir():
+            raise FileNotFoundError(f"--resume: {run} does not exist, so there is nothing to resume; check "
+                                    "exp.run_dir, or leave out --resume to start a new run there")
+        if resume:
+            self._check_same_trainer(run)  # before the lock: another tool's folder is left as it is
+        self._run_lock = RunLock(run) if self.rank == 0 else None
+        try:
+            if resume and ckpt.exists():
+                state = load_training_state(ckpt)
+                try:
+                    self.load_state_dict(state)
+                except KeyError as e:
+                    raise CheckpointFileError(f"{ckpt}: not a checkpoint of this kind of run (it has no {e}); "
+                                              "resume it with the command that wrote it") from e
+                self._log(f"resumed {ckpt} at step {self.step}")
+            elif ckpt.exists() and self.rank == 0:
+                raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another exp.run_dir")
+            elif resume and self.rank == 0:
+                print(f"note: --resume: no checkpoint in {run}; starting fresh", file=sys.stderr, flush=True)
+            if self.rank == 0:
+                removed = remove_stale_temps(ckpt)
+                if removed:
+                    self._log(f"removed {len(removed)} temporary file(s) of interrupted checkpoint writes in {run}")
+                save_config(self.cfg, run / "config.yaml")
+        except BaseException:
+            self.release_run_lock()
+            raise
+
+    def _check_same_trainer(self, run: Path) -> None:
+        """Refuse to resume a run folder another trainer wrote (its config.yaml names its exp.trainer)."""
+        from omegaconf import OmegaConf
+
+        from .config import ConfigError, read_yaml
+        theirs_file, ours = run / "config.yaml", getattr(getattr(self.cfg, "exp", None), "trainer", None)
+        if ours is None or not theirs_file.is_file():
+            return
+        try:
+            theirs = OmegaConf.select(read_yaml(theirs_file), "exp.trainer", default=None)
+        except ConfigError:  # an unreadable config.yaml: the checkpoint itself decides
+            return
+        if theirs is not None and theirs != ours:
+            raise CheckpointFileError(f"{run} holds a {theirs!r} run (its config.yaml), not a {ours!r} one: resume "
+                                      "it with the command that started it, or choose another exp.run_dir")
+
+    def release_run_lock(self) -> None:
+        lock = getattr(self, "_run_lock", None)
+        if lock is not None:
+            lock.release()
+            self._run_lock = None
 
     def loop(self, iters: int, resume: bool) -> None:
-        """Train until step ``iters`` (after :meth:`start`)."""
+        """Train until step ``iters`` (after :meth:`start`); releases the run folder's lock however it ends."""
+        main = self.rank == 0
+        tb = None
+        try:
+            log = CsvLogger(Path(self.run_dir) / "log.csv", resume_step=self.step if resume else None) if main \
+                else None
+            if self.cfg.logging.tensorboard and main:
+                from torch.utils.tensorboard import SummaryWriter
+                tb = SummaryWriter(str(Path(self.run_dir) / "tensorboard"))
+            self._loop(iters, log, tb)
+        finally:
+            self.release_run_lock()
+            if tb is not None:
+                tb.close()
+
+    def _loop(self, iters: int, log: "CsvLogger | None", tb) -> None:
         import time
         lg = self.cfg.logging
         main = self.rank == 0
-        log = CsvLogger(Path(self.run_dir) / "log.csv", resume_step=self.step if resume else None) if main else None
-        tb = None
-        if lg.tensorboard and main:
-            from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(str(Path(self.run_dir) / "tensorboard"))
         bar = progress(iters, initial=self.step, desc=self.cfg.exp.name, quiet=self.quiet)
         t0 = time.time() - self.elapsed
         while self.step < iters:
@@ -200,8 +304,6 @@ class LoopTrainer:
             if self.step % lg.checkpoint_every == 0 or last:
                 save_training_state(self.checkpoint_path(), self.state_dict())
         bar.close()
-        if tb is not None:
-            tb.close()
 
 
 def run_facts(run_dir: str | Path) -> dict:

@@ -162,6 +162,7 @@ def _mix(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from adapt_common.config import describe
+    from gan_adapt.cli import positive_int
     from .text2image import T2IConfig
     from .training import DiffTrainConfig
     p = argparse.ArgumentParser(prog="python -m diffusion_adapt", description="diffusion-model domain adaptation")
@@ -186,12 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shifts", action="append", default=[], metavar="FILE[:SCALE]",
                    help="a shift file, or a checkpoint folder holding spectral_shifts.safetensors; repeatable")
     s.add_argument("--seeds", default="0-15")
-    s.add_argument("--steps", type=int, default=50)
-    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--steps", type=positive_int, default=50)
+    s.add_argument("--batch", type=positive_int, default=16)
     s.add_argument("--outdir", required=True)
     s.add_argument("--save-raw", metavar="FILE.npy")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--threads", type=int)
+    s.add_argument("--threads", type=positive_int)
     s.set_defaults(func=cmd_sample)
 
     tr = sub.add_parser("translate", help="source image -> adapted domain (DDIM inversion, DDIB)")
@@ -200,11 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--shifts", action="append", default=[], metavar="FILE[:SCALE]",
                     help="a shift file, or a checkpoint folder holding spectral_shifts.safetensors; repeatable")
     tr.add_argument("--images", nargs="+", required=True)
-    tr.add_argument("--steps", type=int, default=50)
+    tr.add_argument("--steps", type=positive_int, default=50)
     tr.add_argument("--out", required=True)
-    tr.add_argument("--device", default="cpu")
     tr.add_argument("--save-raw", metavar="FILE.npy", help="also the translations as float32 [N, 3, H, W] in [-1, 1]")
-    tr.add_argument("--threads", type=int)
+    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--threads", type=positive_int)
     tr.set_defaults(func=cmd_translate)
 
     sh = sub.add_parser("shifts", help="spectral-shift files: info, mix (weighted sum / interpolation), merge")
@@ -219,12 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from adapt_common.image_io import ImageReadError
-    try:
-        return args.func(args)
-    except (ImageReadError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from adapt_common.cli_errors import run_command
+    return run_command(args.func, args)  # known errors: one line on stderr, exit 2
 
 
 if __name__ == "__main__":

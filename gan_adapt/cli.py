@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply a direction file (ours or an official StyleDomain/HyperDomainNet .pt) with a weight "
                         "(default 1; negative allowed); repeat to mix several")
     g.add_argument("--save-raw", metavar="FILE.npy", help="also save the raw float32 N x 3 x H x W output")
-    g.add_argument("--batch", type=int, default=4)
+    g.add_argument("--batch", type=positive_int, default=4)
     g.add_argument("--device", default="cpu")
     g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     g.set_defaults(func=cmd_generate)
@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a keyframe: comma-separated g=CKPT (generator), a=ADAPTER (few-shot adapter on the "
                          "current generator), DIR[:WEIGHT] (directions); repeat, in order")
     mo.add_argument("--seeds", default="0-3")
-    mo.add_argument("--steps", type=int, default=8, help="frames per segment, both keyframes included")
+    mo.add_argument("--steps", type=positive_int, default=8, help="frames per segment, both keyframes included")
     mo.add_argument("--truncation", type=finite_float, default=1.0)
     mo.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
     mo.add_argument("--fps", type=finite_float, default=8)
@@ -525,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--ckpt", required=True)
     iv.add_argument("--image", required=True)
     iv.add_argument("--space", default="w+", choices=["w", "w+"])
-    iv.add_argument("--steps", type=int, default=300)
+    iv.add_argument("--steps", type=positive_int, default=300)
     iv.add_argument("--lr", type=finite_float, default=0.05)
     iv.add_argument("--clip", help="add a CLIP embedding distance (name or path), e.g. synthfaces")
     iv.add_argument("--direction", action="append", default=[], metavar="FILE[:WEIGHT]")
@@ -558,11 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = sub.add_parser("init", help="write a randomly initialised generator (to test pipelines at any scale)")
     n.add_argument("--out", required=True, help=".pt or .safetensors")
-    n.add_argument("--size", type=int, default=256)
-    n.add_argument("--style-dim", type=int, default=512)
-    n.add_argument("--n-mlp", type=int, default=8)
-    n.add_argument("--channel-base", type=int, default=32768)
-    n.add_argument("--channel-max", type=int, default=512)
+    n.add_argument("--size", type=positive_int, default=256)
+    n.add_argument("--style-dim", type=positive_int, default=512)
+    n.add_argument("--n-mlp", type=positive_int, default=8)
+    n.add_argument("--channel-base", type=positive_int, default=32768)
+    n.add_argument("--channel-max", type=positive_int, default=512)
     n.add_argument("--with-d", action="store_true", help="also write a discriminator")
     n.add_argument("--seed", type=int, default=0)
     n.set_defaults(func=cmd_init)
@@ -579,12 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--clip", default="synthfaces", help="CLIP judge: name or path (default: bundled synthfaces)")
     e.add_argument("--features", default="auto", choices=["auto", "inception", "clip"],
                    help="FID/KID features; auto: Inception-v3 if its weights are local, else CLIP")
-    e.add_argument("--n", type=int, default=256, help="generated images (seeds SEED .. SEED+n-1)")
-    e.add_argument("--n-eval", type=int, default=None, help="eval-set images (default: --n)")
+    e.add_argument("--n", type=positive_int, default=256, help="generated images (seeds SEED .. SEED+n-1)")
+    e.add_argument("--n-eval", type=positive_int, default=None, help="eval-set images (default: --n)")
     e.add_argument("--truncation", type=finite_float, default=1.0)
     e.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
     e.add_argument("--seed", type=int, default=0, help="first seed; also seeds KID subsets and pair sampling")
-    e.add_argument("--batch", type=int, default=32)
+    e.add_argument("--batch", type=positive_int, default=32)
     e.add_argument("--out", required=True, help="folder for report.json and samples.png")
     e.add_argument("--device", default="cpu")
     e.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
@@ -595,15 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import contextlib
     args = build_parser().parse_args(argv)
-    from .formats import CheckpointError
-    from adapt_common.image_io import ImageReadError
+    from adapt_common.cli_errors import run_command
     from adapt_common.integrity import hash_checks_skipped
-    try:
-        with hash_checks_skipped() if args.no_verify_hash else contextlib.nullcontext():
-            return args.func(args)
-    except (CheckpointError, ImageReadError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with hash_checks_skipped() if args.no_verify_hash else contextlib.nullcontext():
+        return run_command(args.func, args)  # known errors: one line on stderr, exit 2
 
 
 if __name__ == "__main__":

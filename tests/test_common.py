@@ -145,7 +145,7 @@ def test_nada_direction_loss_uses_the_change_of_embedding():
     a = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # E(G_A)
     b = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.6, 0.8]])  # E(G_B)
     along = torch.tensor([-1.0, 1.0, 0.0])  # exactly the first sample's change b - a
-    # by hand: sample 1: b - a = (-1, 1, 0), cos with Δ = 1; sample 2: b - a = (0, 0.6, -0.2), cos = 0.6 / (√2 √0.4)
+    # by hand: sample 1: b - a = (-1, 1, 0), cos with Δ is 1; sample 2: b - a = (0, 0.6, -0.2), cos 0.6 / (√2 √0.4)
     cos2 = 0.6 / (math.sqrt(2) * math.sqrt(0.4))
     assert float(ClipGuide.direction_loss([b], [a], [along])) == pytest.approx((0 + (1 - cos2)) / 2, abs=1e-6)
     # Δ = e2: the adapted embedding of sample 1 lies exactly on it (loss 0 for E(G_B) alone), the change does not

@@ -43,7 +43,7 @@ def test_upfirdn2d_torch_path_equals_reference(fshape, up, down, pad):
 
 @pytest.mark.parametrize("up,down,k", [(1, 1, 4), (2, 1, 4), (1, 2, 4), (3, 1, 3), (2, 2, 5)])
 def test_upfirdn2d_reference_matches_scipy(up, down, k):
-    signal = pytest.importorskip("scipy.signal")
+    from scipy import signal  # a hard dependency (adapt_common.metrics, lpips, scikit-image need scipy)
     rng = np.random.RandomState(0)
     x = rng.randn(6, 5)
     h = rng.randn(k)

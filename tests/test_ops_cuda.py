@@ -71,6 +71,19 @@ def _case_id(c):
     return "x{}-k{}-up{}-down{}-pad{}".format(*["x".join(map(str, v)) for v in c])
 
 
+def _has_tiled(case) -> bool:
+    """Whether the kernel has a tiled body for a case: a 4x4 filter with up 2, down 2 or neither (the dispatch of
+    ops/csrc/upfirdn2d.cu; test_emu_tiled_dispatch checks this against the compiled code)."""
+    _, fshape, up, down, _ = case
+    return tuple(fshape) == (4, 4) and (tuple(up), tuple(down)) in {((2, 2), (1, 1)), ((1, 1), (2, 2)),
+                                                                    ((1, 1), (1, 1))}
+
+
+# every case with the generic body, the tiled ones with the tiled body too (no parametrization that cannot run)
+EMU_UPFIRDN = [pytest.param(c, impl, id=f"{name}-{_case_id(c)}") for name, impl in (("generic", 1), ("tiled", 2))
+               for c in UPFIRDN_CASES + TILED_CASES if impl == 1 or _has_tiled(c)]
+
+
 def _rand(shape, dtype=torch.float64, seed=0, device="cpu"):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
@@ -193,13 +206,10 @@ def _call(plugin, x, f, up, down, pad, flip=False, impl=0):
     return plugin.upfirdn2d(x, f, up[0], up[1], down[0], down[1], pad[0], pad[1], pad[2], pad[3], flip, impl)
 
 
-@pytest.mark.parametrize("case", UPFIRDN_CASES + TILED_CASES, ids=_case_id)
-@pytest.mark.parametrize("impl", [1, 2], ids=["generic", "tiled"])
+@pytest.mark.parametrize("case,impl", EMU_UPFIRDN)
 @pytest.mark.parametrize("flip", [False, True], ids=["conv", "flipped"])
 def test_emu_upfirdn2d_matches_ref(emu, case, impl, flip):
     shape, fshape, up, down, pad = case
-    if impl == 2 and not emu.upfirdn2d_has_tiled(*fshape, *up, *down):
-        pytest.skip("no tiled kernel for this configuration")
     x, f = _rand(shape, seed=1), _rand(fshape, seed=2)
     ref = _ref_upfirdn2d(x, f.flip([0, 1]) if flip else f, up, down, pad)
     got = _call(emu, x, f, up, down, pad, flip, impl)
@@ -226,6 +236,9 @@ def test_emu_tiled_dispatch(emu):
     assert emu.upfirdn2d_has_tiled(4, 4, 1, 1, 1, 1)
     assert not emu.upfirdn2d_has_tiled(3, 3, 1, 1, 1, 1)
     assert not emu.upfirdn2d_has_tiled(4, 4, 2, 2, 2, 2)
+    for case in UPFIRDN_CASES + TILED_CASES:  # the list the tests above are parametrized from
+        _, fshape, up, down, _ = case
+        assert emu.upfirdn2d_has_tiled(*fshape, *up, *down) == _has_tiled(case), _case_id(case)
 
 
 @pytest.mark.parametrize("case", BIAS_ACT_CASES, ids=lambda c: f"{c[1]}-{len(c[0])}d-clamp{c[4]}-b{int(c[5])}")
@@ -364,9 +377,8 @@ def test_gpu_upfirdn2d_forward(gpu_plugin, case, dtype):
     out = ops.upfirdn2d(x, fk, up, down, pad, impl="cuda")
     assert out.dtype == dtype and out.is_cuda
     torch.testing.assert_close(out.double(), ref, rtol=rtol, atol=atol)
-    for impl in (1, 2):
-        if impl == 2 and not gpu_plugin.upfirdn2d_has_tiled(*fshape, *up, *down):
-            continue
+    assert gpu_plugin.upfirdn2d_has_tiled(*fshape, *up, *down) == _has_tiled(case)
+    for impl in (1, 2) if _has_tiled(case) else (1,):
         got = _call(gpu_plugin, x, fk, up, down, pad, False, impl)
         torch.testing.assert_close(got.double(), ref, rtol=rtol, atol=atol)
 
