@@ -359,3 +359,14 @@ def test_synthfaces_domain():
     assert src, "SynthFaces has no source domain"
     faces = sf.render_domain(sf.sample_params(2, seed=0), src[0], size=32)
     assert dom.transform(faces).shape == faces.shape
+
+
+def test_domain_error_scores_images_as_saved():
+    """Overshooting pixels count as the clamped image shows them, in every caller (one metric definition)."""
+    source = torch.zeros(2, 3, 4, 4)
+    truth = lambda x: torch.ones_like(x)  # noqa: E731 - every pixel white
+    overshoot = torch.full_like(source, 3.0)  # renders as white
+    err = domain_error(overshoot, source, truth)
+    assert err["pixel_l1"] == pytest.approx(0) and err["gap_closed"]["pixel_l1"] == pytest.approx(1)
+    # by hand on the 0..1 scale: |clamp(-5) - 1| / 2 = 1
+    assert domain_error(torch.full_like(source, -5.0), source, truth)["pixel_l1"] == pytest.approx(1)

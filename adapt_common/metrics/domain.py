@@ -34,7 +34,7 @@ def _errors(a: torch.Tensor, b: torch.Tensor, feature_extractor=None, fb: np.nda
 def domain_error(target_images: torch.Tensor, source_images: torch.Tensor, transform: Callable | None,
                  feature_extractor=None, *, transformed_source: torch.Tensor | None = None) -> dict:
     """Ground-truth error of an adaptation to a similar domain with transform T, for the same latents:
-    target ``G_t(w)`` against ``T(G_s(w))``.
+    target ``G_t(w)`` against ``T(G_s(w))``, on images clamped to [-1, 1] (as saved and as ``evaluate`` sees them).
 
     Returns ``{pixel_l1, pixel_mse, pixel_rmse, [feature], feature_extractor, identity_baseline: {...},
     gap_closed: {...}}``:
@@ -52,8 +52,12 @@ def domain_error(target_images: torch.Tensor, source_images: torch.Tensor, trans
     if target_images.shape != source_images.shape:
         raise ValueError(f"target and source images differ in shape: {tuple(target_images.shape)} vs "
                          f"{tuple(source_images.shape)}; they must come from the same latents")
+    # One definition everywhere (training curves, the study, evaluate): images as they would be saved, in [-1, 1].
+    # A generator's raw output can overshoot (a fifth of a sketch direction's pixels lie outside [-1, 1]), and
+    # scoring that overshoot would make the same file score differently in different places.
+    target_images, source_images = target_images.clamp(-1, 1), source_images.clamp(-1, 1)
     ref = transformed_source if transformed_source is not None else transform(source_images)
-    ref = ref.to(target_images.device)
+    ref = ref.to(target_images.device).clamp(-1, 1)
     fref = np.asarray(feature_extractor(ref), np.float64) if feature_extractor is not None else None
     err = _errors(target_images, ref, feature_extractor, fref)
     base = _errors(source_images, ref, feature_extractor, fref)
