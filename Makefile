@@ -13,7 +13,7 @@ export GRADIO_ANALYTICS_ENABLED ?= False
 export OMP_NUM_THREADS ?= 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test app venv cuda-check bench study clean
+.PHONY: demo test app venv cuda-check bench study docs docs-build clean
 
 venv: $(STAMP)
 
@@ -56,5 +56,13 @@ bench: $(STAMP)
 study: $(STAMP)
 	env -u OMP_NUM_THREADS $(PY) -m experiments.study --config configs/study/quick.yaml
 
+# The documentation site (mkdocs.yml, docs/): served with live reload at http://127.0.0.1:8000, or built into
+# build/site in strict mode as CI builds it (a broken link or anchor, or a page missing from the nav, fails).
+docs: $(STAMP)
+	$(PY) -m mkdocs serve
+
+docs-build: $(STAMP)
+	$(PY) -m mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build/site

@@ -1,4 +1,5 @@
-"""The README's app pictures: the app on the bundled models, one real action per tab, in headless Chromium.
+"""The app pictures of the documentation (docs/usage/app.md): the app on the bundled models, one real action per
+tab, in headless Chromium.
 
     python docs/screenshots.py [--out docs] [--shifts FILE.safetensors]
 

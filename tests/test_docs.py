@@ -1,0 +1,253 @@
+"""The README and the documentation site (issue 19).
+
+- `mkdocs build --strict` succeeds, and its strictness is real: a broken link, a broken anchor, a nav entry to a
+  missing page, a page missing from the nav or an unknown results table planted in a copy of the docs fails it.
+- The speed page is generated from the committed benchmark files: every row of each file is on it.
+- Every concrete `python -m gan_adapt|diffusion_adapt|experiments.study` command in the README and on the site
+  parses with the real argument parser, and the configs it names load with its `key=value` overrides, so a renamed
+  flag, config file or key fails here instead of in a reader's terminal.
+
+The site tests need MkDocs (the `dev` extra); without it they skip, except under CI (`CI=1`, set by .ci/run), where
+they fail.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+# ---- the site -----------------------------------------------------------------------------------------------------
+
+def _need_mkdocs():
+    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None:
+        if os.environ.get("CI"):
+            pytest.fail("MkDocs with the Material theme is not installed; CI installs it with '.[dev]'")
+        pytest.skip("MkDocs is not installed (pip install -e '.[dev]')")
+
+
+def _build(config: Path, site: Path, *flags: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", *flags, "-f", str(config), "-d", str(site)],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    _need_mkdocs()
+    out = tmp_path_factory.mktemp("site")
+    run = _build(ROOT / "mkdocs.yml", out, "--strict")  # as CI and `make docs-build` run it
+    assert run.returncode == 0, f"mkdocs build --strict failed:\n{run.stdout}\n{run.stderr}"
+    return out
+
+
+def test_the_site_builds_in_strict_mode_with_every_page(site):
+    nav_pages = re.findall(r":\s*([\w./-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.MULTILINE)
+    assert len(nav_pages) >= 25
+    for page in nav_pages:
+        rel = Path(page).with_suffix("")
+        built = site / (rel.parent if rel.name in ("README", "index") else rel) / "index.html"
+        assert built.is_file(), f"{page} was not built ({built})"
+
+
+def _table_rows(html: str, heading: str) -> list[str]:
+    """The body rows of the first table after the section ``heading`` of a built page."""
+    section = html.split(f">{heading}<", 1)[1]
+    body = section.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    return re.findall(r"<tr>(.*?)</tr>", body, re.DOTALL)
+
+
+def _cells(row: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)]
+
+
+def test_the_speed_tables_are_the_committed_results(site):
+    html = (site / "results" / "speed" / "index.html").read_text()
+    cpu = json.loads((RESULTS / "generator_speed.json").read_text())["rows"]
+    rows = [_cells(r) for r in _table_rows(html, "StyleGAN2 generator on the CPU")]
+    assert len(rows) == len(cpu)
+    for cells, r in zip(rows, cpu):
+        assert cells[:3] == [str(r["size"]), str(r["batch"]), r["mode"]]
+        assert float(cells[3]) == pytest.approx(r["reference"]["median_s"], abs=0.005)
+        assert float(cells[4]) == pytest.approx(r["optimised"]["median_s"], abs=0.005)
+        assert float(cells[5].rstrip("x")) == pytest.approx(r["speedup"], abs=0.005)
+    gpu = json.loads((RESULTS / "generator_speed_cuda.json").read_text())["rows"]
+    rows = [_cells(r) for r in _table_rows(html, "StyleGAN2 generator on a GPU")]
+    assert len(rows) == len(gpu)
+    for cells, r in zip(rows, gpu):
+        assert [float(c.split()[0]) for c in cells[3:6]] == pytest.approx(
+            [1000 * r[k]["median_s"] for k in ("ref", "torch", "cuda")], abs=0.05)
+        assert float(cells[6].rstrip("×")) == pytest.approx(r["speedup_cuda_vs_ref"], abs=0.005)
+    for name in ("parameterization_speed_64", "parameterization_speed_256"):
+        steps = json.loads((RESULTS / f"{name}.json").read_text())["rows"]
+        assert all(f"{s['trainable']:,}" in html for s in steps), name
+    assert "Generated from <code>benchmarks/results/diffusion_speed.json</code>" in html
+
+
+# ---- strictness: planted errors fail the build ------------------------------------------------------------------
+
+def _copy_site_config(tmp_path: Path) -> tuple[Path, dict]:
+    """A copy of docs/ and a config that builds it with the real hook (so only the planted change differs)."""
+    shutil.copytree(DOCS, tmp_path / "docs", ignore=shutil.ignore_patterns("*.py"))
+    cfg = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    cfg.update(docs_dir=str(tmp_path / "docs"), hooks=[str(ROOT / "tools" / "docs_site.py")])
+    cfg.pop("watch", None)
+    return tmp_path / "mkdocs.yml", cfg
+
+
+def _write(config: Path, cfg: dict) -> Path:
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    return config
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+PLANTS = {
+    "a link to a missing page": (lambda d, cfg: _append(d / "index.md", "\n[gone](no-such-page.md)\n"),
+                                 "no-such-page.md"),
+    "a link to a missing anchor": (lambda d, cfg: _append(d / "index.md", "\n[gone](formats.md#no-such-anchor)\n"),
+                                   "no-such-anchor"),
+    "a nav entry to a missing page": (lambda d, cfg: cfg["nav"].append({"Gone": "no-such-page.md"}),
+                                      "no-such-page.md"),
+    "a page missing from the nav": (lambda d, cfg: (d / "orphan.md").write_text("# Orphan\n"), "orphan.md"),
+    "an unknown results table": (lambda d, cfg: _append(d / "results" / "speed.md",
+                                                        "\n<!-- results-table: no_such_benchmark -->\n"),
+                                 "no_such_benchmark"),
+}
+
+
+def test_an_unchanged_copy_of_the_docs_builds(tmp_path):
+    """The control of the planted-error tests: the copy and its config build as the real site does."""
+    _need_mkdocs()
+    config, cfg = _copy_site_config(tmp_path)
+    run = _build(_write(config, cfg), tmp_path / "site")
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+
+
+@pytest.mark.parametrize("plant", list(PLANTS))
+def test_a_planted_error_fails_the_build(tmp_path, plant):
+    """Built without --strict on the command line: mkdocs.yml itself must make these errors fatal (so that
+    `mkdocs serve` and a plain `mkdocs build` report them as CI does)."""
+    _need_mkdocs()
+    config, cfg = _copy_site_config(tmp_path)
+    change, named = PLANTS[plant]
+    change(tmp_path / "docs", cfg)
+    run = _build(_write(config, cfg), tmp_path / "site")
+    assert run.returncode != 0, f"{plant} did not fail the strict build:\n{run.stdout}\n{run.stderr}"
+    assert named in run.stdout + run.stderr, f"the build failed without naming {named}:\n{run.stderr}"
+
+
+# ---- the commands on the pages ----------------------------------------------------------------------------------
+
+PLACEHOLDER = re.compile(r"<|\[|\.\.\.|…")  # synopsis lines (`--config configs/<name>.yaml [key=value ...]`)
+MODULES = ("gan_adapt", "diffusion_adapt", "experiments.study")
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """(where, argv after `python -m`) of every concrete command of our CLIs in the README and the pages."""
+    found = []
+    for page in [README, *sorted(DOCS.rglob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.DOTALL):
+            for line in block.replace("\\\n", " ").splitlines():
+                tokens = shlex.split(line, comments=True)
+                if "-m" not in tokens or PLACEHOLDER.search(line.split(" #")[0]):
+                    continue
+                argv = tokens[tokens.index("-m") + 1:]
+                if argv and argv[0] in MODULES:
+                    found.append((f"{page.relative_to(ROOT)}: {' '.join(tokens)}", argv))
+    return found
+
+
+def _without_gpu(overrides: list[str]) -> list[str]:
+    """Device overrides as cpu: whether this machine has a GPU is not what these tests check."""
+    return [re.sub(r"^((?:\w+\.)*device)=cuda(:\d+)?$", r"\1=cpu", o) for o in overrides]
+
+
+def _load(schema, files: list[str], overrides: list[str]) -> None:
+    """``load_config`` with a page's overrides, which must not use a key's old name: a warning that loading the
+    config files alone does not give comes from the page."""
+    from adapt_common.config import load_config
+    overrides = _without_gpu(overrides)
+    with warnings.catch_warnings(record=True) as alone:
+        warnings.simplefilter("always")
+        load_config(schema, files, [])
+    with warnings.catch_warnings(record=True) as given:
+        warnings.simplefilter("always")
+        load_config(schema, files, overrides)
+    new = {str(w.message) for w in given} - {str(w.message) for w in alone}
+    assert not new, f"the overrides {overrides} warn: {sorted(new)}"
+
+
+def _load_train_config(module: str, files: list[str], overrides: list[str]) -> None:
+    if module == "gan_adapt":
+        from gan_adapt.cli import trainer_kind
+        kind = trainer_kind(files, overrides)
+        if kind == "hyper":
+            from gan_adapt.training.hyper import HyperConfig as schema
+        elif kind == "clip":
+            from gan_adapt.training.clip_guided import OneShotConfig as schema
+        else:
+            from gan_adapt.training.engine import GanTrainConfig as schema
+    else:
+        from diffusion_adapt.cli import trainer_kind
+        if trainer_kind(files, overrides) == "t2i":
+            from diffusion_adapt.text2image import T2IConfig as schema
+        else:
+            from diffusion_adapt.training import DiffTrainConfig as schema
+    _load(schema, files, overrides)
+
+
+def _check_command(argv: list[str]) -> None:
+    module, args = argv[0], argv[1:]
+    if module == "experiments.study":
+        from experiments.study import StudyConfig
+        i = args.index("--config")
+        overrides = [a for j, a in enumerate(args) if j not in (i, i + 1) and not a.startswith("--")]
+        _load(StudyConfig, [args[i + 1]], overrides)
+        return
+    if module == "gan_adapt":
+        from gan_adapt.cli import build_parser
+    else:
+        from diffusion_adapt.cli import build_parser
+    if "--help" in args:
+        with pytest.raises(SystemExit) as stop:
+            build_parser().parse_args(args)
+        assert stop.value.code == 0
+        return
+    parsed = build_parser().parse_args(args)
+    if parsed.command == "train":
+        _load_train_config(module, parsed.config, parsed.overrides)
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_pages_document_commands():
+    where = {w.split(":")[0] for w, _ in COMMANDS}
+    assert "README.md" in where and len(COMMANDS) >= 40, (len(COMMANDS), sorted(where))
+    assert sum(w.startswith("README.md") for w, _ in COMMANDS) >= 8
+
+
+@pytest.mark.parametrize("where,argv", COMMANDS, ids=[w for w, _ in COMMANDS])
+def test_a_documented_command_parses_and_its_config_loads(where, argv, capsys):
+    try:
+        _check_command(argv)
+    except SystemExit as e:  # argparse's verdict on a wrong flag or a missing argument
+        pytest.fail(f"{where}\nexits {e.code}: {capsys.readouterr().err.strip()}")
