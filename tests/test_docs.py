@@ -1,5 +1,6 @@
 """The README and the documentation site (issue 19).
 
+- The README stays short and opens with the two commands.
 - `mkdocs build --strict` succeeds, and its strictness is real: a broken link, a broken anchor, a nav entry to a
   missing page, a page missing from the nav or an unknown results table planted in a copy of the docs fails it.
 - The speed page is generated from the committed benchmark files: every row of each file is on it.
@@ -30,6 +31,44 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+# ---- the README -------------------------------------------------------------------------------------------------
+
+def test_readme_is_short_and_opens_with_the_two_commands():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; the limit is 200 (move detail to docs/)"
+    assert lines[0].startswith("# ")
+    opening = [line for line in lines[1:] if line.strip()][:4]
+    assert opening[0] == "```bash" and opening[3] == "```", opening
+    assert opening[1].startswith("make demo ") and opening[2].startswith("make test "), opening
+
+
+def test_readme_has_no_status_table_keyed_by_issue_numbers():
+    text = README.read_text()
+    assert not re.search(r"\(#\d+\)|\| done", text), "issue numbers and status belong in the tracker, not the README"
+
+
+def test_readme_links_point_at_files_that_exist():
+    targets = re.findall(r"\]\(([^)\s]+)\)", README.read_text())
+    local = [t.split("#")[0] for t in targets if not re.match(r"^[a-z]+:", t) and not t.startswith("#")]
+    assert local, "the README should link into the documentation"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_clip_losses_are_used_by_the_gan_trainers_only_as_the_readme_says():
+    """The README and the docs say the CLIP guidance losses are the GAN trainers' and the diffusion side has none
+    (issue 19: they used to say the losses were shared with the diffusion side)."""
+    users = {p.relative_to(ROOT).as_posix() for pkg in ("gan_adapt", "diffusion_adapt", "adapt_common", "app.py")
+             for p in ([ROOT / pkg] if pkg.endswith(".py") else (ROOT / pkg).rglob("*.py"))
+             if re.search(r"^\s*from adapt_common(\.clip_guidance import|\s+import clip_guidance)|"
+                          r"^\s*import adapt_common\.clip_guidance", p.read_text(), re.MULTILINE)}
+    assert users, "nobody imports adapt_common.clip_guidance any more: update the README and docs/usage/oneshot.md"
+    assert all(u.startswith("gan_adapt/") for u in users), (
+        f"{sorted(users)} import the CLIP losses: the README ('What is where') and the docs say only the GAN trainers "
+        "do; update them")
+    assert "which only the GAN trainers use" in README.read_text()
 
 
 # ---- the site -----------------------------------------------------------------------------------------------------
