@@ -68,8 +68,8 @@ def generator(path: str):
 
 @lru_cache(maxsize=64)
 def _direction(path: str, mtime: float):
-    from gan_adapt.directions import load_direction
-    return load_direction(path)
+    from gan_adapt.directions import Direction
+    return Direction.from_pretrained(path)
 
 
 def check_upload(path: str | None, what: str = "image") -> str:

@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -196,6 +198,94 @@ def read_with_manifest(path: str | os.PathLike, fmt: str | None, what: str = "fi
     except ValueError as e:
         raise error(f"{path}: its manifest is not JSON") from e
     return tensors, manifest, meta
+
+
+def manifest_header(fmt: str, version: str = "1") -> dict:
+    """The first keys of every manifest: the format, its version and when the file was written."""
+    return {"format": fmt, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def read_checked(path: str | os.PathLike, fmt: str | None, what: str = "file",
+                 error: type[ValueError] = ManifestFileError, *,
+                 verify_hash: bool = True) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """:func:`read_with_manifest`, then the checks every small file gets: its tensors against the ``content_hash``
+    its manifest records (``verify_hash=False`` skips it; files without one pass) and no NaN/Inf values."""
+    tensors, manifest, meta = read_with_manifest(path, fmt, what, error)
+    check_tensors(tensors, manifest, path, error, verify_hash=verify_hash)
+    return tensors, manifest, meta
+
+
+def check_tensors(tensors: Mapping[str, torch.Tensor], manifest: dict, path: str | os.PathLike,
+                  error: type[ValueError] = ManifestFileError, *, verify_hash: bool = True) -> None:
+    """The checks of :func:`read_checked` on tensors already read."""
+    from .integrity import verify_content_hash  # integrity imports this module
+    verify_content_hash(tensors, manifest.get("content_hash"), path, verify_hash=verify_hash, error=error)
+    require_finite(tensors, path)
+
+
+# -- one load/save shape for every small file kind ----------------------------------------------------------------
+
+
+def pretrained_file(path: str | os.PathLike, file_name: str, what: str = "file") -> Path:
+    """The file ``path`` names: ``path`` itself, or for a folder (a run folder, a checkpoint folder) the file of the
+    kind's canonical name ``file_name`` inside it."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    inner = path / file_name
+    if inner.is_file():
+        return inner
+    others = sorted(p.name for p in path.glob("*.safetensors"))[:4]
+    held = f" (it holds {', '.join(others)}: give one of them, or weight_name=<name>)" if others else ""
+    raise FileNotFoundError(f"{path}: a folder without {file_name}{held}; give the {what} itself or a folder that "
+                            f"holds {file_name}")
+
+
+def pretrained_target(path: str | os.PathLike, file_name: str) -> Path:
+    """Where ``save_pretrained(path)`` writes: ``path`` itself, or ``path/<file_name>`` when ``path`` is a folder
+    (one that exists, or any path written with a trailing slash, which is then created)."""
+    text = os.fspath(path)
+    if Path(text).is_dir() or text.endswith(("/", os.sep)):
+        return Path(text) / file_name
+    return Path(text)
+
+
+class PretrainedFile:
+    """``Kind.from_pretrained(path)`` and ``obj.save_pretrained(path)`` for every small file kind (directions,
+    adapters, hypernetworks, spectral shifts), in the spirit of diffusers.
+
+    ``path`` is the file, or a folder holding the kind's canonical :attr:`FILE_NAME` (``weight_name=`` picks
+    another file in the folder). A kind implements ``_read_pretrained(path, **options)`` (a classmethod) and
+    ``_write_pretrained(path, **options)``; the path they get is always the file itself.
+    """
+
+    #: The file's name inside a folder (a run folder, a checkpoint folder).
+    FILE_NAME: str = ""
+    #: What the file is, in messages ("direction file").
+    WHAT: str = "file"
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, weight_name: str | None = None, **options):
+        """Load a file of this kind (``path``: the file, or a folder holding ``FILE_NAME`` or ``weight_name``)."""
+        return cls._read_pretrained(pretrained_file(path, weight_name or cls.FILE_NAME, cls.WHAT), **options)
+
+    def save_pretrained(self, path: str | os.PathLike, *, weight_name: str | None = None, **options) -> Path:
+        """Write this object (``path``: the file, or a folder, an existing one or one with a trailing slash, that
+        gets ``FILE_NAME`` or ``weight_name``); returns the file written."""
+        return self._write_pretrained(pretrained_target(path, weight_name or self.FILE_NAME), **options)
+
+    @classmethod
+    def _read_pretrained(cls, path: Path, **options):
+        raise NotImplementedError
+
+    def _write_pretrained(self, path: Path, **options) -> Path:
+        raise NotImplementedError
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """The DeprecationWarning of an old call kept for one release, pointing at the caller's line."""
+    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}", DeprecationWarning,
+                  stacklevel=3)
 
 
 def split_weight(text: str, default: float = 1.0) -> tuple[str, float]:

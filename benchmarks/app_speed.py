@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         with torch.no_grad():
             for q in p.trainable_parameters():
                 q.copy_(0.3 * torch.randn(q.shape, generator=torch.Generator().manual_seed(i)))
-        Direction.from_parameterization(p, domain=f"d{i}").save(tmp / f"d{i}.safetensors")
+        Direction.from_parameterization(p, domain=f"d{i}").save_pretrained(tmp / f"d{i}.safetensors")
     lib = app.Library([tmp])
     app.mix_render(ckpt, lib, ["d0", "d1"], [0.1, 0.1], args.seeds, 0.7)  # warm-up (loads and caches)
     times = []

@@ -117,10 +117,11 @@ def cmd_shifts(args) -> int:
     from . import svdiff
     if args.action == "info":
         for f in args.files:
-            tensors, manifest = svdiff.read_shifts(f)
+            shifts = svdiff.SpectralShifts.from_pretrained(f)
+            tensors, manifest = shifts.tensors, shifts.manifest
             print(json.dumps({"file": f, "tensors": len(tensors), "values": sum(t.numel() for t in tensors.values()),
                               **{k: v for k, v in manifest.items() if k != "training_config"},
-                              "norm_convention": svdiff.file_norm_convention(manifest)}, indent=2, default=str))
+                              "norm_convention": shifts.convention}, indent=2, default=str))
         return 0
     if not args.out:
         raise ValueError(f"shifts {args.action} needs --out")
@@ -141,22 +142,20 @@ def cmd_shifts(args) -> int:
 
 def _mix(args) -> int:
     """Weighted sum of shift files; ``--model`` converts one-value norm shifts where files disagree on the norms."""
-    from adapt_common.files import save_with_manifest
     from . import svdiff
     pairs = [_parse_weighted(f) for f in args.files]
-    read = [svdiff.read_shifts(p) for p, _ in pairs]
+    read = [svdiff.SpectralShifts.from_pretrained(p) for p, _ in pairs]
     gammas = None
     if args.model:
         from .models import load_model
         gammas = svdiff.norm_weights(load_model(args.model)[0])
-    mixed = svdiff.mix_shifts([t for t, _ in read], [w for _, w in pairs], gammas=gammas,
+    mixed = svdiff.mix_shifts([s.tensors for s in read], [w for _, w in pairs], gammas=gammas,
                               source=" + ".join(p for p, _ in pairs))
-    kinds = {svdiff.file_norm_convention(m) for _, m in read} - {"none"}
+    kinds = {s.convention for s in read} - {"none"}
     convention = "none" if not kinds else "public" if kinds == {"public"} else "per_channel"
-    save_with_manifest(mixed, args.out, svdiff.FORMAT, {"format": svdiff.FORMAT, "derived": "mix",
-                                                        "norm_convention": convention,
-                                                        "mixed": [{"file": p, "weight": w} for p, w in pairs]})
-    print(f"wrote {args.out}: " + " + ".join(f"{w:g} x {p}" for p, w in pairs))
+    manifest = {"derived": "mix", "norm_convention": convention, "mixed": [{"file": p, "weight": w} for p, w in pairs]}
+    out = svdiff.SpectralShifts(mixed, manifest).save_pretrained(args.out)
+    print(f"wrote {out}: " + " + ".join(f"{w:g} x {p}" for p, w in pairs))
     return 0
 
 

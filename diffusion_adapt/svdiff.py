@@ -16,7 +16,10 @@ conventions (:data:`NORM_CONVENTIONS`):
 Files use the public layout of ``svdiff-pytorch``: ``spectral_shifts.safetensors`` with keys ``<module
 path>.delta`` (1-D float32). Its files load here; ours load there when their norms are ``public`` (the
 manifest's ``norm_convention`` says which). Our manifest (base model hash, per-module sizes, the norm convention)
-goes in the safetensors metadata and beside the file as JSON.
+goes in the safetensors metadata and beside the file as JSON. ``SpectralShifts.from_pretrained(path)`` reads a file
+or a checkpoint folder holding ``spectral_shifts.safetensors`` (``weight_name="spectral_shifts_te.safetensors"``
+for a text encoder's); ``SpectralShifts.from_model(model, ...).save_pretrained(path)`` writes one. ``save_shifts``
+and ``read_shifts`` are the old names, kept for one release.
 
 SVDs are computed once per weight and cached on disk by content hash (``$DOMAIN_ADAPT_SVD_CACHE`` or
 ``~/.cache/domain_adapt/svd``): at Stable Diffusion scale the CPU SVD takes tens of minutes.
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -35,7 +38,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
-from adapt_common.files import atomic_path, read_with_manifest, require_finite, save_with_manifest
+from adapt_common.files import PretrainedFile, atomic_path, manifest_header, pretrained_file, read_with_manifest, \
+    require_finite, save_with_manifest, warn_deprecated
 
 FORMAT = "domain-adapt/spectral-shifts"
 SVD_TYPES = (nn.Conv2d, nn.Linear, nn.Embedding)
@@ -246,23 +250,6 @@ def norm_convention(model: nn.Module) -> str:
     return kinds.pop() if len(kinds) == 1 else ("none" if not kinds else "mixed")
 
 
-def save_shifts(model: nn.Module, path: str | Path, *, base_hash: str | None = None, extra: dict | None = None,
-                half: bool = False) -> Path:
-    """Write ``<module path>.delta`` tensors (the public layout) with our manifest in the metadata."""
-    path = Path(path)
-    state = shift_state(model)
-    require_finite(state, f"{path} (not written: the model's shifts)")
-    if half:
-        state = {k: v.half() for k, v in state.items()}
-    sizes = {k[:-len(".delta")]: v.numel() for k, v in state.items()}
-    norm_names = [n for n, s in shifts_of(model).items() if isinstance(s, NormShift)]
-    manifest = {"format": FORMAT, "version": "1", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "base_model_hash": base_hash, "num_values": sum(sizes.values()),
-                "norm_convention": norm_convention(model), "norm_modules": len(norm_names),
-                "dtype": "float16" if half else "float32", **(extra or {})}
-    return save_with_manifest(state, path, FORMAT, {**manifest, "sizes": sizes})
-
-
 def file_norm_convention(manifest: dict) -> str:
     """The norm convention a shift file's manifest states: no manifest is an svdiff-pytorch file ("public"); our
     files from before the convention was recorded as such were per channel; a mix of both counts as per channel."""
@@ -272,28 +259,76 @@ def file_norm_convention(manifest: dict) -> str:
     return kind if kind in NORM_CONVENTIONS else "per_channel"
 
 
+@dataclass
+class SpectralShifts(PretrainedFile):
+    """A spectral-shift file's contents: ``"<module path>.delta"`` δs (svdiff-pytorch's layout, float32) and our
+    manifest ({} for a public svdiff-pytorch file)."""
+
+    FILE_NAME = SHIFTS_FILE  # what svdiff-pytorch looks for in a checkpoint folder
+    WHAT = "shift file"
+
+    tensors: dict[str, torch.Tensor]
+    manifest: dict = field(default_factory=dict)
+    path: str | None = None  # the file it was loaded from (named in messages)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, *, base_hash: str | None = None,
+                   extra: dict | None = None) -> "SpectralShifts":
+        """The shifts of a shifted model (``base_hash``: the unshifted model's content hash, for the manifest)."""
+        state = shift_state(model)
+        norm_names = [n for n, s in shifts_of(model).items() if isinstance(s, NormShift)]
+        manifest = {"base_model_hash": base_hash, "num_values": sum(v.numel() for v in state.values()),
+                    "norm_convention": norm_convention(model), "norm_modules": len(norm_names),
+                    "dtype": "float32", **(extra or {})}
+        return cls(state, manifest)
+
+    @property
+    def convention(self) -> str:
+        """The norm convention of the file (:func:`file_norm_convention`)."""
+        return file_norm_convention(self.manifest)
+
+    @classmethod
+    def _read_pretrained(cls, path: Path) -> "SpectralShifts":
+        """The δs as float32; NaN/Inf values are refused (they render black images)."""
+        tensors, manifest, _ = read_with_manifest(path, None, cls.WHAT, ShiftFileError)
+        tensors = {k: v.float() for k, v in tensors.items()}
+        bad = [k for k in tensors if not k.endswith(".delta")]
+        if bad:
+            raise ShiftFileError(f"{path}: keys {bad[:3]} are not spectral shifts ('<module path>.delta')")
+        require_finite(tensors, path)
+        return cls(tensors, manifest, str(path))
+
+    def _write_pretrained(self, path: Path, *, half: bool = False) -> Path:
+        """The δs (``half``: as float16) with our manifest in the metadata."""
+        require_finite(self.tensors, f"{path} (not written: the model's shifts)")
+        state = {k: v.detach().float().cpu().contiguous() for k, v in self.tensors.items()}
+        if half:
+            state = {k: v.half() for k, v in state.items()}
+        sizes = {k[:-len(".delta")]: v.numel() for k, v in state.items()}
+        written = ("format", "version", "created", "sizes")  # this write's own
+        manifest = {**manifest_header(FORMAT), **{k: v for k, v in self.manifest.items() if k not in written}}
+        manifest.setdefault("norm_convention", self.convention)  # a public file read here has no manifest
+        manifest.update(num_values=sum(sizes.values()), dtype="float16" if half else "float32", sizes=sizes)
+        return save_with_manifest(state, path, FORMAT, manifest)
+
+
+def save_shifts(model: nn.Module, path: str | Path, *, base_hash: str | None = None, extra: dict | None = None,
+                half: bool = False) -> Path:
+    """Deprecated: ``SpectralShifts.from_model(model, ...).save_pretrained(path)``."""
+    warn_deprecated("save_shifts(model, path)", "SpectralShifts.from_model(model, ...).save_pretrained(path)")
+    return SpectralShifts.from_model(model, base_hash=base_hash, extra=extra).save_pretrained(path, half=half)
+
+
 def shift_file_path(path: str | Path) -> Path:
     """A shift file, or a checkpoint folder holding ``spectral_shifts.safetensors`` (as svdiff-pytorch accepts)."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / SHIFTS_FILE).is_file():
-            raise FileNotFoundError(f"{path}: a folder without {SHIFTS_FILE}; give a spectral-shift file or a "
-                                    "checkpoint folder that holds one")
-        return path / SHIFTS_FILE
-    return path
+    return pretrained_file(path, SHIFTS_FILE, SpectralShifts.WHAT)
 
 
 def read_shifts(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, manifest) of a shift file or checkpoint folder; a public svdiff-pytorch file has no manifest
-    ({} then). NaN/Inf values are refused (they render black images)."""
-    path = shift_file_path(path)
-    tensors, manifest, _ = read_with_manifest(path, None, "shift file", ShiftFileError)
-    tensors = {k: v.float() for k, v in tensors.items()}
-    bad = [k for k in tensors if not k.endswith(".delta")]
-    if bad:
-        raise ShiftFileError(f"{path}: keys {bad[:3]} are not spectral shifts ('<module path>.delta')")
-    require_finite(tensors, path)
-    return tensors, manifest
+    """Deprecated: ``SpectralShifts.from_pretrained(path)`` (its ``tensors`` and ``manifest``)."""
+    warn_deprecated("read_shifts(path)", "SpectralShifts.from_pretrained(path) (.tensors, .manifest)")
+    shifts = SpectralShifts.from_pretrained(path)
+    return shifts.tensors, shifts.manifest
 
 
 def norm_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -363,7 +398,7 @@ def bake(model: nn.Module) -> nn.Module:
 def apply_shift_files(model: nn.Module, files: Iterable[tuple[str, float]], use_cache: bool = True) -> nn.Module:
     """Shift ``model`` (in place) by Σ wᵢ·δᵢ of the given files (or checkpoint folders)."""
     files = list(files)
-    states = [read_shifts(path)[0] for path, _ in files]
+    states = [SpectralShifts.from_pretrained(path).tensors for path, _ in files]
     source = ", ".join(str(p) for p, _ in files)
     gammas = norm_weights(model)  # before shifting: the base γ, for norms whose conventions differ between files
     add_spectral_shifts(model, use_cache=use_cache)

@@ -313,11 +313,12 @@ class T2ITrainer(LoopTrainer):
         extra = {"steps": self.step, "instance_prompt": self.cfg.data.instance_prompt,
                  "training_config": to_dict(self.cfg)}
         if self.cfg.training.parameterization == "svdiff":
-            out = [svdiff.save_shifts(self.model.unet, self.run_dir / "spectral_shifts.safetensors",
-                                      base_hash=self.base_hash, extra=extra)]
+            out = [svdiff.SpectralShifts.from_model(self.model.unet, base_hash=self.base_hash,
+                                                    extra=extra).save_pretrained(self.run_dir / svdiff.SHIFTS_FILE)]
             if self.cfg.training.train_text_encoder:
-                out.append(svdiff.save_shifts(self.model.text_encoder, self.run_dir / "spectral_shifts_te.safetensors",
-                                              base_hash=model_hash(self.model.text_encoder), extra=extra))
+                te = svdiff.SpectralShifts.from_model(self.model.text_encoder,
+                                                      base_hash=model_hash(self.model.text_encoder), extra=extra)
+                out.append(te.save_pretrained(self.run_dir / "spectral_shifts_te.safetensors"))
             return out
         return [save_t2i(self.model, self.run_dir / "model")]
 

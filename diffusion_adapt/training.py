@@ -254,8 +254,8 @@ class DiffusionTrainer(LoopTrainer):
         extra = {"steps": self.step, "data": self.cfg.data.source, "training_config": to_dict(self.cfg)}
         with self.ema_weights():
             if self.cfg.training.parameterization == "svdiff":
-                return svdiff.save_shifts(self.unet, path or self.run_dir / "spectral_shifts.safetensors",
-                                          base_hash=self.base_hash, extra=extra)
+                shifts = svdiff.SpectralShifts.from_model(self.unet, base_hash=self.base_hash, extra=extra)
+                return shifts.save_pretrained(path or self.run_dir / svdiff.SHIFTS_FILE)
             return save_model(self.unet, self.scheduler, path or self.run_dir / "model")
 
     def evaluate(self) -> dict:

@@ -315,10 +315,10 @@ class Study:
                   "wall_s": round(wall, 1), "iters": g.iters, **pick(report), "curve": curve,
                   "loss": log_columns(run / "log.csv", ("loss",)), "grid": str(grid)}
         if name in DIRECTION_KINDS:  # the sparse form: no retraining, the largest |Δs| kept
-            from gan_adapt.directions import DomainEdit, load_direction
-            d = load_direction(out)
+            from gan_adapt.directions import Direction, DomainEdit
+            d = Direction.from_pretrained(out)
             sparse = d.sparse(g.sparse_keep)
-            path = sparse.save(run / "direction_sparse.safetensors")
+            path = sparse.save_pretrained(run / "direction_sparse.safetensors")
             edit = DomainEdit(self.source, [(sparse, 1.0)])
             rep = self.evaluate_gan(edit.generate, domain, g.n_eval, run / "eval_sparse",
                                     {"parameterization": f"{name} sparse {g.sparse_keep}"})
@@ -391,12 +391,12 @@ class Study:
     # -- properties of directions --------------------------------------------------------------------------
 
     def _direction(self, domain: str, seed: int):
-        from gan_adapt.directions import load_direction
+        from gan_adapt.directions import Direction
         cell = self.done(f"oneshot/image/{domain}/{self.cfg.properties.direction}/s{seed}")
         if cell is None:
             raise RuntimeError(f"the properties need the one-shot cell image/{domain}/"
                                f"{self.cfg.properties.direction}; add the domain to oneshot.domains")
-        return load_direction(cell["file"])
+        return Direction.from_pretrained(cell["file"])
 
     @torch.no_grad()
     def domain_probs(self, images: torch.Tensor, names: list[str]) -> dict[str, float]:
@@ -427,7 +427,7 @@ class Study:
         import warnings
 
         from adapt_common.image_io import save_grid
-        from gan_adapt.adapter_files import TransferNote, load_adapter
+        from gan_adapt.adapter_files import Adapter, TransferNote
         from gan_adapt.directions import DomainEdit
         from gan_adapt.formats import load_generator
         where, _, other = self.cfg.properties.transfer_to.partition(":")
@@ -441,7 +441,8 @@ class Study:
         if where == "fewshot":
             target_g = load_generator(cell["generator"], device=self.cfg.exp.device).eval()
         else:
-            target_g = load_adapter(cell["file"], self.source).merged_generator().eval()
+            adapter = Adapter.from_pretrained(cell["file"])
+            target_g = adapter.parameterization(self.source).merged_generator().eval()
         d = self._direction(domain, seed)
         n = self.cfg.properties.n
         with warnings.catch_warnings():

@@ -57,9 +57,9 @@ def cmd_generate(args) -> int:
     g = load_generator(args.ckpt, device=args.device)
     edit = None
     if args.direction:
-        from .directions import DomainEdit, load_direction, parse_direction_arg
+        from .directions import Direction, DomainEdit, parse_direction_arg
         pairs = [parse_direction_arg(text) for text in args.direction]
-        edit = DomainEdit(g, [(load_direction(path), weight) for path, weight in pairs])
+        edit = DomainEdit(g, [(Direction.from_pretrained(path), weight) for path, weight in pairs])
         print("directions: " + ", ".join(f"{path} x {weight:g}" for path, weight in pairs))
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -135,12 +135,12 @@ def _adapted(g, adapter: str | None, directions: list[str]):
     ``generate(z, truncation=, noise_mode=)``."""
     adapted = g
     if adapter:
-        from .adapter_files import load_adapter
-        adapted = load_adapter(adapter, g).merged_generator()
+        from .adapter_files import Adapter
+        adapted = Adapter.from_pretrained(adapter).parameterization(g).merged_generator()
     if directions:
-        from .directions import DomainEdit, load_direction, parse_direction_arg
+        from .directions import Direction, DomainEdit, parse_direction_arg
         pairs = [parse_direction_arg(text) for text in directions]
-        adapted = DomainEdit(adapted, [(load_direction(path), weight) for path, weight in pairs])
+        adapted = DomainEdit(adapted, [(Direction.from_pretrained(path), weight) for path, weight in pairs])
     return adapted
 
 
@@ -225,10 +225,10 @@ def cmd_train(args) -> int:
 
 def cmd_direction(args) -> int:
     """Inspect, sparsify, mix or import direction files."""
-    from .directions import load_direction, mix, parse_direction_arg
+    from .directions import Direction, mix, parse_direction_arg
     if args.action == "info":
         for path in args.files:
-            d = load_direction(path)
+            d = Direction.from_pretrained(path)
             info = {"file": path, "kind": d.kind, "size": d.size, "nonzero": int((d.delta != 0).sum()),
                     "norm": round(float(d.delta.norm()), 6), "layers": [f"{n}:{c}" for n, c in d.layers],
                     **{k: v for k, v in d.meta.items() if k in ("domain", "prompt", "reference_hash", "base_generator",
@@ -241,16 +241,16 @@ def cmd_direction(args) -> int:
         (src,) = args.files if len(args.files) == 1 else (None,)
         if src is None:
             raise ValueError("direction sparse takes one file")
-        d = load_direction(src).sparse(args.keep)
+        d = Direction.from_pretrained(src).sparse(args.keep)
     elif args.action == "mix":
         pairs = [parse_direction_arg(text) for text in args.files]
-        d = mix([load_direction(p) for p, _ in pairs], [w for _, w in pairs])
+        d = mix([Direction.from_pretrained(p) for p, _ in pairs], [w for _, w in pairs])
     else:  # import: an official .pt (or any readable direction) rewritten in our format
         if len(args.files) != 1:
             raise ValueError("direction import takes one file")
-        d = load_direction(args.files[0])
-    d.save(args.out)
-    print(f"wrote {args.out}: {d.kind}, {int((d.delta != 0).sum())} of {d.size} values set")
+        d = Direction.from_pretrained(args.files[0])
+    out = d.save_pretrained(args.out)
+    print(f"wrote {out}: {d.kind}, {int((d.delta != 0).sum())} of {d.size} values set")
     return 0
 
 
@@ -260,8 +260,8 @@ def _keyframes(specs: list[str], default_ckpt: str | None, device: str, carry: b
     checkpoint: its own ``g=``, else the last one or ``--ckpt``; never on top of another adapter) and
     ``DIR[:W]`` (a direction). A spec naming no generator uses the previous spec's (``carry``: morph keys, so a
     direction can be swapped "there") or the checkpoint (``carry=False``: independent compare rows)."""
-    from .adapter_files import load_adapter
-    from .directions import load_direction, parse_direction_arg
+    from .adapter_files import Adapter
+    from .directions import Direction, parse_direction_arg
     from .formats import load_generator
     from .morphing import Keyframe
     cache: dict = {}
@@ -273,7 +273,7 @@ def _keyframes(specs: list[str], default_ckpt: str | None, device: str, carry: b
 
     def adapted(path, base):
         if (path, id(base)) not in cache:
-            cache[(path, id(base))] = load_adapter(path, base).merged_generator()
+            cache[(path, id(base))] = Adapter.from_pretrained(path).parameterization(base).merged_generator()
         return cache[(path, id(base))]
 
     dirs: dict = {}
@@ -290,7 +290,7 @@ def _keyframes(specs: list[str], default_ckpt: str | None, device: str, carry: b
             else:
                 path, weight = parse_direction_arg(item)
                 if path not in dirs:
-                    dirs[path] = load_direction(path)
+                    dirs[path] = Direction.from_pretrained(path)
                 items.append((dirs[path], weight))
         if adapter is not None:
             if ckpt is None:
@@ -329,13 +329,13 @@ def cmd_hyper(args) -> int:
     from .hypernetwork import Hypernetwork
     if len(args.prompt) != len(args.out):
         raise ValueError(f"give one --out per --prompt ({len(args.prompt)} prompts, {len(args.out)} outputs)")
-    net = Hypernetwork.load(args.hypernet)
+    net = Hypernetwork.from_pretrained(args.hypernet)
     clip = load_clip(args.clip or net.manifest.get("clip", "ViT-B/32"))
     for prompt, out in zip(args.prompt, args.out):
         emb = clip.encode_texts([prompt])[0]
         d = net.direction(emb, prompt=prompt, domain=prompt, hypernetwork=str(args.hypernet),
                           base_generator=net.manifest.get("base_generator", {}))
-        d.save(out)
+        out = d.save_pretrained(out)
         print(f"wrote {out}: the domain modulation for {prompt!r} ({d.size} values)")
     return 0
 
@@ -373,7 +373,7 @@ def cmd_invert(args) -> int:
     from tqdm import tqdm
 
     from adapt_common.image_io import load_image, save_grid
-    from .directions import DomainEdit, load_direction, parse_direction_arg
+    from .directions import Direction, DomainEdit, parse_direction_arg
     from .formats import load_generator
     from .inversion import invert
     _threads(args.threads)
@@ -394,7 +394,7 @@ def cmd_invert(args) -> int:
     with torch.no_grad():
         for text in args.direction:
             path, weight = parse_direction_arg(text)
-            row.append(DomainEdit(g, [(load_direction(path), weight)]).generate(w=result.w))
+            row.append(DomainEdit(g, [(Direction.from_pretrained(path), weight)]).generate(w=result.w))
     save_grid(torch.cat(row).cpu(), out / "inversion.png", nrow=len(row))
     print(f"wrote {out}/latent.npy (W+ {tuple(result.w.shape)}) and inversion.png (target, reconstruction"
           f"{', then each direction' if args.direction else ''}); pixel MSE {result.mse:.4f}")

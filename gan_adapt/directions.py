@@ -18,14 +18,16 @@ architecture, domain, prompt or reference hash, training config, metrics, recomm
 own ``content_hash`` (checked on load; files written before it existed have none). Loading refuses NaN/Inf
 values and bounds every size the file gives before allocating; saving refuses a non-finite direction.
 
-The official StyleDomain / HyperDomainNet checkpoints (``models_*.pt``, ``td_*.pt``, ``im2im_*.pt`` with
-``patch_key`` ``s_delta`` or ``cin_mult``) load through :func:`load_direction` too, with safe loading.
+Files load with ``Direction.from_pretrained(path)`` and are written with ``direction.save_pretrained(path)``
+(``path``: the file, or a folder such as a run folder holding ``direction.safetensors``). The official StyleDomain
+/ HyperDomainNet checkpoints (``models_*.pt``, ``td_*.pt``, ``im2im_*.pt`` with ``patch_key`` ``s_delta`` or
+``cin_mult``) load through it too, with safe loading. ``load_direction`` and ``Direction.save`` are the old names,
+kept for one release.
 """
 from __future__ import annotations
 
 import math
 import re
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +35,8 @@ from typing import Iterable, Sequence
 
 import torch
 
-from adapt_common.files import read_with_manifest, require_finite, require_size, save_with_manifest, split_weight, \
-    tensors_hash
-from adapt_common.integrity import verify_content_hash
+from adapt_common.files import PretrainedFile, check_tensors, manifest_header, read_with_manifest, require_finite, \
+    require_size, save_with_manifest, split_weight, tensors_hash, warn_deprecated
 from .adapter_files import TransferNote, architecture
 from .formats.architecture import MAX_CHANNELS, MAX_SIZE, MAX_STYLE_LAYERS
 from .networks import Generator, StyleLayer
@@ -57,8 +58,11 @@ def conv_layers(g: Generator) -> list[StyleLayer]:
 
 
 @dataclass
-class Direction:
+class Direction(PretrainedFile):
     """One domain direction: ``delta`` [N] split over ``layers`` [(conv name, channels)]."""
+
+    FILE_NAME = "direction.safetensors"  # what a run folder holds
+    WHAT = "direction file"
 
     kind: str
     layers: list[tuple[str, int]]
@@ -179,9 +183,17 @@ class Direction:
     # -- files -----------------------------------------------------------------------------------------------
 
     def save(self, path: str | Path, *, sparse: bool | None = None) -> Path:
+        """Deprecated: :meth:`save_pretrained`."""
+        warn_deprecated("Direction.save(path)", "Direction.save_pretrained(path)")
+        return self.save_pretrained(path, sparse=sparse)
+
+    @classmethod
+    def _read_pretrained(cls, path: Path, *, verify_hash: bool = True) -> "Direction":
+        return _read_direction(path, verify_hash=verify_hash)
+
+    def _write_pretrained(self, path: Path, *, sparse: bool | None = None) -> Path:
         """Write the direction (``sparse``: as indices + values; default when under half the values are set).
         A direction with NaN/Inf values (a diverged run, a mix whose weights overflow) is refused, nothing written."""
-        path = Path(path)
         bad = int((~torch.isfinite(self.delta)).sum())
         if bad:
             raise DirectionFileError(f"{path} not written: the direction has {bad} NaN/infinite value(s) of "
@@ -194,8 +206,8 @@ class Direction:
             tensors = {"indices": idx.to(torch.int32).contiguous(), "values": self.delta[idx].contiguous()}
         else:
             tensors = {"delta": self.delta.contiguous()}
-        manifest = {"format": FORMAT, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "kind": self.kind, "size": self.size, "nonzero": int((self.delta != 0).sum()),
+        manifest = {**manifest_header(FORMAT, VERSION), "kind": self.kind, "size": self.size,
+                    "nonzero": int((self.delta != 0).sum()),
                     "layers": [{"name": n, "channels": c} for n, c in self.layers], **self.meta,
                     "content_hash": tensors_hash(tensors)}
         return save_with_manifest(tensors, path, FORMAT, manifest)
@@ -213,6 +225,12 @@ def _trained_vector(g: Generator, layer: str, param_name: str) -> torch.Tensor:
 
 
 def load_direction(path: str | Path, *, verify_hash: bool = True) -> Direction:
+    """Deprecated: :meth:`Direction.from_pretrained`."""
+    warn_deprecated("load_direction(path)", "Direction.from_pretrained(path)")
+    return Direction.from_pretrained(path, verify_hash=verify_hash)
+
+
+def _read_direction(path: Path, *, verify_hash: bool = True) -> Direction:
     """A direction from our ``.safetensors`` files or an official StyleDomain / HyperDomainNet ``.pt``
     (``verify_hash=False``: accept a file whose tensors differ from its recorded content hash)."""
     path = Path(path)
@@ -229,13 +247,11 @@ def load_direction(path: str | Path, *, verify_hash: bool = True) -> Direction:
             return _load_official(path)
         raise
     if meta.get("format") != FORMAT:
-        hint = " (an adapter file: load it with gan_adapt.adapter_files.load_adapter)" \
+        hint = " (an adapter file: load it with gan_adapt.adapter_files.Adapter.from_pretrained)" \
             if meta.get("format") == "domain-adapt/parameterization" else ""
         raise DirectionFileError(f"{path}: a safetensors file, but not a {FORMAT} file (format "
                                  f"{meta.get('format')!r}){hint}")
-    verify_content_hash(tensors, manifest.get("content_hash"), path, verify_hash=verify_hash,
-                        error=DirectionFileError)
-    require_finite(tensors, path)
+    check_tensors(tensors, manifest, path, DirectionFileError, verify_hash=verify_hash)
     layers = _manifest_layers(manifest, path)
     size = sum(c for _, c in layers)
     if "delta" in tensors:

@@ -14,10 +14,12 @@ the spec. BatchNorm means single-query inference runs in ``eval()`` mode (runnin
 predicted domain mixes, morphs, transfers and saves like a trained one. Files are safetensors with a JSON
 manifest (the mapper config, the CLIP that embeds its inputs, the base generator, the tensors' content hash).
 Loading checks the hash, refuses NaN/Inf weights and bounds the mapper's sizes before building it.
+``Hypernetwork.from_pretrained(path)`` loads one (``path``: the file, or a run folder holding
+``hypernet.safetensors``), ``net.save_pretrained(path, **manifest)`` writes one; ``Hypernetwork.load`` and
+``net.save`` are the old names, kept for one release.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapt_common.files import read_with_manifest, require_finite, require_size, save_with_manifest, tensors_hash
-from adapt_common.integrity import verify_content_hash
+from adapt_common.files import PretrainedFile, manifest_header, read_checked, require_size, save_with_manifest, \
+    tensors_hash, warn_deprecated
 from .directions import Direction, DirectionFileError, conv_layers
 from .formats.architecture import MAX_CHANNELS, MAX_STYLE_LAYERS
 from .networks import Generator
@@ -57,7 +59,10 @@ class _ResBlock(nn.Module):
         return F.relu(x + self.bn2(self.l2(y)))
 
 
-class Hypernetwork(nn.Module):
+class Hypernetwork(PretrainedFile, nn.Module):
+    FILE_NAME = "hypernet.safetensors"  # what a run folder holds
+    WHAT = "hypernetwork file"
+
     def __init__(self, config: MapperConfig):
         super().__init__()
         if not config.layers:
@@ -102,20 +107,28 @@ class Hypernetwork(nn.Module):
     # -- files -----------------------------------------------------------------------------------------------
 
     def save(self, path: str | Path, **manifest) -> Path:
-        path = Path(path)
+        """Deprecated: :meth:`save_pretrained`."""
+        warn_deprecated("Hypernetwork.save(path)", "Hypernetwork.save_pretrained(path)")
+        return self.save_pretrained(path, **manifest)
+
+    @classmethod
+    def load(cls, path: str | Path, *, verify_hash: bool = True) -> "Hypernetwork":
+        """Deprecated: :meth:`from_pretrained`."""
+        warn_deprecated("Hypernetwork.load(path)", "Hypernetwork.from_pretrained(path)")
+        return cls.from_pretrained(path, verify_hash=verify_hash)
+
+    def _write_pretrained(self, path: Path, **manifest) -> Path:
+        """The weights, with ``manifest`` (what the trainer records: the CLIP, the base generator ...)."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        info = {"format": FORMAT, "version": "1", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "mapper": asdict(self.config), "num_parameters": sum(p.numel() for p in self.parameters()), **manifest,
+        info = {**manifest_header(FORMAT), "mapper": asdict(self.config),
+                "num_parameters": sum(p.numel() for p in self.parameters()), **manifest,
                 "content_hash": tensors_hash(tensors)}
         return save_with_manifest(tensors, path, FORMAT, info)
 
     @classmethod
-    def load(cls, path: str | Path, *, verify_hash: bool = True) -> "Hypernetwork":
+    def _read_pretrained(cls, path: Path, *, verify_hash: bool = True) -> "Hypernetwork":
         """A hypernetwork file (``verify_hash=False``: accept tensors that differ from its content hash)."""
-        tensors, manifest, _ = read_with_manifest(path, FORMAT, "hypernetwork file", DirectionFileError)
-        verify_content_hash(tensors, manifest.get("content_hash"), path, verify_hash=verify_hash,
-                            error=DirectionFileError)
-        require_finite(tensors, path)
+        tensors, manifest, _ = read_checked(path, FORMAT, cls.WHAT, DirectionFileError, verify_hash=verify_hash)
         config = _mapper_config(manifest.get("mapper"), path)
         with torch.device("meta"):  # the file must hold every tensor of that shape before it is allocated
             expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}

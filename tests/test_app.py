@@ -24,7 +24,7 @@ def world(tmp_path, tiny_generator):
         with torch.no_grad():
             for q in p.trainable_parameters():
                 q.copy_(0.5 * torch.randn(q.shape, generator=torch.Generator().manual_seed(i)))
-        Direction.from_parameterization(p, domain=name).save(lib_dir / f"{name}.safetensors")
+        Direction.from_parameterization(p, domain=name).save_pretrained(lib_dir / f"{name}.safetensors")
     (lib_dir / "notes.safetensors").write_bytes(b"not a direction")  # skipped, not an error
     return str(ckpt), app.Library([lib_dir], bundled=False), tmp_path
 
@@ -55,7 +55,7 @@ def test_mixing_follows_the_weights(world):
     # A direction for another architecture gets a message, and the app goes on.
     other = Generator(**{**TINY, "channel_max": 16})
     p = Parameterization("direction", other)
-    Direction.from_parameterization(p).save(tmp_path / "other.safetensors")
+    Direction.from_parameterization(p).save_pretrained(tmp_path / "other.safetensors")
     name = lib.add_file(str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="does not fit"):
         app.mix_render(ckpt, lib, [name], [1.0], "0", 1.0)
@@ -90,7 +90,6 @@ def test_morph_files(world):
 
 def test_adapt_from_an_upload_with_progress_and_cancel(world):
     from adapt_common.clip_models import tiny_clip
-    from gan_adapt.directions import load_direction
     ckpt, _, tmp_path = world
     clip_path = tmp_path / "clip.pt"
     torch.save(tiny_clip(0).model.state_dict(), clip_path)
@@ -99,7 +98,7 @@ def test_adapt_from_an_upload_with_progress_and_cancel(world):
                            run_dir=str(tmp_path / "run"), clip=str(clip_path)))
     assert steps[0][0].startswith("training stylespace")
     assert [s[1] is not None for s in steps] == [False, True, True, True]
-    d = load_direction(steps[-1][2])
+    d = Direction.from_pretrained(steps[-1][2])
     assert d.with_torgb and d.meta["reference_hash"]
     cancel = threading.Event()
     gen = app.adapt(ckpt, None, "a sepia photo of a face", "direction", 50, every=1, cancel=cancel,
@@ -141,7 +140,7 @@ def tiny_ddpm_and_shift(tmp_path):
     with torch.no_grad():
         for s in svdiff.shifts_of(unet).values():
             s.delta.fill_(0.5)
-    return folder, svdiff.save_shifts(unet, tmp_path / "s.safetensors")
+    return folder, svdiff.SpectralShifts.from_model(unet).save_pretrained(tmp_path / "s.safetensors")
 
 
 def test_diffusion_samples(tmp_path):
@@ -154,7 +153,7 @@ def test_diffusion_samples(tmp_path):
     with torch.no_grad():
         for s in svdiff.shifts_of(unet).values():
             s.delta.fill_(0.5)
-    f = svdiff.save_shifts(unet, tmp_path / "s.safetensors")
+    f = svdiff.SpectralShifts.from_model(unet).save_pretrained(tmp_path / "s.safetensors")
     shifted = app.diffusion_samples(str(folder), [str(f)], [1.0], "0-1", 2)
     assert plain.shape == shifted.shape and not np.array_equal(plain, shifted)
     np.testing.assert_array_equal(app.diffusion_samples(str(folder), [str(f)], [0.0], "0-1", 2), plain)
@@ -335,13 +334,12 @@ def test_real_photo_progress_reaches_gradio(world):
 @pytest.mark.timeout(300)
 def test_adapt_prompt_is_taken_literally(world, tiny_ckpt_clip):
     """Prompts that OmegaConf would read as YAML or interpolations train on exactly the text typed."""
-    from gan_adapt.directions import load_direction
     ckpt, _, tmp_path = world
     _, clip_path = tiny_ckpt_clip
     for i, prompt in enumerate(["${oc.env:HOME}", "style: pencil sketch", "null", "[a, b]", "${nope}"]):
         steps = list(app.adapt(ckpt, None, prompt, "direction", 1, every=1, run_dir=str(tmp_path / f"run{i}"),
                                clip=str(clip_path)))
-        meta = load_direction(steps[-1][2]).meta
+        meta = Direction.from_pretrained(steps[-1][2]).meta
         assert meta["prompt"] == prompt and meta["domain"] == prompt
         assert meta["training_config"]["target"]["text"] == prompt
 
@@ -355,13 +353,12 @@ def _two_adapt_results(tmp_path, tiny_generator):
             for q in p.trainable_parameters():
                 q.copy_(torch.randn(q.shape, generator=torch.Generator().manual_seed(10 + i)))
         (tmp_path / f"result{i}").mkdir()
-        files.append(Direction.from_parameterization(p, domain=domain).save(
+        files.append(Direction.from_parameterization(p, domain=domain).save_pretrained(
             tmp_path / f"result{i}" / "direction.safetensors"))
     return files
 
 
 def test_library_keeps_files_of_one_name_apart(world, tiny_generator):
-    from gan_adapt.directions import load_direction
     ckpt, lib, tmp_path = world
     files = _two_adapt_results(tmp_path, tiny_generator)
     demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
@@ -379,7 +376,7 @@ def test_library_keeps_files_of_one_name_apart(world, tiny_generator):
     a, b = lib2.add_file(str(files[0])), lib2.add_file(str(files[1]))
     assert (a, b) == ("direction", "direction (2)")
     for name, f in ((a, files[0]), (b, files[1])):
-        torch.testing.assert_close(lib2.get(name).delta, load_direction(f).delta)
+        torch.testing.assert_close(lib2.get(name).delta, Direction.from_pretrained(f).delta)
     assert not torch.equal(lib2.get(a).delta, lib2.get(b).delta)
 
 

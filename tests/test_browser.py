@@ -42,7 +42,7 @@ def test_app_in_a_real_browser(tmp_path, tiny_generator):
         with torch.no_grad():
             for q in p.trainable_parameters():
                 q.copy_(0.7 * torch.randn(q.shape, generator=torch.Generator().manual_seed(i)))
-        Direction.from_parameterization(p, domain=name).save(lib / f"{name}.safetensors")
+        Direction.from_parameterization(p, domain=name).save_pretrained(lib / f"{name}.safetensors")
     Image.new("RGB", (80, 60), (230, 230, 230)).save(tmp_path / "ref.png")
     shots = os.environ.get("DOMAIN_ADAPT_SCREENSHOTS")
     demo = app.build_app(str(ckpt), [str(lib)])
@@ -87,8 +87,8 @@ def test_app_in_a_real_browser(tmp_path, tiny_generator):
                 page.locator("#adapt-file a").first.click()
             saved = tmp_path / "downloaded.safetensors"
             dl.value.save_as(saved)
-            from gan_adapt.directions import load_direction
-            assert load_direction(saved).size == Parameterization("stylespace", tiny_generator).num_trainable()
+            expected = Parameterization("stylespace", tiny_generator).num_trainable()
+            assert Direction.from_pretrained(saved).size == expected
             if shots:
                 page.screenshot(path=f"{shots}/app_adapt.png", full_page=True)
                 for tab in ("Morph", "Real photo", "Diffusion"):
@@ -122,7 +122,7 @@ def test_bad_uploads_get_words_and_real_photo_shows_progress(tmp_path, tiny_gene
     lib = tmp_path / "dirs"
     lib.mkdir()
     p = Parameterization("stylespace", tiny_generator)
-    Direction.from_parameterization(p, domain="sketch").save(lib / "sketch.safetensors")
+    Direction.from_parameterization(p, domain="sketch").save_pretrained(lib / "sketch.safetensors")
     (tmp_path / "notes.png").write_text("not an image")
     Image.new("RGB", (40, 40), (120, 80, 60)).save(tmp_path / "me.png")
     damaged = bytearray((tmp_path / "me.png").read_bytes())

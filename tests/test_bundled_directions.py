@@ -9,7 +9,7 @@ import torch
 
 from adapt_common import synthfaces as sf
 from adapt_common.metrics.domain import domain_error
-from gan_adapt.directions import DomainEdit, TransferNote, load_direction
+from gan_adapt.directions import Direction, DomainEdit, TransferNote
 from gan_adapt.formats import load_generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def test_library_is_small_and_covers_five_domains():
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_each_direction_belongs_to_the_bundled_generator(g, path):
-    d = load_direction(path)
+    d = Direction.from_pretrained(path)
     assert d.meta["domain"] == path.stem
     z = torch.randn(2, g.style_dim, generator=torch.Generator().manual_seed(1))
     with warnings.catch_warnings():
@@ -49,6 +49,6 @@ def test_sketch_direction_closes_the_gap(g):
     z = torch.randn(32, g.style_dim, generator=torch.Generator().manual_seed(99))
     with torch.no_grad():
         src = g.generate(z)
-        out = DomainEdit(g, [(load_direction(LIBRARY / "sketch.safetensors"), 1.0)]).generate(z)
+        out = DomainEdit(g, [(Direction.from_pretrained(LIBRARY / "sketch.safetensors"), 1.0)]).generate(z)
     err = domain_error(out, src, lambda x: sf.apply_domain(x, "sketch").clamp(-1, 1))
     assert err["gap_closed"]["pixel_l1"] > 0.3, err["gap_closed"]

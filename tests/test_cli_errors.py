@@ -173,9 +173,9 @@ def _sparse_direction(tmp_path, indices_of):
     """The bundled sketch direction as a sparse file whose indices are replaced by ``indices_of(indices, size)``
     (no content hash: the index check itself must catch it)."""
     from adapt_common.files import read_with_manifest, save_with_manifest
-    from gan_adapt.directions import FORMAT, load_direction
-    sparse = load_direction(ROOT / "checkpoints" / "directions" / "sketch.safetensors").sparse(0.1)
-    good = sparse.save(tmp_path / "good.safetensors", sparse=True)
+    from gan_adapt.directions import Direction, FORMAT
+    sparse = Direction.from_pretrained(ROOT / "checkpoints" / "directions" / "sketch.safetensors").sparse(0.1)
+    good = sparse.save_pretrained(tmp_path / "good.safetensors", sparse=True)
     tensors, manifest, _ = read_with_manifest(good, FORMAT)
     manifest.pop("content_hash", None)
     tensors["indices"] = indices_of(tensors["indices"].clone(), sparse.size)

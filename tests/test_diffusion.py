@@ -103,8 +103,10 @@ def test_public_layout_round_trip_mkshing_files_mixing_and_bake(unet, tmp_path):
     svdiff.add_spectral_shifts(unet)
     _randomise(unet)
     shifted = _out(unet)
-    path = svdiff.save_shifts(unet, tmp_path / "spectral_shifts.safetensors", base_hash="abc")
-    tensors, manifest = svdiff.read_shifts(path)
+    path = svdiff.SpectralShifts.from_model(unet, base_hash="abc").save_pretrained(
+        tmp_path / "spectral_shifts.safetensors")
+    read = svdiff.SpectralShifts.from_pretrained(path)
+    tensors, manifest = read.tensors, read.manifest
     assert "conv_in.delta" in tensors and "down_blocks.0.resnets.0.norm1.delta" in tensors
     assert not any("parametrizations" in k for k in tensors) and manifest["base_model_hash"] == "abc"
     torch.manual_seed(0)
@@ -125,8 +127,8 @@ def test_public_layout_round_trip_mkshing_files_mixing_and_bake(unet, tmp_path):
     pc = UNet2DModel(**UNET_TINY).eval()
     svdiff.add_spectral_shifts(pc, norms="per_channel")
     _randomise(pc)
-    pc_file = svdiff.save_shifts(pc, tmp_path / "pc.safetensors")
-    assert svdiff.read_shifts(pc_file)[1]["norm_convention"] == "per_channel"
+    pc_file = svdiff.SpectralShifts.from_model(pc).save_pretrained(tmp_path / "pc.safetensors")
+    assert svdiff.SpectralShifts.from_pretrained(pc_file).manifest["norm_convention"] == "per_channel"
     torch.manual_seed(0)
     m2 = UNet2DModel(**UNET_TINY).eval()
     svdiff.apply_shift_files(m2, [(str(pc_file), 1.0)])
@@ -148,7 +150,7 @@ def test_shift_files_for_another_architecture_are_refused(unet, tmp_path):
         svdiff.apply_shift_files(unet, [(str(tmp_path / "b.safetensors"), 1.0)])
     (tmp_path / "c.safetensors").write_bytes(b"junk")
     with pytest.raises(svdiff.ShiftFileError, match="corrupt"):
-        svdiff.read_shifts(tmp_path / "c.safetensors")
+        svdiff.SpectralShifts.from_pretrained(tmp_path / "c.safetensors")
 
 
 def test_text_encoder_shifts():
@@ -199,14 +201,14 @@ def _save_shifted(base, path, norms, seed, norm_deltas=None):
     with torch.no_grad():
         for name, d in (norm_deltas or {}).items():
             svdiff.shifts_of(m)[name].delta.fill_(d)
-    return svdiff.save_shifts(m, path)
+    return svdiff.SpectralShifts.from_model(m).save_pretrained(path)
 
 
 def _shifted_by_hand(base, files, weights):
     """A plain copy of ``base`` with every weight computed here: U·diag(ReLU(σ + Σ wᵢδᵢ))·Vᵀ from torch.linalg.svd,
     norms γ·ReLU(‖γ‖ + wδ)/‖γ‖ for a one-value δ and γ + wδ for a per-channel δ, the changes added up."""
     out = copy.deepcopy(base)
-    states = [svdiff.read_shifts(f)[0] for f in files]
+    states = [svdiff.SpectralShifts.from_pretrained(f).tensors for f in files]
     with torch.no_grad():
         for name, m in out.named_modules():
             key = f"{name}.delta"
@@ -248,7 +250,7 @@ def test_mixing_a_public_file_with_a_per_channel_file(unet, tmp_path, capsys):
     assert main(["shifts", "mix", f"{pub}:0.7", f"{per}:0.5", "--out", str(out)]) == 2
     assert "--model" in capsys.readouterr().err and not out.exists()
     assert main(["shifts", "mix", f"{pub}:0.7", f"{per}:0.5", "--model", str(model_dir), "--out", str(out)]) == 0
-    assert svdiff.read_shifts(out)[1]["norm_convention"] == "per_channel"
+    assert svdiff.SpectralShifts.from_pretrained(out).manifest["norm_convention"] == "per_channel"
     from_file = svdiff.apply_shift_files(copy.deepcopy(unet), [(str(out), 1.0)])
     torch.testing.assert_close(_out(from_file), expected, rtol=1e-4, atol=1e-4)
 
@@ -267,7 +269,7 @@ def test_non_finite_shift_files_are_refused(unet, tmp_path, capsys):
     bad = tmp_path / "bad.safetensors"
     save_file(state, str(bad))
     with pytest.raises(NonFiniteTensorError, match=r"bad\.safetensors.*mid_block\.resnets\.0\.conv1\.delta"):
-        svdiff.read_shifts(bad)
+        svdiff.SpectralShifts.from_pretrained(bad)
     assert main(["sample", "--model", str(model_dir), "--shifts", str(bad), "--seeds", "0", "--steps", "2",
                  "--outdir", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
@@ -467,7 +469,8 @@ def test_app_plain_reconstruction_gives_the_face_back(tmp_path):
     bundled = Path(__file__).resolve().parents[1] / "checkpoints" / "synthfaces_ddpm"
     unet, _ = load_model(bundled)
     svdiff.add_spectral_shifts(unet)
-    zero = svdiff.save_shifts(unet, tmp_path / "zero.safetensors")  # the tab needs a target; this one is the source
+    # the tab needs a target; this one is the source
+    zero = svdiff.SpectralShifts.from_model(unet).save_pretrained(tmp_path / "zero.safetensors")
     faces, _ = sf.eval_set("photo", 2, size=32)
     for i, face in enumerate(faces):
         strip = app.diffusion_translate(str(bundled), str(save_image(face, tmp_path / f"{i}.png")), [str(zero)],
@@ -535,8 +538,8 @@ def test_domainstudio_run_resumes_exactly(model_dir, tmp_path, monkeypatch, devi
     # `export` rebuilds the result from a run folder's checkpoint alone: the same EMA shifts as the finished run.
     from diffusion_adapt.cli import main
     assert main(["export", str(tmp_path / "b"), "--out", str(tmp_path / "exported.safetensors")]) == 0
-    a, b = svdiff.read_shifts(tmp_path / "a" / "spectral_shifts.safetensors")[0], svdiff.read_shifts(
-        tmp_path / "exported.safetensors")[0]
+    a = svdiff.SpectralShifts.from_pretrained(tmp_path / "a" / "spectral_shifts.safetensors").tensors
+    b = svdiff.SpectralShifts.from_pretrained(tmp_path / "exported.safetensors").tensors
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert main(["export", str(tmp_path / "nothing")]) == 2
 
@@ -548,7 +551,7 @@ def test_cli_sample_shifts_and_translate(model_dir, tmp_path, unet):
     from diffusion_adapt.cli import main
     svdiff.add_spectral_shifts(unet)
     _randomise(unet)
-    f = svdiff.save_shifts(unet, tmp_path / "s.safetensors")
+    f = svdiff.SpectralShifts.from_model(unet).save_pretrained(tmp_path / "s.safetensors")
     assert main(["sample", "--model", str(model_dir), "--seeds", "0-1", "--steps", "3", "--outdir",
                  str(tmp_path / "plain"), "--save-raw", str(tmp_path / "plain.npy")]) == 0
     assert main(["sample", "--model", str(model_dir), "--shifts", f"{f}:1", "--seeds", "0-1", "--steps", "3",
@@ -558,7 +561,8 @@ def test_cli_sample_shifts_and_translate(model_dir, tmp_path, unet):
                  "--outdir", str(tmp_path / "zero"), "--save-raw", str(tmp_path / "zero.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "zero.npy"), np.load(tmp_path / "plain.npy"), atol=1e-6)
     assert main(["shifts", "mix", f"{f}:0.5", f"{f}:0.5", "--out", str(tmp_path / "m.safetensors")]) == 0
-    torch.testing.assert_close(svdiff.read_shifts(tmp_path / "m.safetensors")[0], svdiff.read_shifts(f)[0])
+    torch.testing.assert_close(svdiff.SpectralShifts.from_pretrained(tmp_path / "m.safetensors").tensors,
+                               svdiff.SpectralShifts.from_pretrained(f).tensors)
     assert main(["shifts", "merge", str(f), "--model", str(model_dir), "--out", str(tmp_path / "merged")]) == 0
     merged, _ = load_model(tmp_path / "merged")
     torch.testing.assert_close(_out(merged), _out(unet), rtol=1e-5, atol=1e-5)
@@ -583,7 +587,7 @@ def test_shifts_accept_a_checkpoint_folder(model_dir, tmp_path, unet, capsys):
     svdiff.add_spectral_shifts(unet)
     _randomise(unet)
     ckpt = tmp_path / "run" / "checkpoint-500"
-    svdiff.save_shifts(unet, ckpt / "spectral_shifts.safetensors")
+    svdiff.SpectralShifts.from_model(unet).save_pretrained(ckpt / "spectral_shifts.safetensors")
     outs = {}
     for name, given in (("file", ckpt / "spectral_shifts.safetensors"), ("folder", ckpt)):
         assert main(["sample", "--model", str(model_dir), "--shifts", f"{given}:0.8", "--seeds", "0-1", "--steps", "3",

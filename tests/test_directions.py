@@ -8,8 +8,8 @@ import torch
 
 from conftest import TINY
 from gan_adapt.adapter_files import TransferNote
-from gan_adapt.directions import (Direction, DirectionFileError, DomainEdit, conv_layers, load_direction, mix,
-                                  official_conv_channels, parse_direction_arg)
+from gan_adapt.directions import (Direction, DirectionFileError, DomainEdit, conv_layers, mix, official_conv_channels,
+                                  parse_direction_arg)
 from gan_adapt.networks import Generator
 from gan_adapt.parameterizations import Parameterization
 
@@ -38,8 +38,8 @@ def test_direction_renders_like_its_parameterization_and_alpha_zero_is_the_sourc
     d = Direction.from_parameterization(p, domain="test")
     assert d.kind == {"direction": "s_delta", "stylespace": "s_delta", "dommod": "cin_mult"}[name]
     assert d.size == p.num_trainable() and d.with_torgb == (name == "stylespace")
-    d.save(tmp_path / "d.safetensors")
-    again = load_direction(tmp_path / "d.safetensors").parameterization(source)  # continues as the same kind
+    d.save_pretrained(tmp_path / "d.safetensors")
+    again = Direction.from_pretrained(tmp_path / "d.safetensors").parameterization(source)  # continues as the same kind
     assert again.name == name and again.num_trainable() == p.num_trainable()
     z = _z()
     torch.testing.assert_close(DomainEdit(source, [(d, 1.0)]).generate(z), p.generator.generate(z),
@@ -93,8 +93,8 @@ def test_mixing(source):
 
 def test_file_round_trip_dense_and_sparse(source, tmp_path):
     d = Direction.from_parameterization(_trained(source, "direction"), domain="sketch", prompt="a sketch")
-    d.save(tmp_path / "d.safetensors")
-    back = load_direction(tmp_path / "d.safetensors")
+    d.save_pretrained(tmp_path / "d.safetensors")
+    back = Direction.from_pretrained(tmp_path / "d.safetensors")
     assert back.kind == d.kind and back.layers == d.layers and torch.equal(back.delta, d.delta)
     assert back.meta["domain"] == "sketch" and back.meta["base_generator"]["hash"] == d.meta["base_generator"]["hash"]
     assert (tmp_path / "d.safetensors.json").exists()
@@ -102,8 +102,8 @@ def test_file_round_trip_dense_and_sparse(source, tmp_path):
     assert int((s.delta != 0).sum()) == round(0.2 * d.size)
     kept = s.delta != 0
     assert d.delta.abs()[kept].min() >= d.delta.abs()[~kept].max()  # the largest |Δ| survive
-    s.save(tmp_path / "s.safetensors")
-    assert torch.equal(load_direction(tmp_path / "s.safetensors").delta, s.delta)
+    s.save_pretrained(tmp_path / "s.safetensors")
+    assert torch.equal(Direction.from_pretrained(tmp_path / "s.safetensors").delta, s.delta)
     assert (tmp_path / "s.safetensors").stat().st_size < (tmp_path / "d.safetensors").stat().st_size
     # A direction continues training from its file.
     p = back.parameterization(source)
@@ -124,9 +124,9 @@ def test_refusals_and_transfer_note(source, tmp_path):
         DomainEdit(source, [(d, 1)])  # its own base: silent
     (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(DirectionFileError, match="corrupt"):
-        load_direction(tmp_path / "junk.safetensors")
+        Direction.from_pretrained(tmp_path / "junk.safetensors")
     with pytest.raises(FileNotFoundError):
-        load_direction(tmp_path / "missing.safetensors")
+        Direction.from_pretrained(tmp_path / "missing.safetensors")
 
 
 def _official(patch_key, size=1024, shuffle=True):
@@ -145,7 +145,7 @@ def _official(patch_key, size=1024, shuffle=True):
 def test_official_checkpoint_import(tmp_path, patch_key):
     ckpt, heads = _official(patch_key)
     torch.save(ckpt, tmp_path / "models_300.pt")
-    d = load_direction(tmp_path / "models_300.pt")
+    d = Direction.from_pretrained(tmp_path / "models_300.pt")
     assert d.kind == patch_key and d.size == 6048 and len(d.layers) == 17
     assert d.layers[0] == ("conv1", 512) and d.layers[-1] == ("convs.15", 32)
     vecs = d.vectors()
@@ -159,14 +159,14 @@ def test_official_import_refusals(tmp_path):
     ckpt, _ = _official("s_delta")
     torch.save({**ckpt, "patch_key": "cfull_mult"}, tmp_path / "other.pt")
     with pytest.raises(DirectionFileError, match="patch_key 'cfull_mult'"):
-        load_direction(tmp_path / "other.pt")
+        Direction.from_pretrained(tmp_path / "other.pt")
     torch.save({**ckpt, "sg2_params": {**ckpt["sg2_params"], "img_size": 512}}, tmp_path / "wrong_size.pt")
     with pytest.raises(DirectionFileError, match="do not match the 512px"):
-        load_direction(tmp_path / "wrong_size.pt")
+        Direction.from_pretrained(tmp_path / "wrong_size.pt")
     # A pickled object other than tensors and plain values is refused, never unpickled.
     torch.save({**ckpt, "config": argparse.Namespace(a=1)}, tmp_path / "obj.pt")
     with pytest.raises(DirectionFileError, match="cannot be loaded safely"):
-        load_direction(tmp_path / "obj.pt")
+        Direction.from_pretrained(tmp_path / "obj.pt")
 
 
 def test_parse_direction_arg():
@@ -185,9 +185,9 @@ def test_cli_generate_with_directions_and_direction_tools(source, tmp_path):
     ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=source), tmp_path / "g.safetensors")
     a = Direction.from_parameterization(_trained(source, "direction", 1), domain="a")
     a.meta["base_generator"]["hash"] = None  # as from another tool: applies with a transfer note
-    a.save(tmp_path / "a.safetensors")
+    a.save_pretrained(tmp_path / "a.safetensors")
     m = Direction.from_parameterization(_trained(source, "dommod", 2, scale=0.2), domain="m")
-    m.save(tmp_path / "m.safetensors")
+    m.save_pretrained(tmp_path / "m.safetensors")
     with pytest.warns(TransferNote, match="a.safetensors was trained on an unrecorded generator"):
         assert main(["generate", "--ckpt", str(ckpt), "--seeds", "0-1", "--outdir", str(tmp_path / "out"),
                      "--direction", f"{tmp_path / 'a.safetensors'}:0.5", "--direction",
@@ -198,18 +198,18 @@ def test_cli_generate_with_directions_and_direction_tools(source, tmp_path):
 
     assert main(["direction", "sparse", str(tmp_path / "a.safetensors"), "--keep", "0.1",
                  "--out", str(tmp_path / "a_sparse.safetensors")]) == 0
-    assert load_direction(tmp_path / "a_sparse.safetensors").nonzero_fraction == pytest.approx(0.1, abs=0.01)
+    assert Direction.from_pretrained(tmp_path / "a_sparse.safetensors").nonzero_fraction == pytest.approx(0.1, abs=0.01)
     b = Direction.from_parameterization(_trained(source, "direction", 3))
-    b.save(tmp_path / "b.safetensors")
+    b.save_pretrained(tmp_path / "b.safetensors")
     assert main(["direction", "mix", f"{tmp_path / 'a.safetensors'}:1", f"{tmp_path / 'b.safetensors'}:-0.5",
                  "--out", str(tmp_path / "ab.safetensors")]) == 0
-    torch.testing.assert_close(load_direction(tmp_path / "ab.safetensors").delta, a.delta - 0.5 * b.delta)
+    torch.testing.assert_close(Direction.from_pretrained(tmp_path / "ab.safetensors").delta, a.delta - 0.5 * b.delta)
     assert main(["direction", "mix", str(tmp_path / "a.safetensors"), str(tmp_path / "m.safetensors"),
                  "--out", str(tmp_path / "bad.safetensors")]) == 2  # different kinds: a clear error
     ckpt_official, _ = _official("s_delta", size=32)  # official layout for a 32 px config-f generator
     torch.save(ckpt_official, tmp_path / "models_250.pt")
     assert main(["direction", "import", str(tmp_path / "models_250.pt"), "--out", str(tmp_path / "o.safetensors")]) == 0
-    assert load_direction(tmp_path / "o.safetensors").size == sum(official_conv_channels(32))
+    assert Direction.from_pretrained(tmp_path / "o.safetensors").size == sum(official_conv_channels(32))
     assert main(["direction", "info", str(tmp_path / "o.safetensors")]) == 0
 
 
@@ -218,18 +218,18 @@ def test_file_sizes_at_1024(tmp_path):
     chans = official_conv_channels(1024)
     names = ["conv1"] + [f"convs.{i}" for i in range(len(chans) - 1)]
     d = Direction("s_delta", list(zip(names, chans)), torch.randn(sum(chans)), {"domain": "x"})
-    d.save(tmp_path / "d.safetensors")
-    d.sparse(0.2).save(tmp_path / "s.safetensors")
+    d.save_pretrained(tmp_path / "d.safetensors")
+    d.sparse(0.2).save_pretrained(tmp_path / "s.safetensors")
     dense, sparse = (tmp_path / "d.safetensors").stat().st_size, (tmp_path / "s.safetensors").stat().st_size
     assert 24_192 < dense < 28_000 and sparse < 12_500, (dense, sparse)
-    torch.testing.assert_close(load_direction(tmp_path / "s.safetensors").delta, d.sparse(0.2).delta)
+    torch.testing.assert_close(Direction.from_pretrained(tmp_path / "s.safetensors").delta, d.sparse(0.2).delta)
 
 
 def test_a_non_finite_direction_is_never_written(source, tmp_path):
     d = Direction.from_parameterization(_trained(source, "direction"))
     d.delta[3] = float("nan")
     with pytest.raises(DirectionFileError, match=r"bad\.safetensors not written: the direction has 1 NaN/infinite"):
-        d.save(tmp_path / "bad.safetensors")
+        d.save_pretrained(tmp_path / "bad.safetensors")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="weight inf is not a finite number"):
         DomainEdit(source, [(Direction.from_parameterization(_trained(source, "direction")), float("inf"))])
@@ -241,10 +241,10 @@ def test_official_import_bounds_and_broadcast_heads(tmp_path):
                          ({"img_size": "big"}, "not an integer")]:
         torch.save({**ckpt, "sg2_params": sg2}, tmp_path / "bad.pt")
         with pytest.raises(DirectionFileError, match=message):
-            load_direction(tmp_path / "bad.pt")
+            Direction.from_pretrained(tmp_path / "bad.pt")
     # A head that is a stride-0 view claiming 2**40 values: its size is compared before anything is copied.
     heads = dict(ckpt["state_dict"])
     heads["heads.conv_0.params_in"] = torch.zeros(1).expand(2 ** 20, 2 ** 20)
     torch.save({**ckpt, "state_dict": heads}, tmp_path / "view.pt")
     with pytest.raises(DirectionFileError, match=r"head sizes \[1099511627776, "):
-        load_direction(tmp_path / "view.pt")
+        Direction.from_pretrained(tmp_path / "view.pt")

@@ -148,25 +148,26 @@ def test_a_native_file_without_a_content_hash_is_checked_by_its_generator_hash(t
 
 def test_a_flipped_bit_in_direction_adapter_and_hypernetwork_files_is_refused(tmp_path, tiny_generator, native,
                                                                               capsys):
-    from gan_adapt.adapter_files import save_adapter
+    from gan_adapt.adapter_files import Adapter
     from gan_adapt.hypernetwork import Hypernetwork
     from gan_adapt.parameterizations import Parameterization
     d = _trained_direction(tiny_generator)
-    d.save(tmp_path / "d.safetensors")
+    d.save_pretrained(tmp_path / "d.safetensors")
     _flip_lowest_bit(tmp_path / "d.safetensors", "delta", index=7)
     rc, err = _run(capsys, "generate", "--ckpt", native, "--seeds", "0", "--outdir", tmp_path / "o",
                    "--direction", f"{tmp_path / 'd.safetensors'}:0.5")
     assert rc == 2 and f"{tmp_path / 'd.safetensors'}: its tensors do not match" in err and "expected" in err
 
     p = Parameterization("affine", tiny_generator)
-    save_adapter(p, tmp_path / "a.safetensors")
+    Adapter.from_parameterization(p).save_pretrained(tmp_path / "a.safetensors")
     key = next(k for k, v in _header(tmp_path / "a.safetensors")[0].items() if k != "__metadata__")
     _flip_lowest_bit(tmp_path / "a.safetensors", key)
     rc, err = _run(capsys, "compare", "--ckpt", native, "--row", f"a={tmp_path / 'a.safetensors'}",
                    "--seeds", "0", "--out", tmp_path / "grid.png")
     assert rc == 2 and f"{tmp_path / 'a.safetensors'}: its tensors do not match" in err
 
-    Hypernetwork.for_generator(tiny_generator, input_dim=16, width=8, depth=2).save(tmp_path / "h.safetensors")
+    Hypernetwork.for_generator(tiny_generator, input_dim=16, width=8, depth=2).save_pretrained(
+        tmp_path / "h.safetensors")
     _flip_lowest_bit(tmp_path / "h.safetensors", "stem.0.weight")
     rc, err = _run(capsys, "hyper", tmp_path / "h.safetensors", "--prompt", "x", "--out", tmp_path / "x.safetensors")
     assert rc == 2 and f"{tmp_path / 'h.safetensors'}: its tensors do not match" in err
@@ -215,8 +216,8 @@ def test_nan_in_rosinality_and_styledomain_pt_files_is_refused(tmp_path, tiny_ge
 def test_nan_in_direction_files_is_refused_and_a_nan_result_is_never_written(tmp_path, tiny_generator, native,
                                                                           capsys):
     a, b = _trained_direction(tiny_generator, seed=1), _trained_direction(tiny_generator, seed=2)
-    a.save(tmp_path / "a.safetensors")
-    b.save(tmp_path / "b.safetensors")
+    a.save_pretrained(tmp_path / "a.safetensors")
+    b.save_pretrained(tmp_path / "b.safetensors")
     # StyleDomain's mixing with weights whose product overflows float32: refused, nothing written.
     rc, err = _run(capsys, "direction", "mix", f"{tmp_path / 'a.safetensors'}:1e39",
                    f"{tmp_path / 'b.safetensors'}:-1e39", "--out", tmp_path / "ab.safetensors")
@@ -248,20 +249,20 @@ def test_nan_in_an_official_styledomain_direction_is_refused(tmp_path, capsys):
 
 
 def test_a_diverged_adapter_and_hypernetwork_are_refused(tmp_path, tiny_generator, native, capsys):
-    from gan_adapt.adapter_files import save_adapter
+    from gan_adapt.adapter_files import Adapter
     from gan_adapt.hypernetwork import Hypernetwork
     from gan_adapt.parameterizations import Parameterization
     p = Parameterization("direction", tiny_generator)
     with torch.no_grad():
         p.trainable_parameters()[2][0] = math.nan
-    save_adapter(p, tmp_path / "a.safetensors")
+    Adapter.from_parameterization(p).save_pretrained(tmp_path / "a.safetensors")
     rc, err = _run(capsys, "compare", "--ckpt", native, "--row", f"a={tmp_path / 'a.safetensors'}", "--seeds", "0",
                    "--out", tmp_path / "grid.png")
     assert rc == 2 and f"{tmp_path / 'a.safetensors'}: tensor" in err and "holds 1 NaN/infinite" in err
     net = Hypernetwork.for_generator(tiny_generator, input_dim=16, width=8, depth=2)
     with torch.no_grad():
         net.heads[1][1].bias[0] = math.inf
-    net.save(tmp_path / "h.safetensors")
+    net.save_pretrained(tmp_path / "h.safetensors")
     rc, err = _run(capsys, "hyper", tmp_path / "h.safetensors", "--prompt", "x", "--out", tmp_path / "x.safetensors")
     assert rc == 2 and "'heads.1.1.bias' holds 1 NaN/infinite" in err
 
@@ -336,7 +337,7 @@ def test_broadcast_views_in_a_pt_file_are_refused_before_building(tmp_path, tiny
 def test_a_sparse_direction_of_a_huge_size_is_refused_before_allocating(tmp_path, tiny_generator, capsys,
                                                                         monkeypatch, edit, message):
     d = _trained_direction(tiny_generator).sparse(0.1)
-    d.save(tmp_path / "s.safetensors", sparse=True)
+    d.save_pretrained(tmp_path / "s.safetensors", sparse=True)
     _edit_manifest(tmp_path / "s.safetensors", **edit)
     zeros = torch.zeros
 
@@ -350,7 +351,7 @@ def test_a_sparse_direction_of_a_huge_size_is_refused_before_allocating(tmp_path
 
 def test_sparse_indices_outside_the_direction_are_refused(tmp_path, tiny_generator, capsys):
     d = _trained_direction(tiny_generator).sparse(0.1)
-    path = d.save(tmp_path / "s.safetensors", sparse=True)
+    path = d.save_pretrained(tmp_path / "s.safetensors", sparse=True)
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         metadata = f.metadata()
@@ -372,12 +373,14 @@ def test_an_official_direction_naming_a_huge_generator_is_refused(tmp_path, caps
 
 def test_an_adapter_rank_and_a_hypernetwork_width_beyond_any_model_are_refused(tmp_path, tiny_generator, native,
                                                                                capsys, monkeypatch):
-    from gan_adapt.adapter_files import save_adapter
+    from gan_adapt.adapter_files import Adapter
     from gan_adapt.hypernetwork import Hypernetwork
     from gan_adapt.parameterizations import AddLowRank, Parameterization
-    save_adapter(Parameterization("affine_light_plus", tiny_generator, block=8), tmp_path / "a.safetensors")
+    Adapter.from_parameterization(Parameterization("affine_light_plus", tiny_generator, block=8)).save_pretrained(
+        tmp_path / "a.safetensors")
     _edit_manifest(tmp_path / "a.safetensors", rank=10 ** 9)
-    Hypernetwork.for_generator(tiny_generator, input_dim=16, width=8, depth=2).save(tmp_path / "h.safetensors")
+    Hypernetwork.for_generator(tiny_generator, input_dim=16, width=8, depth=2).save_pretrained(
+        tmp_path / "h.safetensors")
     _edit_manifest(tmp_path / "h.safetensors", mapper={"input_dim": 16, "width": 10 ** 6, "depth": 2,
                                                        "layers": [["conv1", 32]]})
     real_low_rank = AddLowRank.__init__

@@ -182,7 +182,7 @@ def test_distillation_targets_depend_only_on_what_the_mapping_network_sees():
 
 
 def test_export_command_writes_what_the_run_checkpoint_holds(tmp_path, tiny_generator):
-    from gan_adapt.adapter_files import read_adapter
+    from gan_adapt.adapter_files import Adapter
     from gan_adapt.cli import main
     from gan_adapt.networks import Discriminator
     d = Discriminator(32, channel_base=256, channel_max=32)
@@ -194,7 +194,8 @@ def test_export_command_writes_what_the_run_checkpoint_holds(tmp_path, tiny_gene
     trainer = engine.train(cfg, quiet=True)
     assert main(["export", str(run), "--adapter", str(tmp_path / "a.safetensors"),
                  "--generator", str(tmp_path / "g.safetensors")]) == 0
-    manifest, tensors = read_adapter(tmp_path / "a.safetensors")
+    adapter = Adapter.from_pretrained(tmp_path / "a.safetensors")
+    manifest, tensors = adapter.manifest, adapter.tensors
     ema = trainer.ema.trained_state_dict()
     assert set(tensors) == set(ema) and all(torch.equal(tensors[k], ema[k]) for k in ema)
     z = torch.randn(2, 32)

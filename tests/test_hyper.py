@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from adapt_common.config import load_config
-from gan_adapt.directions import DomainEdit, load_direction
+from gan_adapt.directions import Direction, DomainEdit
 from gan_adapt.hypernetwork import Hypernetwork
 from gan_adapt.networks import Generator
 from gan_adapt.training import hyper
@@ -98,7 +98,8 @@ def test_training_lowers_the_loss_resumes_exactly_and_exports(tiny_ckpt_clip, tm
     out = tmp_path / "sketch.safetensors"
     assert main(["hyper", str(tmp_path / "a" / "hypernet.safetensors"), "--prompt", "a pencil sketch of a face",
                  "--out", str(out), "--clip", str(clip_path)]) == 0
-    torch.testing.assert_close(load_direction(out).delta, straight.direction_for("a pencil sketch of a face").delta)
+    torch.testing.assert_close(Direction.from_pretrained(out).delta,
+                               straight.direction_for("a pencil sketch of a face").delta)
 
 
 @pytest.mark.timeout(300)

@@ -78,7 +78,7 @@ def test_morph_cli(world, tmp_path):
     g_a, g_b, d1, _ = world
     a = save_checkpoint(StyleGANCheckpoint(g_ema=g_a), tmp_path / "a.safetensors")
     b = save_checkpoint(StyleGANCheckpoint(g_ema=g_b), tmp_path / "b.safetensors")
-    d1.save(tmp_path / "d1.safetensors")
+    d1.save_pretrained(tmp_path / "d1.safetensors")
     with pytest.warns(UserWarning, match="transfer"):
         assert main(["morph", "--ckpt", str(a), "--key", "", "--key", f"{tmp_path / 'd1.safetensors'}:0.8",
                      "--key", f"g={b},{tmp_path / 'd1.safetensors'}:0.8", "--steps", "3", "--seeds", "0-1",
@@ -98,7 +98,7 @@ def test_compare_grid(world, tmp_path):
     from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint
     g_a, g_b, d1, _ = world
     a = save_checkpoint(StyleGANCheckpoint(g_ema=g_a), tmp_path / "a.safetensors")
-    d1.save(tmp_path / "d1.safetensors")
+    d1.save_pretrained(tmp_path / "d1.safetensors")
     out = tmp_path / "grid.png"
     assert main(["compare", "--ckpt", str(a), "--row", "", "--row", f"{tmp_path / 'd1.safetensors'}:0.5",
                  "--real", "synthfaces:cat@5", "--seeds", "0-2", "--out", str(out)]) == 0
@@ -109,7 +109,7 @@ def test_compare_grid(world, tmp_path):
 def test_keys_apply_each_adapter_to_the_checkpoint_not_to_another_adapter(world, tmp_path):
     """Compare rows are independent (an empty row is the plain base even after an adapter row); morph keys carry
     the previous key's generator, but an adapter always merges into the checkpoint, never into another adapter."""
-    from gan_adapt.adapter_files import save_adapter
+    from gan_adapt.adapter_files import Adapter
     from gan_adapt.cli import _keyframes
     from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint
     g_a, _, d1, _ = world
@@ -120,8 +120,9 @@ def test_keys_apply_each_adapter_to_the_checkpoint_not_to_another_adapter(world,
         with torch.no_grad():
             for q in p.trainable_parameters():
                 q.add_(0.1 * torch.randn(q.shape, generator=torch.Generator().manual_seed(seed)))
-        adapters.append((save_adapter(p, tmp_path / f"ad{seed}.safetensors"), p.merged_generator()))
-    d1.save(tmp_path / "d1.safetensors")
+        adapters.append((Adapter.from_parameterization(p).save_pretrained(tmp_path / f"ad{seed}.safetensors"),
+                         p.merged_generator()))
+    d1.save_pretrained(tmp_path / "d1.safetensors")
     z = torch.randn(2, TINY["style_dim"], generator=torch.Generator().manual_seed(0))
     (f1, m1), (f2, m2) = adapters
     rows = _keyframes([f"a={f1}", f"a={f2}", "", f"{tmp_path / 'd1.safetensors'}"], str(a), "cpu", carry=False)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from adapt_common.clip_guidance import ClipGuide
 from adapt_common.config import load_config
 from adapt_common.training import load_training_state
-from gan_adapt.directions import DomainEdit, load_direction
+from gan_adapt.directions import Direction, DomainEdit
 from gan_adapt.training import clip_guided
 from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
 
@@ -52,7 +52,7 @@ def test_text_guided_run_lowers_its_loss_and_writes_a_direction(tiny_ckpt_clip, 
     first = sum(float(r[col]) for r in rows[1:4]) / 3
     last = sum(float(r[col]) for r in rows[-3:]) / 3
     assert last < first - 0.02, (first, last)
-    d = load_direction(tmp_path / "run" / "direction.safetensors")
+    d = Direction.from_pretrained(tmp_path / "run" / "direction.safetensors")
     assert d.kind == "s_delta" and d.meta["prompt"] == "a pencil sketch of a face" and d.meta["domain"] == "sketch"
     assert d.size == trainer.param.num_trainable()
     z = torch.randn(2, trainer.source.style_dim)
@@ -81,7 +81,7 @@ def test_resume_is_exact(tiny_ckpt_clip, tmp_path, monkeypatch):
     resumed = clip_guided.train(_cfg(tiny_ckpt_clip, tmp_path / "b", *extra), resume=True, quiet=True)
     a, b = straight.param.trained_state_dict(), resumed.param.trained_state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a) and any(a[k].abs().sum() > 0 for k in a)
-    d = load_direction(tmp_path / "b" / "direction.safetensors")
+    d = Direction.from_pretrained(tmp_path / "b" / "direction.safetensors")
     assert d.kind == "cin_mult" and len(d.meta["reference_hash"]) == 16
 
 
@@ -102,10 +102,10 @@ def test_train_command_dispatches_on_exp_trainer(tiny_ckpt_clip, tmp_path):
     ckpt, clip_path = tiny_ckpt_clip
     assert main(["train", "--config", str(cfg), f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]",
                  f"exp.run_dir={tmp_path / 'run'}", "training.batch=2", "exp.threads=1"]) == 0
-    assert load_direction(tmp_path / "run" / "direction.safetensors").meta["steps"] == 2
+    assert Direction.from_pretrained(tmp_path / "run" / "direction.safetensors").meta["steps"] == 2
     assert main(["export", str(tmp_path / "run"), "--direction", str(tmp_path / "again.safetensors")]) == 0
-    assert torch.equal(load_direction(tmp_path / "again.safetensors").delta,
-                       load_direction(tmp_path / "run" / "direction.safetensors").delta)
+    assert torch.equal(Direction.from_pretrained(tmp_path / "again.safetensors").delta,
+                       Direction.from_pretrained(tmp_path / "run" / "direction.safetensors").delta)
     assert main(["train", "--config", str(cfg), "exp.trainer=gan"]) == 2
 
 

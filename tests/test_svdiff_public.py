@@ -69,7 +69,9 @@ def test_their_files_round_trip_through_ours(tmp_path):
     for part, name in PARTS.items():
         module = getattr(m, part)
         svdiff.apply_shift_files(module, [(str(FIX / "theirs" / name), 1.0)])
-        back, manifest = svdiff.read_shifts(svdiff.save_shifts(module, tmp_path / name))
+        written = svdiff.SpectralShifts.from_model(module).save_pretrained(tmp_path / name)
+        read = svdiff.SpectralShifts.from_pretrained(written)
+        back, manifest = read.tensors, read.manifest
         theirs = load_file(str(FIX / "theirs" / name))
         assert back.keys() == theirs.keys() and all(torch.equal(back[k], theirs[k]) for k in theirs), part
         assert manifest["norm_convention"] == "public"
@@ -86,7 +88,8 @@ def test_our_trainer_writes_their_layout(tmp_path, layout):
                                       "logging.n_samples=1", "logging.sample_every=1000", "logging.log_every=1000"]),
           quiet=True)
     for part, name in PARTS.items():
-        tensors, manifest = svdiff.read_shifts(run / name)
+        read = svdiff.SpectralShifts.from_pretrained(run / name)
+        tensors, manifest = read.tensors, read.manifest
         assert {k: list(v.shape) for k, v in tensors.items()} == layout[part], part
         assert manifest["norm_convention"] == "public"
 

@@ -57,9 +57,9 @@ def test_svdiff_with_prior_and_domainstudio_resumes_exactly_and_exports(pipe_dir
     header = (tmp_path / "a" / "log.csv").read_text().splitlines()[0].split(",")
     assert {"instance", "prior", "pair", "hf_pair", "hf_mse"} <= set(header)
     for name in ("spectral_shifts.safetensors", "spectral_shifts_te.safetensors"):
-        tensors, manifest = svdiff.read_shifts(tmp_path / "a" / name)
+        manifest = svdiff.SpectralShifts.from_pretrained(tmp_path / "a" / name).manifest
         assert manifest["instance_prompt"] == "a sks sketch of a face"
-    te_keys = svdiff.read_shifts(tmp_path / "a" / "spectral_shifts_te.safetensors")[0]
+    te_keys = svdiff.SpectralShifts.from_pretrained(tmp_path / "a" / "spectral_shifts_te.safetensors").tensors
     assert any(k.startswith("text_model.encoder.layers.0") for k in te_keys)  # the public text-encoder names
     real = T2ITrainer.train_step
 

@@ -17,7 +17,7 @@ from PIL import Image
 from adapt_common.clip_models import load_clip
 from adapt_common.config import load_config
 from gan_adapt.cli import main
-from gan_adapt.directions import DomainEdit, load_direction
+from gan_adapt.directions import Direction, DomainEdit
 from gan_adapt.seeds import z_from_seeds
 from gan_adapt.training.clip_guided import OneShotConfig, reference_image, target_domain
 
@@ -50,7 +50,7 @@ def test_oneshot_from_a_user_image_writes_its_direction_named_by_the_stem(tiny_c
     image = _write_png(tmp_path / "my_style.png", (40, 120, 220))
     run = tmp_path / "run"
     assert main(_oneshot_args(tiny_ckpt_clip, run, image)) == 0
-    d = load_direction(run / "direction.safetensors")
+    d = Direction.from_pretrained(run / "direction.safetensors")
     assert d.meta["domain"] == "my_style"
     report = json.loads((run / "eval" / "report.json").read_text())
     assert report["domain"]["name"] == "my_style"
@@ -84,7 +84,7 @@ def test_oneshot_from_a_user_prompt_is_named_by_it_and_scored_against_it(tiny_ck
                  "target.text=an oil painting of a face", f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]",
                  f"evaluation.clip={clip_path}", "evaluation.features=clip", "evaluation.n=4", "training.iters=2",
                  "training.batch=2", f"exp.run_dir={run}", "logging.sample_every=100"]) == 0
-    d = load_direction(run / "direction.safetensors")
+    d = Direction.from_pretrained(run / "direction.safetensors")
     assert d.meta["domain"] == "an_oil_painting_of_a_face" and d.meta["prompt"] == "an oil painting of a face"
     report = json.loads((run / "eval" / "report.json").read_text())
     assert report["domain_error"] is None and report["fid"] is None and "not a SynthFaces domain" in report["skipped"]
@@ -109,13 +109,13 @@ def test_a_failing_evaluation_still_leaves_the_direction(tiny_ckpt_clip, tmp_pat
     assert main(_oneshot_args(tiny_ckpt_clip, run, image)) == 1
     err = capsys.readouterr().err
     assert "metrics exploded" in err and "direction.safetensors is written" in err
-    d = load_direction(run / "direction.safetensors")
+    d = Direction.from_pretrained(run / "direction.safetensors")
     assert d.meta["domain"] == "ink" and d.meta["steps"] == 3 and "metrics" not in d.meta
 
 
 def test_a_failing_evaluation_still_leaves_the_adversarial_adapter(tiny_generator, tmp_path, monkeypatch, capsys):
     ev = importlib.import_module("adapt_common.metrics.evaluate")
-    from gan_adapt.adapter_files import read_adapter
+    from gan_adapt.adapter_files import Adapter
     from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint
 
     def broken(*args, **kwargs):
@@ -127,7 +127,7 @@ def test_a_failing_evaluation_still_leaves_the_adversarial_adapter(tiny_generato
                  "training.parameterization=affine_plus", "training.block=16", "training.iters=1", "training.batch=2",
                  "evaluation.n=4", f"exp.run_dir={run}", "logging.sample_every=100"]) == 1
     assert "metrics exploded" in capsys.readouterr().err
-    manifest, _ = read_adapter(run / "adapter.safetensors")
+    manifest = Adapter.from_pretrained(run / "adapter.safetensors").manifest
     assert manifest["steps"] == 1
 
 
@@ -165,7 +165,7 @@ def _evaluate(ckpt, clip_path, out, *extra):
 
 
 def test_evaluate_scores_a_direction_and_an_adapter(tiny_ckpt_clip, tmp_path):
-    from gan_adapt.adapter_files import save_adapter
+    from gan_adapt.adapter_files import Adapter
     from gan_adapt.directions import Direction
     from gan_adapt.formats import load_generator
     from gan_adapt.parameterizations import Parameterization
@@ -177,13 +177,13 @@ def test_evaluate_scores_a_direction_and_an_adapter(tiny_ckpt_clip, tmp_path):
     with torch.no_grad():
         for p in [*param.trainable_parameters(), *affine.trainable_parameters()]:
             p.copy_(0.3 * torch.randn(p.shape, generator=gen))
-    direction = Direction.from_parameterization(param, domain="test").save(tmp_path / "d.safetensors")
-    adapter = save_adapter(affine, tmp_path / "a.safetensors")
+    direction = Direction.from_parameterization(param, domain="test").save_pretrained(tmp_path / "d.safetensors")
+    adapter = Adapter.from_parameterization(affine).save_pretrained(tmp_path / "a.safetensors")
 
     z = z_from_seeds(list(range(4)), g.style_dim)
     with torch.no_grad():
         source = g.generate(z)
-        edited = DomainEdit(g, [(load_direction(direction), 0.7)]).generate(z)
+        edited = DomainEdit(g, [(Direction.from_pretrained(direction), 0.7)]).generate(z)
         adapted = affine.generator.generate(z)
     base = _evaluate(ckpt, clip_path, tmp_path / "base")
     rep = _evaluate(ckpt, clip_path, tmp_path / "dir", "--direction", f"{direction}:0.7")

@@ -63,7 +63,7 @@ def load(path: str | Path) -> StyleGANCheckpoint:
     if obj.get("model_type") in ("parametrization", "parameterization", "mapper"):
         raise CheckpointError(f"{path}: a StyleDomain / HyperDomainNet {obj['model_type']} file (patch_key "
                               f"{obj.get('patch_key')!r}), not a generator: apply it to its generator with "
-                              "`generate --direction` (gan_adapt.directions.load_direction)")
+                              "`generate --direction` (gan_adapt.directions.Direction.from_pretrained)")
     if "g_ema" not in obj:
         if "style.1.weight" in obj:  # a bare generator state dict
             obj = {"g_ema": obj}

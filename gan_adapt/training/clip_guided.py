@@ -301,9 +301,11 @@ class ClipTrainer(LoopTrainer):
             meta["metrics"] = metrics
         if self.param.name in DIRECTION_KINDS:
             from ..directions import Direction
-            return Direction.from_parameterization(self.param, **meta).save(self.run_dir / "direction.safetensors")
-        from ..adapter_files import save_adapter
-        return save_adapter(self.param, self.run_dir / "adapter.safetensors", domain=meta.pop("domain"), extra=meta)
+            return Direction.from_parameterization(self.param, **meta).save_pretrained(
+                self.run_dir / Direction.FILE_NAME)
+        from ..adapter_files import Adapter
+        return Adapter.from_parameterization(self.param, domain=meta.pop("domain"), extra=meta).save_pretrained(
+            self.run_dir / Adapter.FILE_NAME)
 
     def evaluate(self) -> dict:
         """The end-of-run report: the SynthFaces metrics for a SynthFaces target, else CLIP quality (against the

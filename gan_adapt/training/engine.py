@@ -391,16 +391,17 @@ class GanTrainer(LoopTrainer):
 
     def export_adapter(self, path: str | Path) -> Path:
         """Only what trained (EMA weights), with a manifest naming the base generator by its content hash."""
-        from ..adapter_files import save_adapter
-        return save_adapter(self.ema, path, source_hash=self.source_hash, domain=self.cfg.data.source,
-                            extra={"steps": self.step, "training_config": to_dict(self.cfg)})
+        from ..adapter_files import Adapter
+        return Adapter.from_parameterization(self.ema, source_hash=self.source_hash, domain=self.cfg.data.source,
+                                             extra={"steps": self.step,
+                                                    "training_config": to_dict(self.cfg)}).save_pretrained(path)
 
     def export_direction(self, path: str | Path) -> Path:
         """A ``direction`` / ``dommod`` run's EMA vector as a portable direction file (gan_adapt.directions)."""
         from ..directions import Direction
         d = Direction.from_parameterization(self.ema, domain=self.cfg.data.source, steps=self.step,
                                             training_config=to_dict(self.cfg))
-        return d.save(path)
+        return d.save_pretrained(path)
 
     def export_generator(self, path: str | Path) -> Path:
         """The EMA generator with everything merged, as a full checkpoint (with the discriminator)."""

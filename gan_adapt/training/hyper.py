@@ -286,10 +286,10 @@ class HyperTrainer(LoopTrainer):
 
     def export(self) -> Path:
         from adapt_common.files import tensors_hash
-        return self.mapper.save(self.run_dir / "hypernet.safetensors", clip=self.guide.names[0],
-                                domains=[list(d) for d in self.domains], steps=self.step,
-                                base_generator={"hash": tensors_hash(self.source.state_dict())},
-                                training_config=to_dict(self.cfg))
+        return self.mapper.save_pretrained(self.run_dir / self.mapper.FILE_NAME, clip=self.guide.names[0],
+                                           domains=[list(d) for d in self.domains], steps=self.step,
+                                           base_generator={"hash": tensors_hash(self.source.state_dict())},
+                                           training_config=to_dict(self.cfg))
 
     def evaluate(self, n: int) -> dict:
         """Ground-truth error of the predicted modulation for each named similar SynthFaces training domain and
