@@ -72,6 +72,13 @@ def _direction(path: str, mtime: float):
     return Direction.from_pretrained(path)
 
 
+def adapt_parameterizations() -> dict:
+    """What the Adapt tab trains: the parameterizations whose result is a direction file (the library's kind), by
+    name, with their specs (gan_adapt.parameterizations.SPECS)."""
+    from gan_adapt.parameterizations import SPECS
+    return {name: s for name, s in SPECS.items() if s.exports_direction}
+
+
 def check_upload(path: str | None, what: str = "image") -> str:
     """An uploaded file: it exists, is not too large, and (for images) has a readable header of a sensible size.
     Returns the path."""
@@ -313,9 +320,15 @@ def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iter
         raise ValueError("use either a reference image or a prompt, not both")
     if not 1 <= int(iters) <= 2000:
         raise ValueError("iterations must be between 1 and 2000")
+    choices = adapt_parameterizations()
+    if parameterization not in choices:
+        raise ValueError(f"parameterization {parameterization!r}: the app trains direction files; choose one of "
+                         f"{', '.join(choices)}")
     generator(ckpt)  # a clear message for a bad checkpoint before anything else
     run = Path(run_dir or tempfile.mkdtemp(prefix="adapt_"))
-    overrides = [f"training.iters={int(iters)}", "evaluation.n=0"] + ["training.lr=0.02"] * (parameterization == "dommod")
+    spec = choices[parameterization]  # the papers' learning rate and betas for it
+    overrides = [f"training.iters={int(iters)}", "evaluation.n=0", f"training.lr={spec.oneshot_lr}",
+                 f"training.betas=[{spec.oneshot_betas[0]},{spec.oneshot_betas[1]}]"]
     cfg = load_config(OneShotConfig, [ROOT / "configs" / "oneshot_sketch_image.yaml"], overrides)
     # The user's strings go onto the loaded config as they are: through a key=value override OmegaConf would read
     # them as YAML and interpolations ("${oc.env:HOME}" the home path, "null" None, "a: b" a mapping).
@@ -555,8 +568,10 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     ref = image_input("one reference image", "adapt-image")
                     prompt = gr.Textbox(label="or a target prompt", placeholder="a pencil sketch of a face",
                                         elem_id="adapt-prompt")
-                    param = gr.Dropdown(["stylespace", "direction", "dommod"], value="stylespace",
-                                        label="parameterization", elem_id="adapt-param")
+                    kinds = adapt_parameterizations()
+                    param = gr.Dropdown(list(kinds), value="stylespace", label="parameterization",
+                                        elem_id="adapt-param",
+                                        info="; ".join(f"{n}: {s.trains}" for n, s in kinds.items()))
                     iters = gr.Slider(10, 600, value=150, step=10, label="iterations", elem_id="adapt-iters")
                     with gr.Row():
                         train_btn = gr.Button("Train", variant="primary", elem_id="adapt-go")

@@ -41,6 +41,7 @@ import torch
 
 from adapt_common.config import load_config
 from adapt_common.files import atomic_path
+from gan_adapt.parameterizations import SPECS, spec
 
 # -- configuration -------------------------------------------------------------------------------------------
 
@@ -75,11 +76,10 @@ class OneShotGrid:
     domains: list = field(default_factory=lambda: ["sketch", "sepia", "negative", "popart", "pixelart"])
     guidance: list = field(default_factory=lambda: ["image", "text"])
     parameterizations: list = field(default_factory=lambda: ["full", "stylespace", "dommod", "affine_plus"])
-    # learning rate and Adam betas per parameterization (the papers' values)
-    lr: dict = field(default_factory=lambda: {"direction": 0.08, "stylespace": 0.08, "dommod": 0.02, "full": 0.002,
-                                              "affine_plus": 0.002, "affine": 0.002})
-    betas: dict = field(default_factory=lambda: {"full": [0.0, 0.999], "affine_plus": [0.0, 0.999],
-                                                 "affine": [0.0, 0.999]})
+    # learning rate and Adam betas per parameterization: the papers' values, from gan_adapt.parameterizations.SPECS
+    # (a config may set any of them: oneshot.lr.<name>=...)
+    lr: dict = field(default_factory=lambda: {n: s.oneshot_lr for n, s in SPECS.items() if s.oneshot_lr is not None})
+    betas: dict = field(default_factory=lambda: {n: list(s.oneshot_betas) for n, s in SPECS.items()})
     sparse_keep: float = 0.2  # the sparse direction: the largest |Δs| of each trained direction cell
     iters: int = 300
     milestones: int = 4  # domain error measured this many times over training (the curve)
@@ -96,9 +96,11 @@ class FewShotGrid:
     shots: int = 10
     parameterizations: list = field(default_factory=lambda: ["full", "affine_plus", "affine_light_plus",
                                                              "stylespace", "mapping"])
-    lr_g: dict = field(default_factory=lambda: {"full": 0.002, "affine_plus": 0.02, "affine_light_plus": 0.008,
-                                                "stylespace": 0.02, "mapping": 0.002, "affine": 0.02})
-    overrides: dict = field(default_factory=lambda: {"mapping": ["training.mapping_lr_mult=1.0"]})
+    # the generator's learning rate and extra overrides per parameterization, from SPECS (as oneshot.lr)
+    lr_g: dict = field(default_factory=lambda: {n: s.fewshot_lr_g for n, s in SPECS.items()
+                                                if s.fewshot_lr_g is not None})
+    overrides: dict = field(default_factory=lambda: {n: list(s.fewshot_overrides) for n, s in SPECS.items()
+                                                     if s.fewshot_overrides})
     iters: int = 1500
     n_eval: int = 500
     extra: list = field(default_factory=list)
@@ -137,6 +139,16 @@ class StudyConfig:
     fewshot: FewShotGrid = field(default_factory=FewShotGrid)
     diffusion: DiffusionGrid = field(default_factory=DiffusionGrid)
     properties: PropertiesGrid = field(default_factory=PropertiesGrid)
+
+
+def _per_parameterization(values: dict, name: str, key: str):
+    """The value a grid gives a parameterization (its lr), or an error naming the key to set."""
+    spec(name)  # a name that is no parameterization is refused as such, with the known ones
+    if name not in values:
+        known = ", ".join(sorted(values))
+        raise ValueError(f"{key}: no value for parameterization {name!r} (it has no default in "
+                         f"gan_adapt.parameterizations.SPECS; set {key}.{name}=<value>; given for: {known})")
+    return values[name]
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -283,17 +295,17 @@ class Study:
 
     def run_oneshot(self, key: str, guidance: str, domain: str, name: str, seed: int) -> dict:
         from adapt_common import synthfaces as sf
-        from gan_adapt.parameterizations import DIRECTION_KINDS
         from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
         g, exp = self.cfg.oneshot, self.cfg.exp
         run = self.run_dir(key)
         target = ([f"target.image=synthfaces:{domain}"] if guidance == "image"
                   else ["target.image=''", f"target.text={sf.domain_prompt(domain)}"])
+        lr = _per_parameterization(g.lr, name, "oneshot.lr")
         betas = list(g.betas.get(name, [0.9, 0.999]))
         cfg = load_config(OneShotConfig, [g.config], [
             *target, f"target.domain={domain}", f"generator_args.ckpt={exp.generator}", f"exp.run_dir={run}",
             f"exp.seed={seed}", f"exp.threads={exp.threads}", f"exp.device={exp.device}",
-            f"training.parameterization={name}", f"training.iters={g.iters}", f"training.lr={g.lr[name]}",
+            f"training.parameterization={name}", f"training.iters={g.iters}", f"training.lr={lr}",
             f"training.betas=[{betas[0]},{betas[1]}]", "evaluation.n=0", "logging.log_every=5",
             f"logging.sample_every={10 ** 9}", f"logging.checkpoint_every={10 ** 9}", *g.extra])
         tr = ClipTrainer(cfg, quiet=True)
@@ -314,7 +326,7 @@ class Study:
                   "trainable": tr.param.num_trainable(), "file_bytes": file_size(out), "file": str(out),
                   "wall_s": round(wall, 1), "iters": g.iters, **pick(report), "curve": curve,
                   "loss": log_columns(run / "log.csv", ("loss",)), "grid": str(grid)}
-        if name in DIRECTION_KINDS:  # the sparse form: no retraining, the largest |Δs| kept
+        if SPECS[name].exports_direction:  # the sparse form: no retraining, the largest |Δs| kept
             from gan_adapt.directions import Direction, DomainEdit
             d = Direction.from_pretrained(out)
             sparse = d.sparse(g.sparse_keep)
@@ -339,10 +351,11 @@ class Study:
         from gan_adapt.training.engine import GanTrainConfig, GanTrainer
         g, exp = self.cfg.fewshot, self.cfg.exp
         run = self.run_dir(key)
+        lr_g = _per_parameterization(g.lr_g, name, "fewshot.lr_g")
         cfg = load_config(GanTrainConfig, [g.config], [
             f"data.source=synthfaces:{domain}@{g.shots}", f"generator_args.ckpt={exp.generator}",
             f"exp.run_dir={run}", f"exp.seed={seed}", f"exp.threads={exp.threads}", f"exp.device={exp.device}",
-            f"training.parameterization={name}", f"training.lr_g={g.lr_g[name]}", f"training.iters={g.iters}",
+            f"training.parameterization={name}", f"training.lr_g={lr_g}", f"training.iters={g.iters}",
             "evaluation.n=0", f"logging.sample_every={10 ** 9}", f"logging.checkpoint_every={10 ** 9}",
             *g.extra, *g.overrides.get(name, [])])
         tr = GanTrainer(cfg, quiet=True)

@@ -20,11 +20,18 @@ The additive StyleSpace offset is an offset of the modulation bias: ``s = A w + 
 Δs)``. A domain modulation multiplies the *demodulated* weight (what HyperDomainNet's released code does), so
 it is not a weight edit and has no merged plain generator. Weight offsets act on the stored weight before modulation and demodulation, as in StyleDomain's
 DissimilarDomains code; they are shared across the 3x3 kernel.
+
+Everything else the project knows about a parameterization (the file it exports, the papers' learning rates for
+one-shot and few-shot training, what its count is made of) is in its :class:`ParameterizationSpec`, ``SPECS[name]``:
+the app and the study take their learning rates from there, and :data:`DIRECTION_KINDS` (which runs export a
+direction file rather than an adapter) is derived from it. The trainers' own config defaults are unchanged: a config
+gives its learning rate explicitly.
 """
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -35,10 +42,66 @@ from adapt_common.files import tensors_hash
 
 from .networks import Generator
 
-PARAMETERIZATIONS = ("full", "mapping", "syntconv", "affine", "stylespace", "direction", "dommod", "affine_plus",
-                     "affine_light_plus")
+
+@dataclass(frozen=True)
+class ParameterizationSpec:
+    """What one parameterization is, in one place."""
+
+    name: str
+    trains: str  # what trains, in one line
+    exports: str  # the file a trained one is written as: a direction of kind "s_delta" / "cin_mult", or "adapter"
+    oneshot_lr: float | None  # Adam lr of one-shot (CLIP-guided) training, the papers' value; None: none recorded
+    oneshot_betas: tuple[float, float]  # and its Adam betas
+    fewshot_lr_g: float | None  # the generator's lr in few-shot (adversarial) training; None: none recorded
+    count: str  # what the trainable count is made of
+    count_1024: int  # the trainable count on config-f at 1024 px (StyleDomain's tables)
+    fewshot_overrides: tuple[str, ...] = ()  # key=value overrides few-shot runs add to their recipe
+
+    @property
+    def exports_direction(self) -> bool:
+        """Whether a trained one is a direction file (one vector per layer) rather than an adapter file."""
+        return self.exports != "adapter"
+
+
+_STYLEGAN2 = (0.0, 0.999)  # beta1 0 when the generator's own weights train, as in StyleGAN2's optimiser
+_ADAM = (0.9, 0.999)  # Adam's defaults, for the offsets (the one-shot trainer's default betas)
+
+#: name -> spec, in the order of StyleDomain's tables.
+SPECS: dict[str, ParameterizationSpec] = {s.name: s for s in (
+    ParameterizationSpec("full", "every generator parameter", "adapter", 0.002, _STYLEGAN2, 0.002,
+                         "all of G: mapping, convs, toRGBs, affines, noise strengths, the constant input", 30_370_060),
+    ParameterizationSpec("mapping", "the mapping network", "adapter", None, _ADAM, 0.002,
+                         "n_mlp · (w_dim² + w_dim): the mapping network's layers", 2_101_248,
+                         fewshot_overrides=("training.mapping_lr_mult=1.0",)),
+    ParameterizationSpec("syntconv", "conv and toRGB kernels, their biases, noise strengths", "adapter", None, _ADAM,
+                         None, "every synthesis parameter but the affines and the constant input", 23_598_476),
+    ParameterizationSpec("affine", "every affine (modulation) layer, weight and bias", "adapter", 0.002, _STYLEGAN2,
+                         0.02, "Σ over style layers of (w_dim + 1) · C_in", 4_662_144),
+    ParameterizationSpec("stylespace", "an additive offset Δs on every style vector, toRGB included", "s_delta", 0.08,
+                         _ADAM, 0.02, "Σ over style layers (convs and toRGBs) of C_in", 9_088),
+    ParameterizationSpec("direction", "StyleDomain direction: the offset Δs on the convs' style vectors only",
+                         "s_delta", 0.08, _ADAM, None, "Σ over the modulated 3x3 convs of C_in", 6_048),
+    ParameterizationSpec("dommod", "HyperDomainNet domain modulation: conv weights × (1 + d) per input channel",
+                         "cin_mult", 0.02, _ADAM, None, "Σ over the modulated 3x3 convs of C_in", 6_048),
+    ParameterizationSpec("affine_plus", "Affine + additive (O, I, 1, 1) offsets of the block-64 convs and toRGB",
+                         "adapter", 0.002, _STYLEGAN2, 0.02,
+                         "affine + C_out · C_in of the block's two convs and its toRGB", 5_187_968),
+    ParameterizationSpec("affine_light_plus", "rank-r (5) additive offsets U·V of every affine + the same block "
+                         "offsets", "adapter", None, _ADAM, 0.008,
+                         "Σ over style layers of r · (w_dim + C_in), + the block offsets of affine_plus", 637_824),
+)}
+
+PARAMETERIZATIONS = tuple(SPECS)
 #: Parameterizations whose trained tensors are one vector per conv layer (the direction-file kinds).
-DIRECTION_KINDS = {"direction": "s_delta", "stylespace": "s_delta", "dommod": "cin_mult"}
+DIRECTION_KINDS = {name: s.exports for name, s in SPECS.items() if s.exports_direction}
+
+
+def spec(name: str) -> ParameterizationSpec:
+    """The spec of a parameterization; an unknown name is refused with the list of known ones."""
+    try:
+        return SPECS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown parameterization {name!r}; choose one of {', '.join(SPECS)}") from None
 
 
 class AddOffset(nn.Module):
@@ -95,8 +158,7 @@ class Parameterization(nn.Module):
 
     def __init__(self, name: str, source: Generator, *, block: int = 64, rank: int = 5, seed: int = 0):
         super().__init__()
-        if name not in PARAMETERIZATIONS:
-            raise ValueError(f"unknown parameterization {name!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
+        self.spec = spec(name)
         self.name = name
         self.block, self.rank = block, rank
         on_meta = any(t.is_meta for t in source.parameters())

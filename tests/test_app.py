@@ -113,6 +113,38 @@ def test_adapt_from_an_upload_with_progress_and_cancel(world):
         next(app.adapt(ckpt, None, "  ", "direction", 5))
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_adapt_trains_each_choice_with_the_papers_lr_as_before(world, monkeypatch):
+    """The Adapt tab's choices and the learning rate / betas each gets are the ones the app used before the
+    parameterization specs (79883b4: lr 0.02 for dommod, else the recipe's 0.08; betas the trainer's default), and
+    a parameterization whose result is no direction file is refused with the choices."""
+    from gan_adapt.training import clip_guided
+    ckpt, _, tmp_path = world
+    seen = {}
+
+    class Recorder:
+        def __init__(self, cfg, quiet=False):
+            seen[cfg.training.parameterization] = (cfg.training.lr, list(cfg.training.betas))
+            raise _Stop
+
+    monkeypatch.setattr(clip_guided, "ClipTrainer", Recorder)
+    demo = app.build_app(ckpt)
+    (dropdown,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "adapt-param"]
+    choices = [c[1] if isinstance(c, (tuple, list)) else c for c in dropdown.choices]
+    assert choices == ["stylespace", "direction", "dommod"] and dropdown.value == "stylespace"
+    for name in choices:
+        assert name in dropdown.info  # the explanation names each choice
+        with pytest.raises(_Stop):
+            next(app.adapt(ckpt, None, "a pencil sketch of a face", name, 5, run_dir=str(tmp_path / name)))
+    assert seen == {"stylespace": (0.08, [0.9, 0.999]), "direction": (0.08, [0.9, 0.999]),
+                    "dommod": (0.02, [0.9, 0.999])}
+    with pytest.raises(ValueError, match="the app trains direction files; choose one of stylespace, direction, dommod"):
+        next(app.adapt(ckpt, None, "a pencil sketch of a face", "full", 5, run_dir=str(tmp_path / "full")))
+
+
 def test_photo_in_domains(world):
     ckpt, lib, tmp_path = world
     Image.new("RGB", (64, 48), (120, 80, 60)).save(tmp_path / "me.jpg")

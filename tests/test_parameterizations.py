@@ -5,7 +5,7 @@ import torch
 
 from conftest import TINY
 from gan_adapt.networks import Generator
-from gan_adapt.parameterizations import PARAMETERIZATIONS, Parameterization
+from gan_adapt.parameterizations import DIRECTION_KINDS, PARAMETERIZATIONS, SPECS, Parameterization, spec
 
 # (size, channel_base): counts for full, mapping, syntconv, affine, stylespace, direction, dommod, affine_plus,
 # affine_light_plus
@@ -101,3 +101,49 @@ def test_bad_arguments():
         Parameterization("lora", g)
     with pytest.raises(ValueError, match="no block at 64px"):
         Parameterization("affine_plus", g, block=64)
+
+
+# -- the spec of each parameterization ------------------------------------------------------------------------------
+# The values the app and the study used before the specs existed (commit 79883b4), written out here as the contract
+# the specs keep: experiments/study.py OneShotGrid.lr / .betas (beta default [0.9, 0.999]), FewShotGrid.lr_g /
+# .overrides; app.py's Adapt tab: choices stylespace/direction/dommod, lr 0.02 for dommod and otherwise the lr of
+# configs/oneshot_sketch_image.yaml (0.08) with the trainer's default betas [0.9, 0.999];
+# parameterizations.DIRECTION_KINDS.
+OLD_ONESHOT_LR = {"direction": 0.08, "stylespace": 0.08, "dommod": 0.02, "full": 0.002, "affine_plus": 0.002,
+                  "affine": 0.002}
+OLD_ONESHOT_BETAS = {"full": [0.0, 0.999], "affine_plus": [0.0, 0.999], "affine": [0.0, 0.999]}
+OLD_DEFAULT_BETAS = [0.9, 0.999]
+OLD_FEWSHOT_LR_G = {"full": 0.002, "affine_plus": 0.02, "affine_light_plus": 0.008, "stylespace": 0.02,
+                    "mapping": 0.002, "affine": 0.02}
+OLD_FEWSHOT_OVERRIDES = {"mapping": ["training.mapping_lr_mult=1.0"]}
+OLD_DIRECTION_KINDS = {"direction": "s_delta", "stylespace": "s_delta", "dommod": "cin_mult"}
+
+
+def test_every_parameterization_has_a_spec_with_the_values_used_before():
+    assert list(SPECS) == list(PARAMETERIZATIONS) and all(SPECS[n].name == n for n in SPECS)
+    for name, s in SPECS.items():
+        assert s.trains and s.count and "\n" not in s.trains, name
+        assert s.oneshot_lr == OLD_ONESHOT_LR.get(name), name
+        assert list(s.oneshot_betas) == OLD_ONESHOT_BETAS.get(name, OLD_DEFAULT_BETAS), name
+        assert s.fewshot_lr_g == OLD_FEWSHOT_LR_G.get(name), name
+        assert list(s.fewshot_overrides) == OLD_FEWSHOT_OVERRIDES.get(name, []), name
+        assert s.exports == OLD_DIRECTION_KINDS.get(name, "adapter") and s.exports_direction == (name in
+                                                                                                 OLD_DIRECTION_KINDS)
+    assert DIRECTION_KINDS == OLD_DIRECTION_KINDS
+    with pytest.raises(ValueError, match="unknown parameterization 'lora'; choose one of full, mapping"):
+        spec("lora")
+
+
+def test_spec_counts_are_styledomains_and_the_exported_kind_is_what_a_direction_file_holds(source):
+    """count_1024 is StyleDomain's table (COUNTS above); a spec that exports a direction gives a Direction of that
+    kind, the others are refused as directions (their file is an adapter)."""
+    from gan_adapt.directions import Direction
+    assert [SPECS[n].count_1024 for n in PARAMETERIZATIONS] == COUNTS[(1024, 32768)]
+    for name, s in SPECS.items():
+        p = Parameterization(name, source, block=16)
+        assert p.spec is s
+        if s.exports_direction:
+            assert Direction.from_parameterization(p).kind == s.exports
+        else:
+            with pytest.raises(ValueError, match="are directions"):
+                Direction.from_parameterization(p)

@@ -182,3 +182,58 @@ def test_domainstudio_verdict_needs_a_moved_model_and_a_clear_gain():
     # more diverse but far from the domain: not the claim, and the line says why
     assert "**does not hold on SynthFaces** (more diverse, but its FID is not comparable" in verdict(
         moved, {"fid": (1.6, 0.0), "intra": (0.55, 0.01)})
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_cells_get_the_learning_rates_used_before_the_specs(tmp_path, monkeypatch):
+    """What each one-shot and few-shot cell passes to its trainer: the lr / betas / overrides the study's own dicts
+    held before the parameterization specs replaced them (79883b4, written out here), overridable per name by a
+    config; a parameterization with no recorded lr is refused with the key to set."""
+    old_lr = {"direction": 0.08, "stylespace": 0.08, "dommod": 0.02, "full": 0.002, "affine_plus": 0.002,
+              "affine": 0.002}
+    old_betas = {"full": [0.0, 0.999], "affine_plus": [0.0, 0.999], "affine": [0.0, 0.999]}
+    old_lr_g = {"full": 0.002, "affine_plus": 0.02, "affine_light_plus": 0.008, "stylespace": 0.02, "mapping": 0.002,
+                "affine": 0.02}
+    seen = []
+
+    def recording_load_config(schema, files, overrides):
+        seen.append(overrides)
+        raise _Stop
+
+    def cell_overrides(study, part, name):
+        seen.clear()
+        with pytest.raises(_Stop):
+            if part == "oneshot":
+                study.run_oneshot(f"oneshot/image/sketch/{name}/s0", "image", "sketch", name, 0)
+            else:
+                study.run_fewshot(f"fewshot/cat/{name}/s0", "cat", name, 0)
+        return seen[0]
+
+    base = ["exp.threads=1", f"exp.work_dir={tmp_path / 'work'}", f"exp.report_dir={tmp_path / 'reports'}"]
+    study = st.Study(load_config(st.StudyConfig, [], base), quiet=True)
+    monkeypatch.setattr(st, "load_config", recording_load_config)
+    for name, lr in old_lr.items():
+        over = cell_overrides(study, "oneshot", name)
+        beta1, beta2 = old_betas.get(name, [0.9, 0.999])
+        assert f"training.lr={lr}" in over and f"training.betas=[{beta1},{beta2}]" in over, name
+    for name, lr_g in old_lr_g.items():
+        over = cell_overrides(study, "fewshot", name)
+        assert f"training.lr_g={lr_g}" in over, name
+        assert ("training.mapping_lr_mult=1.0" in over) == (name == "mapping"), name
+    for name in ("mapping", "syntconv", "affine_light_plus"):  # none recorded for one-shot training
+        with pytest.raises(ValueError, match=f"oneshot.lr: no value for parameterization '{name}'.*"
+                                             f"set oneshot.lr.{name}=<value>"):
+            study.run_oneshot(f"oneshot/image/sketch/{name}/s0", "image", "sketch", name, 0)
+    with pytest.raises(ValueError, match="unknown parameterization 'lora'"):
+        study.run_fewshot("fewshot/cat/lora/s0", "cat", "lora", 0)
+
+    monkeypatch.undo()
+    over_cfg = load_config(st.StudyConfig, [], base + ["oneshot.lr.mapping=0.01", "fewshot.lr_g.full=0.001"])
+    study = st.Study(over_cfg, quiet=True)
+    monkeypatch.setattr(st, "load_config", recording_load_config)
+    assert "training.lr=0.01" in cell_overrides(study, "oneshot", "mapping")
+    assert "training.lr_g=0.001" in cell_overrides(study, "fewshot", "full")
+    assert "training.lr=0.08" in cell_overrides(study, "oneshot", "stylespace")  # the others keep the spec's
