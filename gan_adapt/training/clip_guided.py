@@ -120,13 +120,12 @@ class OneShotConfig:
 
 
 def reference_image(spec: str, size: int) -> tuple[torch.Tensor, str]:
-    """(image [1, 3, size, size], content hash) from a path or ``synthfaces:<domain>[/<index>]``."""
-    if spec.startswith("synthfaces:"):
-        from adapt_common import synthfaces as sf
-        domain, _, index = spec[len("synthfaces:"):].partition("/")
-        i = int(index or 0)
-        images, _ = sf.fewshot_set(domain, max(i + 1, 1), size=size)
-        img = images[i:i + 1]
+    """(image [1, 3, size, size], content hash) from a path or ``synthfaces:<domain>[@<shots>][/<index>]`` (the
+    image at ``index`` of the few-shot stream, the first by default: adapt_common.datasets.parse_data_spec)."""
+    from adapt_common.datasets import parse_data_spec
+    parsed = parse_data_spec(spec)
+    if parsed.is_synthfaces:
+        img = parsed.reference_image(size)
     else:
         img = load_image(spec, size=size)
     digest = hashlib.sha256(img.numpy().tobytes()).hexdigest()[:16]
@@ -139,7 +138,8 @@ def target_domain(tg: TargetConfig) -> str:
     if tg.domain:
         return tg.domain
     if tg.image.startswith("synthfaces:"):
-        return tg.image[len("synthfaces:"):].partition("/")[0]
+        from adapt_common.datasets import parse_data_spec
+        return parse_data_spec(tg.image).domain
     if tg.image:
         return Path(tg.image).stem
     from adapt_common import synthfaces as sf
