@@ -33,7 +33,7 @@ BUNDLED_G := checkpoints/synthfaces_stylegan2.safetensors
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(PY) -m gan_adapt train --config configs/oneshot_sketch_image.yaml exp.run_dir=$(DEMO)/oneshot_sketch \
-	  generator_args.ckpt=$(BUNDLED_G)
+	  base=$(BUNDLED_G)
 	$(PY) -m gan_adapt generate --ckpt $(BUNDLED_G) --seeds 0-7 --direction $(DEMO)/oneshot_sketch/direction.safetensors \
 	  --outdir $(DEMO)/sketch
 	@echo "demo: direction file $(DEMO)/oneshot_sketch/direction.safetensors, before/after grid" \

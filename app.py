@@ -332,7 +332,7 @@ def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iter
     cfg = load_config(OneShotConfig, [ROOT / "configs" / "oneshot_sketch_image.yaml"], overrides)
     # The user's strings go onto the loaded config as they are: through a key=value override OmegaConf would read
     # them as YAML and interpolations ("${oc.env:HOME}" the home path, "null" None, "a: b" a mapping).
-    cfg.generator_args.ckpt = os.path.abspath(os.path.expanduser(ckpt.strip()))
+    cfg.base = os.path.abspath(os.path.expanduser(ckpt.strip()))
     cfg.exp.run_dir = str(run)
     cfg.training.parameterization = parameterization
     cfg.loss.clip = [clip]

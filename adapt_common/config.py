@@ -4,13 +4,20 @@
 
 Types are checked on merge and an unknown key is an error that names the key and suggests the closest one.
 The resolved config is saved next to a run's outputs (:func:`save_config`) and read back on resume.
+
+A schema may rename keys: its ``RENAMED_KEYS`` class attribute maps old dotted keys to new ones. An old key, in a
+YAML file (a run folder's saved config.yaml too) or an override, is read as the new one with a
+:class:`RenamedKeyWarning` that names the new key; the renames are kept for one release.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import sys
+import warnings
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, NamedTuple, Sequence, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -20,6 +27,71 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
+
+
+class RenamedKeyWarning(FutureWarning):
+    """A config key under its old name: read as the new one for one release."""
+
+
+def renamed_keys(schema_cls: type) -> dict[str, str]:
+    """Old dotted key -> new dotted key of a schema (its ``RENAMED_KEYS``; none by default)."""
+    return dict(getattr(schema_cls, "RENAMED_KEYS", {}))
+
+
+_ABSENT = object()
+
+
+def _pop_key(node: DictConfig, dotted: str):
+    """Remove ``dotted`` from ``node`` and return its raw value (interpolations unresolved), or ``_ABSENT``.
+    Sections the removal leaves empty go too: the schema may no longer have them (``generator_args`` of the
+    one-shot trainer held only ``ckpt``)."""
+    *path, last = dotted.split(".")
+    parents = [node]  # parents[i + 1] is parents[i][path[i]]
+    for part in path:
+        child = parents[-1].get(part)
+        if not isinstance(child, DictConfig):
+            return _ABSENT
+        parents.append(child)
+    if last not in parents[-1]:
+        return _ABSENT
+    value = OmegaConf.to_container(parents[-1], resolve=False)[last]
+    del parents[-1][last]
+    for depth in range(len(path), 0, -1):
+        if len(parents[depth]) > 0:
+            break
+        del parents[depth - 1][path[depth - 1]]
+    return value
+
+
+def apply_renames(node: DictConfig, renamed: dict[str, str], where: str) -> DictConfig:
+    """``node`` (a YAML file's keys or one override) with each old key moved to its new name, warning for each."""
+    for old, new in renamed.items():
+        value = _pop_key(node, old)
+        if value is _ABSENT:
+            continue
+        if OmegaConf.select(node, new, default=_ABSENT, throw_on_missing=False) is not _ABSENT:
+            raise ConfigError(f"{where}: both {old} (its old name) and {new} are set; keep only {new}")
+        warnings.warn(f"{where}: config key {old!r} is now {new!r}; the old name is read as the new one for one "
+                      f"release, write {new} instead", RenamedKeyWarning, stacklevel=3)
+        OmegaConf.update(node, new, value, merge=False)
+    return node
+
+
+@contextlib.contextmanager
+def plain_config_warnings():
+    """For a command line: each renamed-key warning as one ``warning: ...`` line on stderr (not Python's
+    file:line form), every time it happens."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RenamedKeyWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, RenamedKeyWarning):
+                print(f"warning: {message}", file=sys.stderr, flush=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+        warnings.showwarning = show
+        yield
 
 
 def _keys(schema) -> list[str]:
@@ -69,20 +141,21 @@ def read_yaml(path: Path):
 def load_config(schema_cls: type[T], files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> T:
     """Schema defaults, then each YAML file in order, then ``key=value`` overrides; returns the dataclass."""
     schema = OmegaConf.structured(schema_cls)
+    renamed = renamed_keys(schema_cls)
     cfg = schema
     for f in files:
         path = Path(f)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
         try:
-            cfg = OmegaConf.merge(cfg, read_yaml(path))
+            cfg = OmegaConf.merge(cfg, apply_renames(read_yaml(path), renamed, str(path)))
         except OmegaConfBaseException as e:
             raise _explain(e, schema, str(path)) from e
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            cfg = OmegaConf.merge(cfg, apply_renames(OmegaConf.from_dotlist([item]), renamed, f"override {item!r}"))
         except OmegaConfBaseException as e:
             raise _explain(e, schema, f"override {item!r}") from e
     try:
@@ -160,27 +233,59 @@ def to_dict(cfg: Any) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=False)
 
 
+def yaml_value(value: Any) -> str:
+    """A default as it is written in a YAML file or a ``key=value`` override (``''``, ``null``, ``[a, b]``)."""
+    import yaml
+    text = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6, allow_unicode=True).strip()
+    return text[:-len("...")].strip() if text.endswith("...") else text
+
+
+class ConfigKey(NamedTuple):
+    key: str  # dotted
+    default: Any  # None for a section
+    help: str  # the field's one-line meaning
+    section: bool  # a section (its keys follow it)
+    field: dataclasses.Field
+
+
+def config_keys(cfg: Any, prefix: str = "") -> list[ConfigKey]:
+    """Every key of a config instance (its values are the defaults), each section before its keys."""
+    rows = []
+    for f in dataclasses.fields(cfg):
+        value, doc = getattr(cfg, f.name), (f.metadata or {}).get("help", "")
+        if dataclasses.is_dataclass(value):
+            rows.append(ConfigKey(f"{prefix}{f.name}", None, doc, True, f))
+            rows += config_keys(value, f"{prefix}{f.name}.")
+        else:
+            rows.append(ConfigKey(f"{prefix}{f.name}", value, doc, False, f))
+    return rows
+
+
+def key_lines(rows: Sequence[ConfigKey], indent: str = "  ", width: int = 36, wrap: int = 118) -> list[str]:
+    """``key: default   meaning`` lines, the meaning from column ``width`` and wrapped at ``wrap`` under itself; a
+    section as ``[section] meaning``."""
+    import textwrap
+    lines = []
+    for row in rows:
+        if row.section:
+            lines += textwrap.wrap(f"{indent}[{row.key}] {row.help}", wrap, subsequent_indent=indent + "    ")
+            continue
+        left = f"{indent}{row.key}: {yaml_value(row.default)}"
+        text = (f"{left:<{width}} " if len(left) < width else f"{left}  ") + row.help
+        lines += textwrap.wrap(text, wrap, subsequent_indent=" " * (width + 1), break_on_hyphens=False,
+                               break_long_words=False) or [text]
+    return lines
+
+
 def describe(schema_cls: type) -> str:
-    """The schema as YAML with defaults (for ``--help``; OmegaConf has no help of its own)."""
-    lines = [OmegaConf.to_yaml(OmegaConf.structured(schema_cls)).rstrip()]
-    docs = []
-
-    def walk(cls, prefix):
-        for f in dataclasses.fields(cls):
-            doc = f.metadata.get("help") if f.metadata else None
-            if doc:
-                docs.append(f"  {prefix}{f.name}: {doc}")
-            if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None):
-                walk(f.type, f"{prefix}{f.name}.")
-    walk(schema_cls, "")
-    if docs:
-        lines += ["", "keys:"] + docs
-    return "\n".join(lines)
+    """Every key of a schema with its default and meaning, one per line (for ``--help``)."""
+    return "\n".join(key_lines(config_keys(schema_cls())))
 
 
-def trainer_kind(files, overrides, kinds: tuple[str, ...]) -> str:
+def trainer_kind(files, overrides, kinds: tuple[str, ...], elsewhere: dict[str, str] | None = None) -> str:
     """The ``exp.trainer`` a set of YAML files and ``key=value`` overrides name (the last wins; default
-    ``kinds[0]``): how one ``train`` command picks among several trainers before their schemas are known."""
+    ``kinds[0]``): how one ``train`` command picks among several trainers before their schemas are known.
+    ``elsewhere``: trainer name -> the command that runs it, for the trainers this command does not."""
     kind, where = kinds[0], "default"
     for f in files:
         if Path(f).is_file():
@@ -192,6 +297,9 @@ def trainer_kind(files, overrides, kinds: tuple[str, ...]) -> str:
             kind, where = item.split("=", 1)[1], "override"
     if kind not in kinds:
         source = f"{where}: " if where not in ("default", "override") else ""
+        if kind in (elsewhere or {}):
+            raise ConfigError(f"{source}exp.trainer={kind!r} is run by `{elsewhere[kind]}`; this command runs "
+                              f"{', '.join(kinds)}")
         raise ConfigError(f"{source}exp.trainer={kind!r}: this command runs {', '.join(kinds)}; is it the other "
                           "package's config or run folder (python -m gan_adapt / python -m diffusion_adapt)?")
     return kind

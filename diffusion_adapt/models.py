@@ -25,14 +25,17 @@ class ModelLoadError(ValueError):
 class UNetArch:
     """The unconditional UNet of a new model (``UNet2DModel`` constructor arguments)."""
 
-    sample_size: int = 32
-    block_out_channels: list = field(default_factory=lambda: [64, 128, 128])
-    layers_per_block: int = 2
-    down_block_types: list = field(default_factory=lambda: ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"])
-    up_block_types: list = field(default_factory=lambda: ["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"])
-    norm_num_groups: int = 16
-    attention_head_dim: int = 32
-    dropout: float = 0.0
+    sample_size: int = field(default=32, metadata={"help": "image size in pixels"})
+    block_out_channels: list = field(default_factory=lambda: [64, 128, 128],
+                                     metadata={"help": "channels of each resolution level"})
+    layers_per_block: int = field(default=2, metadata={"help": "ResNet layers per level"})
+    down_block_types: list = field(default_factory=lambda: ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
+                                   metadata={"help": "diffusers block of each level on the way down"})
+    up_block_types: list = field(default_factory=lambda: ["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+                                 metadata={"help": "diffusers block of each level on the way up"})
+    norm_num_groups: int = field(default=16, metadata={"help": "groups of the GroupNorms"})
+    attention_head_dim: int = field(default=32, metadata={"help": "channels per attention head"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout in the ResNet layers"})
 
 
 def new_unet(arch: UNetArch, seed: int = 0) -> UNet2DModel:

@@ -17,13 +17,15 @@ draws the targets from a second, independently shuffled loader).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from adapt_common.config import to_dict
+from adapt_common.config_sections import ExpSection, LoggingSection, base_setting, section, setting
 from adapt_common.datasets import ImageSource
 from adapt_common.image_io import save_grid
 from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
@@ -125,66 +127,59 @@ def t2i_sample(model: T2IModel, prompts: list[str], noise: torch.Tensor, steps: 
 
 
 @dataclass
-class T2IExp:
-    trainer: str = "t2i"
-    name: str = "t2i"
-    seed: int = 0
-    run_dir: str = "runs/t2i"
-    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
-    device: str = "cpu"
-
-
-@dataclass
 class T2IData:
-    source: str = "synthfaces:sketch@10"  # instance images: a folder or synthfaces:<domain>@<shots>
-    instance_prompt: str = "a sks sketch of a face"
-    class_prompt: str = "a photo of a face"
-    num_class_images: int = 50
-    hflip: bool = True
+    source: str = setting("synthfaces:sketch@10", "the instance images: a folder or synthfaces:<domain>@<shots>")
+    instance_prompt: str = setting("a sks sketch of a face", "the prompt of the instance images")
+    class_prompt: str = setting("a photo of a face", "the prompt of the prior images (the base model's own class)")
+    num_class_images: int = setting(50, "prior images the base model generates once (cached in the run folder)")
+    hflip: bool = setting(True, "random horizontal flips")
 
 
 @dataclass
 class T2ITraining:
-    pretrained: str = ""  # a StableDiffusionPipeline folder
-    parameterization: str = "svdiff"  # svdiff | full
-    train_text_encoder: bool = False
-    iters: int = 500
-    batch: int = 2  # instance images per step (as many prior images)
-    lr: float = 5e-6  # full fine-tuning (DomainStudio's recipe)
-    lr_shift: float = 1e-3
-    lr_1d: float = 1e-6
-    norm_shifts: str = "public"  # SVDiff norms: "public" (one value per norm, as svdiff-pytorch), "per_channel", "none"
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
+    parameterization: str = setting("svdiff", "what trains: svdiff (spectral shifts) or full")
+    train_text_encoder: bool = setting(False, "train the text encoder too (its own shift file with svdiff)")
+    iters: int = setting(500, "training steps")
+    batch: int = setting(2, "instance images per step (and as many prior images)")
+    lr: float = setting(5e-6, "AdamW learning rate of full fine-tuning (DomainStudio's recipe)")
+    lr_shift: float = setting(1e-3, "SVDiff: learning rate of the spectral shifts")
+    lr_1d: float = setting(1e-6, "SVDiff: learning rate of the norm shifts")
+    norm_shifts: str = setting("public", "SVDiff norm shifts: public (one value per norm, as svdiff-pytorch), "
+                                         "per_channel or none")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    grad_clip: float = setting(1.0, "the largest gradient norm (0: no clipping)")
 
 
 @dataclass
 class T2ILoss:
-    prior: float = 1.0  # DreamBooth prior preservation
-    pair: float = 100.0  # DomainStudio text-to-image weights (0 turns a term off)
-    hf_pair: float = 100.0
-    hf_mse: float = 0.1
+    prior: float = setting(1.0, "weight of DreamBooth's prior preservation (the class images' noise MSE)")
+    pair: float = setting(100.0, "DomainStudio: weight of the relative-distance term (class half as the source, "
+                                 "instance half as the adapted; 0: off)")
+    hf_pair: float = setting(100.0, "DomainStudio: weight of the same term on the high-frequency (Haar) details")
+    hf_mse: float = setting(0.1, "DomainStudio: weight of the MSE between the high frequencies of the instances' "
+                                 "predictions and of the instance images")
 
 
 @dataclass
-class T2ILogging:
-    log_every: int = 10
-    sample_every: int = 100
-    checkpoint_every: int = 100
-    n_samples: int = 4
-    sample_seed: int = 0
-    sample_steps: int = 30
-    guidance: float = 5.0
-    tensorboard: bool = False
+class T2ILogging(LoggingSection):
+    sample_steps: int = setting(30, "DDIM steps of the sample grids and of the prior images")
+    guidance: float = setting(5.0, "classifier-free guidance scale of the sample grids and of the prior images")
 
 
 @dataclass
 class T2IConfig:
-    exp: T2IExp = field(default_factory=T2IExp)
-    data: T2IData = field(default_factory=T2IData)
-    training: T2ITraining = field(default_factory=T2ITraining)
-    loss: T2ILoss = field(default_factory=T2ILoss)
-    logging: T2ILogging = field(default_factory=T2ILogging)
+    """``python -m diffusion_adapt train`` with ``exp.trainer: t2i`` (writes no evaluation report)."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"training.pretrained": "base"}
+
+    exp: ExpSection = section(ExpSection, "the run", trainer="t2i", name="t2i", run_dir="runs/t2i")
+    base: str = base_setting("")
+    data: T2IData = section(T2IData, "the instance and prior images")
+    training: T2ITraining = section(T2ITraining, "what trains, and how")
+    loss: T2ILoss = section(T2ILoss, "DreamBooth's and DomainStudio's losses")
+    # 4 images per grid, not 8: a text-to-image grid is two rows (instance and class prompt) of a large model with
+    # classifier-free guidance, the costliest samples of any trainer.
+    logging: T2ILogging = section(T2ILogging, "log, sample and checkpoint cadences", n_samples=4)
 
 
 class T2ITrainer(LoopTrainer):
@@ -197,12 +192,12 @@ class T2ITrainer(LoopTrainer):
             raise ValueError(f"training.parameterization={tr.parameterization!r}; choose svdiff or full")
         if tr.norm_shifts not in svdiff.NORM_CONVENTIONS:
             raise ValueError(f"training.norm_shifts={tr.norm_shifts!r}; choose one of {svdiff.NORM_CONVENTIONS}")
-        if not tr.pretrained:
-            raise ValueError("training.pretrained: the text-to-image model folder to adapt")
+        if not cfg.base:
+            raise ValueError("base: give the text-to-image model folder to adapt (a StableDiffusionPipeline folder)")
         set_threads(cfg.exp.threads, "exp.threads")
         torch.manual_seed(cfg.exp.seed)
         self.device = torch.device(cfg.exp.device)
-        self.model = load_t2i(tr.pretrained, self.device)
+        self.model = load_t2i(cfg.base, self.device)
         self.base_hash = model_hash(self.model.unet)
         self.run_dir = Path(cfg.exp.run_dir)
         m = self.model

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from adapt_common.config import to_dict
+from adapt_common.config_sections import (EvaluationSection, ExpSection, LoggingSection, base_setting, section,
+                                          setting)
 from adapt_common.datasets import ImageSource
 from adapt_common.image_io import save_grid
 from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
@@ -36,81 +39,70 @@ HF_MSE_WEIGHTINGS = ("none", "alpha_bar")
 
 
 @dataclass
-class DiffExp:
-    trainer: str = "ddpm"  # `python -m diffusion_adapt train` dispatches on this ("t2i": text2image.py)
-    name: str = "ddpm"
-    seed: int = 0
-    run_dir: str = "runs/ddpm"
-    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
-    device: str = "cpu"
-
-
-@dataclass
 class DiffModel:
-    pretrained: str = "checkpoints/synthfaces_ddpm"  # a model folder; "" builds a new model from `arch`
-    arch: UNetArch = field(default_factory=UNetArch)
+    arch: UNetArch = section(UNetArch, "a new UNet's architecture (base empty)")
 
 
 @dataclass
 class DiffData:
-    source: str = "synthfaces:photo"
-    hflip: bool = True
+    source: str = setting("synthfaces:photo", "the training images: a folder, synthfaces:<domain> (rendered on the "
+                                              "fly) or synthfaces:<domain>@<shots> (a fixed few-shot set)")
+    hflip: bool = setting(True, "random horizontal flips")
 
 
 @dataclass
 class DiffTraining:
-    parameterization: str = "full"  # full | svdiff
-    iters: int = 1000
-    batch: int = 8  # per process
-    lr: float = 1e-4  # full fine-tuning / pretraining
-    lr_shift: float = 1e-3  # SVDiff: spectral shifts (1000x the fine-tuning rate, as the paper)
-    lr_1d: float = 1e-6  # SVDiff: norm shifts
-    # SVDiff norm shifts: "public" (one value per norm: files load in svdiff-pytorch), "per_channel", "none"
-    norm_shifts: str = "public"
-    weight_decay: float = 0.0  # AdamW (SVDiff's 0.01 pulls the shifts towards 0)
-    grad_clip: float = 1.0  # max gradient norm (0: off)
-    ema_decay: float = 0.999  # of the trained tensors; 0: no EMA
+    parameterization: str = setting("full", "what trains: full (every UNet weight) or svdiff (spectral shifts)")
+    iters: int = setting(1000, "training steps")
+    batch: int = setting(8, "images per step and process")
+    lr: float = setting(1e-4, "AdamW learning rate of full fine-tuning and pretraining")
+    lr_shift: float = setting(1e-3, "SVDiff: learning rate of the spectral shifts (the paper: 1000x fine-tuning's)")
+    lr_1d: float = setting(1e-6, "SVDiff: learning rate of the norm shifts")
+    norm_shifts: str = setting("public", "SVDiff norm shifts: public (one value per norm: files load in "
+                                         "svdiff-pytorch), per_channel or none")
+    weight_decay: float = setting(0.0, "AdamW weight decay (SVDiff's 0.01 pulls the shifts towards 0)")
+    grad_clip: float = setting(1.0, "the largest gradient norm (0: no clipping)")
+    ema_decay: float = setting(0.999, "EMA decay of the trained tensors (0: no EMA); the EMA is sampled and exported")
 
 
 @dataclass
 class DiffLoss:
-    # DomainStudio (0 = off; the paper: 4, 4, 1). The relative-distance terms need batch >= 2.
-    pair: float = 0.0
-    hf_pair: float = 0.0
-    hf_mse: float = 0.0
-    # "none": the paper's plain mean of L_hfmse; "alpha_bar": each sample weighted by ᾱ_t (a deviation: the plain
-    # term is dominated by the amplified x̂₀ error at large t, see losses.py)
-    hf_mse_weighting: str = "none"
+    # DomainStudio (the paper: 4, 4, 1). The relative-distance terms need batch >= 2.
+    pair: float = setting(0.0, "DomainStudio: weight of the relative-distance term (the adapted model's pairwise "
+                               "similarities of predicted x0 kept like the source model's; KL)")
+    hf_pair: float = setting(0.0, "DomainStudio: weight of the same term on the high-frequency (Haar) details")
+    hf_mse: float = setting(0.0, "DomainStudio: weight of the MSE between the high frequencies of predicted x0 and "
+                                 "of the training image")
+    # "alpha_bar" is a deviation: the plain term is dominated by the amplified x̂₀ error at large t (losses.py)
+    hf_mse_weighting: str = setting("none", "none (the paper's plain mean of the hf MSE) or alpha_bar (each "
+                                            "sample weighted by its ᾱ_t)")
 
 
 @dataclass
-class DiffLogging:
-    log_every: int = 10
-    sample_every: int = 200
-    checkpoint_every: int = 200
-    n_samples: int = 16
-    sample_seed: int = 0
-    sample_steps: int = 50  # DDIM steps of the sample grids
-    tensorboard: bool = False
+class DiffLogging(LoggingSection):
+    sample_steps: int = setting(50, "DDIM steps of the sample grids")
 
 
 @dataclass
-class DiffEval:
-    n: int = 0  # samples for the end-of-run report (FID/KID, intra-LPIPS, domain error); 0: none
-    steps: int = 50
-    clip: str = "synthfaces"
-    features: str = "auto"
+class DiffEval(EvaluationSection):
+    steps: int = setting(50, "DDIM steps of the report's samples")
 
 
 @dataclass
 class DiffTrainConfig:
-    exp: DiffExp = field(default_factory=DiffExp)
-    model: DiffModel = field(default_factory=DiffModel)
-    data: DiffData = field(default_factory=DiffData)
-    training: DiffTraining = field(default_factory=DiffTraining)
-    loss: DiffLoss = field(default_factory=DiffLoss)
-    logging: DiffLogging = field(default_factory=DiffLogging)
-    evaluation: DiffEval = field(default_factory=DiffEval)
+    """``python -m diffusion_adapt train`` with ``exp.trainer: ddpm``."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"model.pretrained": "base"}
+
+    exp: ExpSection = section(ExpSection, "the run", trainer="ddpm", name="ddpm", run_dir="runs/ddpm")
+    base: str = base_setting("checkpoints/synthfaces_ddpm")
+    model: DiffModel = section(DiffModel, "a new model (base empty)")
+    data: DiffData = section(DiffData, "the training images")
+    training: DiffTraining = section(DiffTraining, "what trains, and how")
+    loss: DiffLoss = section(DiffLoss, "DomainStudio's losses (0 turns a term off)")
+    logging: DiffLogging = section(DiffLogging, "log, sample and checkpoint cadences", sample_every=200,
+                                   checkpoint_every=200)
+    evaluation: DiffEval = section(DiffEval, "the end-of-run report (FID/KID, intra-LPIPS, domain error)")
 
 
 class DiffusionTrainer(LoopTrainer):
@@ -130,9 +122,9 @@ class DiffusionTrainer(LoopTrainer):
         set_threads(cfg.exp.threads, "exp.threads")
         torch.manual_seed(cfg.exp.seed)
         self.device = torch.device(cfg.exp.device)
-        if cfg.model.pretrained:
-            base, self.scheduler = load_model(cfg.model.pretrained, self.device)
-            self.source_desc = cfg.model.pretrained
+        if cfg.base:
+            base, self.scheduler = load_model(cfg.base, self.device)
+            self.source_desc = cfg.base
         else:
             base, self.scheduler = new_unet(cfg.model.arch, cfg.exp.seed).to(self.device), new_scheduler()
             self.source_desc = "a new UNet"
@@ -276,8 +268,8 @@ class DiffusionTrainer(LoopTrainer):
             dom = EvalDomain(name=Path(self.cfg.data.source).name, kind="custom", prompt="a photo",
                              eval_images=lambda n, s: images[:n], shot_images=lambda s: images, world="folder")
         source = self.source
-        if source is None and self.cfg.model.pretrained:  # the frozen base: the same noise decoded before adaptation
-            source = load_model(self.cfg.model.pretrained, self.device)[0].eval().requires_grad_(False)
+        if source is None and self.cfg.base:  # the frozen base: the same noise decoded before adaptation
+            source = load_model(self.cfg.base, self.device)[0].eval().requires_grad_(False)
 
         def sample_source(noise):
             return ddim_sample(source, self.scheduler, noise, ev.steps)

@@ -303,7 +303,7 @@ class Study:
         lr = _per_parameterization(g.lr, name, "oneshot.lr")
         betas = list(g.betas.get(name, [0.9, 0.999]))
         cfg = load_config(OneShotConfig, [g.config], [
-            *target, f"target.domain={domain}", f"generator_args.ckpt={exp.generator}", f"exp.run_dir={run}",
+            *target, f"target.domain={domain}", f"base={exp.generator}", f"exp.run_dir={run}",
             f"exp.seed={seed}", f"exp.threads={exp.threads}", f"exp.device={exp.device}",
             f"training.parameterization={name}", f"training.iters={g.iters}", f"training.lr={lr}",
             f"training.betas=[{betas[0]},{betas[1]}]", "evaluation.n=0", "logging.log_every=5",
@@ -353,7 +353,7 @@ class Study:
         run = self.run_dir(key)
         lr_g = _per_parameterization(g.lr_g, name, "fewshot.lr_g")
         cfg = load_config(GanTrainConfig, [g.config], [
-            f"data.source=synthfaces:{domain}@{g.shots}", f"generator_args.ckpt={exp.generator}",
+            f"data.source=synthfaces:{domain}@{g.shots}", f"base={exp.generator}",
             f"exp.run_dir={run}", f"exp.seed={seed}", f"exp.threads={exp.threads}", f"exp.device={exp.device}",
             f"training.parameterization={name}", f"training.lr_g={lr_g}", f"training.iters={g.iters}",
             "evaluation.n=0", f"logging.sample_every={10 ** 9}", f"logging.checkpoint_every={10 ** 9}",
@@ -386,7 +386,7 @@ class Study:
         g, exp = self.cfg.diffusion, self.cfg.exp
         run = self.run_dir(key)
         cfg = load_config(DiffTrainConfig, [g.variants[variant]], [
-            f"model.pretrained={g.model}", f"data.source=synthfaces:{g.domain}@{g.shots}", f"exp.run_dir={run}",
+            f"base={g.model}", f"data.source=synthfaces:{g.domain}@{g.shots}", f"exp.run_dir={run}",
             f"exp.seed={seed}", f"exp.threads={exp.threads}", f"exp.device={exp.device}",
             f"training.iters={g.iters}", f"evaluation.n={g.n_eval}", f"evaluation.steps={g.ddim_steps}",
             f"evaluation.clip={exp.clip}", f"evaluation.features={exp.features}", f"logging.sample_every={10 ** 9}",

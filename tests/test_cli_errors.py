@@ -225,7 +225,7 @@ def test_diffusion_config_numbers(tmp_path, capsys):
     run = tmp_path / "r"
     for override, key in (("training.batch=0", "training.batch"), ("logging.log_every=0", "logging.log_every"),
                           ("exp.threads=0", "exp.threads")):
-        refused(capsys, diffusion_cli.main, ["train", f"exp.run_dir={run}", "model.pretrained=''", "training.iters=1",
+        refused(capsys, diffusion_cli.main, ["train", f"exp.run_dir={run}", "base=''", "training.iters=1",
                                              override], key)
 
 

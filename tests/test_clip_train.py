@@ -8,11 +8,11 @@ from adapt_common.config import load_config
 TINY = ["model.embed_dim=32", "model.image_resolution=32", "model.vision_layers=1", "model.vision_width=64",
         "model.vision_patch_size=16", "model.transformer_width=64", "model.transformer_layers=1",
         "data.size=32", "data.batch=8", "data.domains=[photo,sketch,cat]", "optim.steps=4", "optim.warmup=2",
-        "logging.eval_every=100", "logging.eval_per_domain=2", "logging.checkpoint_every=2", "threads=1"]
+        "logging.eval_every=100", "logging.eval_per_domain=2", "logging.checkpoint_every=2", "exp.threads=1"]
 
 
 def _cfg(tmp_path, name):
-    return load_config(ct.ClipTrainConfig, [], TINY + [f"logging.run_dir={tmp_path / name}",
+    return load_config(ct.ClipTrainConfig, [], TINY + [f"exp.run_dir={tmp_path / name}",
                                                        f"output={tmp_path / name / 'clip.pt'}"])
 
 

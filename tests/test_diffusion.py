@@ -482,7 +482,7 @@ def test_app_plain_reconstruction_gives_the_face_back(tmp_path):
 
 
 def _cfg(run, model_dir, *extra):
-    return load_config(DiffTrainConfig, [], [f"model.pretrained={model_dir}", f"exp.run_dir={run}", "exp.threads=1",
+    return load_config(DiffTrainConfig, [], [f"base={model_dir}", f"exp.run_dir={run}", "exp.threads=1",
                                             "data.source=synthfaces:sketch@5", "training.batch=4",
                                             "logging.log_every=1", "logging.sample_every=1000",
                                             "logging.n_samples=2", "logging.sample_steps=3", *extra])

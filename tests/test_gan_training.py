@@ -64,7 +64,7 @@ def test_few_shot_adaptation_of_a_checkpoint(tmp_path, tiny_generator):
     d = Discriminator(32, channel_base=256, channel_max=32)
     src = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator, d=d), tmp_path / "source.pt")
     cfg = load_config(GanTrainConfig, [], FAST + [
-        f"exp.run_dir={tmp_path / 'run'}", f"generator_args.ckpt={src}", "data.source=synthfaces:cat@5",
+        f"exp.run_dir={tmp_path / 'run'}", f"base={src}", "data.source=synthfaces:cat@5",
         "training.parameterization=affine_light_plus", "training.block=16", "training.iters=3"])
     trainer = engine.train(cfg, quiet=True)
     assert trainer.param.num_trainable() < sum(p.numel() for p in tiny_generator.parameters()) / 5
@@ -189,7 +189,7 @@ def test_export_command_writes_what_the_run_checkpoint_holds(tmp_path, tiny_gene
     src = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator, d=d), tmp_path / "source.pt")
     run = tmp_path / "run"
     cfg = load_config(GanTrainConfig, [], FAST + [
-        f"exp.run_dir={run}", f"generator_args.ckpt={src}", "data.source=synthfaces:cat@5",
+        f"exp.run_dir={run}", f"base={src}", "data.source=synthfaces:cat@5",
         "training.parameterization=affine_plus", "training.block=16", "training.iters=2"])
     trainer = engine.train(cfg, quiet=True)
     assert main(["export", str(run), "--adapter", str(tmp_path / "a.safetensors"),

@@ -38,7 +38,7 @@ def test_resample_near():
 
 def _args(tiny_ckpt_clip, run, *extra):
     ckpt, clip_path = tiny_ckpt_clip
-    return [f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]", f"exp.run_dir={run}", "exp.threads=1",
+    return [f"base={ckpt}", f"loss.clip=[{clip_path}]", f"exp.run_dir={run}", "exp.threads=1",
             "mapper.width=32", "mapper.depth=2", "training.batch=4", "logging.log_every=1",
             "logging.sample_every=100", "logging.n_samples=2", *DOMAINS, *extra]
 

@@ -14,7 +14,7 @@ from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
 
 def _cfg(tiny_ckpt_clip, run, *extra):
     ckpt, clip_path = tiny_ckpt_clip
-    return load_config(OneShotConfig, [], [f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]",
+    return load_config(OneShotConfig, [], [f"base={ckpt}", f"loss.clip=[{clip_path}]",
                                            f"exp.run_dir={run}", "exp.threads=1", "training.batch=3",
                                            "logging.log_every=1", "logging.sample_every=5", "logging.n_samples=3",
                                            *extra])
@@ -100,7 +100,7 @@ def test_train_command_dispatches_on_exp_trainer(tiny_ckpt_clip, tmp_path):
     cfg.write_text("exp:\n  trainer: clip\ntarget:\n  text: a sepia photo of a face\ntraining:\n  iters: 2\n")
     assert trainer_kind([str(cfg)], []) == "clip" and trainer_kind([], []) == "adversarial"
     ckpt, clip_path = tiny_ckpt_clip
-    assert main(["train", "--config", str(cfg), f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]",
+    assert main(["train", "--config", str(cfg), f"base={ckpt}", f"loss.clip=[{clip_path}]",
                  f"exp.run_dir={tmp_path / 'run'}", "training.batch=2", "exp.threads=1"]) == 0
     assert Direction.from_pretrained(tmp_path / "run" / "direction.safetensors").meta["steps"] == 2
     assert main(["export", str(tmp_path / "run"), "--direction", str(tmp_path / "again.safetensors")]) == 0

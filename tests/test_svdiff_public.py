@@ -81,7 +81,7 @@ def test_our_trainer_writes_their_layout(tmp_path, layout):
     """svdiff-pytorch's loader refuses a delta of any other shape than its model's (one value per norm): every file
     our trainer writes by default has exactly its names and shapes."""
     run = tmp_path / "run"
-    train(load_config(T2IConfig, [], [f"training.pretrained={PIPE}", f"exp.run_dir={run}", "exp.threads=1",
+    train(load_config(T2IConfig, [], [f"base={PIPE}", f"exp.run_dir={run}", "exp.threads=1",
                                       "data.source=synthfaces:sketch@5", "data.num_class_images=2", "training.batch=2",
                                       "training.iters=1", "training.train_text_encoder=true", "loss.pair=0",
                                       "loss.hf_pair=0", "loss.hf_mse=0", "logging.sample_steps=2",

@@ -44,7 +44,7 @@ def test_load_prompts_and_sample(pipe_dir, tmp_path):
 
 
 def _cfg(pipe_dir, run, *extra):
-    return load_config(T2IConfig, [], [f"training.pretrained={pipe_dir}", f"exp.run_dir={run}", "exp.threads=1",
+    return load_config(T2IConfig, [], [f"base={pipe_dir}", f"exp.run_dir={run}", "exp.threads=1",
                                        "data.source=synthfaces:sketch@5", "data.num_class_images=4",
                                        "logging.sample_steps=2", "logging.n_samples=2", "logging.log_every=1",
                                        "logging.sample_every=1000", "training.batch=2", *extra])
@@ -79,7 +79,7 @@ def test_svdiff_with_prior_and_domainstudio_resumes_exactly_and_exports(pipe_dir
 def test_train_command_dispatch(pipe_dir, tmp_path):
     from diffusion_adapt.cli import main, trainer_kind
     cfg = tmp_path / "t2i.yaml"
-    cfg.write_text(f"exp:\n  trainer: t2i\ntraining:\n  pretrained: {pipe_dir}\n  parameterization: full\n"
+    cfg.write_text(f"exp:\n  trainer: t2i\nbase: {pipe_dir}\ntraining:\n  parameterization: full\n"
                    "  iters: 1\n")
     assert trainer_kind([str(cfg)], []) == "t2i" and trainer_kind([], []) == "ddpm"
     assert main(["train", "--config", str(cfg), f"exp.run_dir={tmp_path / 'r'}", "data.source=synthfaces:sketch@5",

@@ -37,7 +37,7 @@ def _write_png(path: Path, colour, seed: int = 0, size: int = 40) -> Path:
 def _oneshot_args(tiny_ckpt_clip, run, image, *extra):
     """The README's custom-image command on the tiny world: a few steps, a small evaluation."""
     ckpt, clip_path = tiny_ckpt_clip
-    return ["train", "--config", IMAGE_CONFIG, f"target.image={image}", f"generator_args.ckpt={ckpt}",
+    return ["train", "--config", IMAGE_CONFIG, f"target.image={image}", f"base={ckpt}",
             f"loss.clip=[{clip_path}]", f"evaluation.clip={clip_path}", "evaluation.features=clip",
             "evaluation.n=4", "training.iters=3", "training.batch=2", "target.source_mean_n=4",
             f"exp.run_dir={run}", "logging.sample_every=100", *extra]
@@ -81,7 +81,7 @@ def test_oneshot_from_a_user_prompt_is_named_by_it_and_scored_against_it(tiny_ck
     ckpt, clip_path = tiny_ckpt_clip
     run = tmp_path / "run"
     assert main(["train", "--config", str(ROOT / "configs" / "oneshot_sketch_text.yaml"),
-                 "target.text=an oil painting of a face", f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]",
+                 "target.text=an oil painting of a face", f"base={ckpt}", f"loss.clip=[{clip_path}]",
                  f"evaluation.clip={clip_path}", "evaluation.features=clip", "evaluation.n=4", "training.iters=2",
                  "training.batch=2", f"exp.run_dir={run}", "logging.sample_every=100"]) == 0
     d = Direction.from_pretrained(run / "direction.safetensors")
@@ -123,7 +123,7 @@ def test_a_failing_evaluation_still_leaves_the_adversarial_adapter(tiny_generato
     monkeypatch.setattr(ev, "evaluate", broken)
     ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
     run = tmp_path / "gan"
-    assert main(["train", f"generator_args.ckpt={ckpt}", "data.source=synthfaces:sketch@5",
+    assert main(["train", f"base={ckpt}", "data.source=synthfaces:sketch@5",
                  "training.parameterization=affine_plus", "training.block=16", "training.iters=1", "training.batch=2",
                  "evaluation.n=4", f"exp.run_dir={run}", "logging.sample_every=100"]) == 1
     assert "metrics exploded" in capsys.readouterr().err
@@ -227,7 +227,7 @@ def test_two_folders_of_one_name_are_evaluated_against_their_own_images(tiny_ckp
     features = ClipFeatures(clip)
     reports, expected = {}, {}
     for name in ("a", "b"):
-        cfg = load_config(GanTrainConfig, [], [f"generator_args.ckpt={ckpt}", f"data.source={tmp_path / name / 'imgs'}",
+        cfg = load_config(GanTrainConfig, [], [f"base={ckpt}", f"data.source={tmp_path / name / 'imgs'}",
                                                "training.parameterization=affine_plus", "training.block=16",
                                                "evaluation.n=4",
                                                f"evaluation.clip={clip_path}", "evaluation.features=clip",
@@ -260,21 +260,21 @@ THREADS_SCRIPT = textwrap.dedent("""
         out.append(f"{name}={torch.get_num_threads()}")
 
     from gan_adapt.training.engine import GanTrainConfig, GanTrainer
-    GanTrainer(load_config(GanTrainConfig, [], [f"generator_args.ckpt={ckpt}", f"exp.run_dir={run}/g", *extra]),
+    GanTrainer(load_config(GanTrainConfig, [], [f"base={ckpt}", f"exp.run_dir={run}/g", *extra]),
                quiet=True)
     report("gan")
     from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
-    ClipTrainer(load_config(OneShotConfig, [], [f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip}]",
+    ClipTrainer(load_config(OneShotConfig, [], [f"base={ckpt}", f"loss.clip=[{clip}]",
                                                 "target.text=a sketch", f"exp.run_dir={run}/c", *extra]), quiet=True)
     report("clip")
     from gan_adapt.training.hyper import HyperConfig, HyperTrainer
-    HyperTrainer(load_config(HyperConfig, [], [f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip}]",
+    HyperTrainer(load_config(HyperConfig, [], [f"base={ckpt}", f"loss.clip=[{clip}]",
                                                "domains.train=[a pencil sketch of a face,a sepia photo of a face]",
                                                "mapper.width=32", "mapper.depth=2", f"exp.run_dir={run}/h", *extra]),
                  quiet=True)
     report("hyper")
     from diffusion_adapt.training import DiffTrainConfig, DiffusionTrainer
-    DiffusionTrainer(load_config(DiffTrainConfig, [], ["model.pretrained=''", "model.arch.block_out_channels=[16,32]",
+    DiffusionTrainer(load_config(DiffTrainConfig, [], ["base=''", "model.arch.block_out_channels=[16,32]",
                                                        "model.arch.down_block_types=[DownBlock2D,DownBlock2D]",
                                                        "model.arch.up_block_types=[UpBlock2D,UpBlock2D]",
                                                        "model.arch.norm_num_groups=8", "model.arch.layers_per_block=1",
@@ -284,7 +284,7 @@ THREADS_SCRIPT = textwrap.dedent("""
     # after (with the key set, a thread count of 1 would show the order changed).
     from diffusion_adapt.text2image import T2IConfig, T2ITrainer
     try:
-        T2ITrainer(load_config(T2IConfig, [], [f"training.pretrained={run}/no_model", f"exp.run_dir={run}/t",
+        T2ITrainer(load_config(T2IConfig, [], [f"base={run}/no_model", f"exp.run_dir={run}/t",
                                                *extra]), quiet=True)
     except Exception:
         pass
@@ -293,7 +293,7 @@ THREADS_SCRIPT = textwrap.dedent("""
     from tools.train_clip import ClipTrainConfig, train
     open(f"{run}/not_a_folder", "w").close()
     try:
-        train(load_config(ClipTrainConfig, [], [f"logging.run_dir={run}/not_a_folder",
+        train(load_config(ClipTrainConfig, [], [f"exp.run_dir={run}/not_a_folder",
                                                 *[k.replace("exp.", "") for k in extra]]))
     except FileExistsError:
         pass
@@ -317,7 +317,7 @@ def test_trainers_keep_omp_num_threads_unless_the_key_is_set(tiny_ckpt_clip, tmp
 def test_a_thread_count_below_one_is_refused(tiny_ckpt_clip, tmp_path):
     from gan_adapt.training.clip_guided import ClipTrainer
     ckpt, clip_path = tiny_ckpt_clip
-    cfg = load_config(OneShotConfig, [], [f"generator_args.ckpt={ckpt}", f"loss.clip=[{clip_path}]",
+    cfg = load_config(OneShotConfig, [], [f"base={ckpt}", f"loss.clip=[{clip_path}]",
                                           "target.text=a sketch", "exp.threads=0", f"exp.run_dir={tmp_path}"])
     with pytest.raises(ValueError, match="exp.threads=0.*OMP_NUM_THREADS"):
         ClipTrainer(cfg, quiet=True)

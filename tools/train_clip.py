@@ -16,14 +16,16 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from adapt_common.clip_models import ClipModel, _import_clip
-from adapt_common.config import describe, load_config, save_config, to_dict
+from adapt_common.config import describe, load_config, plain_config_warnings, save_config, to_dict
+from adapt_common.config_sections import CadenceSection, ExpSection, base_setting, section, setting
 from adapt_common.files import atomic_path
 from adapt_common.training import (CsvLogger, load_training_state, progress, rng_state, save_training_state,
                                    set_rng_state, set_threads)
@@ -31,52 +33,55 @@ from adapt_common.training import (CsvLogger, load_training_state, progress, rng
 
 @dataclass
 class ModelConfig:
-    embed_dim: int = 128
-    image_resolution: int = 64
-    vision_layers: int = 4
-    vision_width: int = 128  # heads = width // 64 (the clip package's rule)
-    vision_patch_size: int = 8
-    context_length: int = 32
-    transformer_width: int = 128
-    transformer_layers: int = 4
+    embed_dim: int = setting(128, "size of the joint image-text embedding")
+    image_resolution: int = setting(64, "input image size in pixels")
+    vision_layers: int = setting(4, "transformer layers of the ViT image tower")
+    vision_width: int = setting(128, "width of the image tower (heads = width // 64, the clip package's rule)")
+    vision_patch_size: int = setting(8, "ViT patch size in pixels")
+    context_length: int = setting(32, "tokens per caption")
+    transformer_width: int = setting(128, "width of the text transformer")
+    transformer_layers: int = setting(4, "layers of the text transformer")
 
 
 @dataclass
 class DataConfig:
-    size: int = 64
-    batch: int = 128
-    domains: list[str] = field(default_factory=list)  # empty: every SynthFaces domain, distractors included
-    stream_seed: int = 0  # the train stream of faces
+    size: int = setting(64, "rendered image size in pixels")
+    batch: int = setting(128, "image-caption pairs per step")
+    domains: list[str] = setting([], "the SynthFaces domains drawn from; empty: every domain, distractors included")
+    stream_seed: int = setting(0, "seed of the train stream of faces")
 
 
 @dataclass
 class OptimConfig:
-    steps: int = 2000
-    lr: float = 5e-4
-    weight_decay: float = 0.1
-    warmup: int = 100
-    min_lr_ratio: float = 0.05
+    steps: int = setting(2000, "training steps")
+    lr: float = setting(5e-4, "AdamW peak learning rate")
+    weight_decay: float = setting(0.1, "AdamW weight decay of the matrices")
+    warmup: int = setting(100, "steps of the linear warm-up")
+    min_lr_ratio: float = setting(0.05, "the cosine decay's last learning rate, as a fraction of lr")
 
 
 @dataclass
-class LoggingConfig:
-    run_dir: str = "runs/clip_synthfaces"
-    log_every: int = 25
-    eval_every: int = 250
-    eval_per_domain: int = 32
-    checkpoint_every: int = 100
+class ClipLogging(CadenceSection):
+    eval_every: int = setting(250, "zero-shot evaluation (a log.csv row with its accuracies) every this many steps")
+    eval_per_domain: int = setting(32, "images per domain of that evaluation")
 
 
 @dataclass
 class ClipTrainConfig:
-    exp_name: str = "synthfaces_clip"
-    seed: int = 0
-    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
-    output: str = "checkpoints/synthfaces_clip.pt"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """``python -m tools.train_clip``: the small SynthFaces CLIP, trained from nothing (``base`` stays empty)."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"exp_name": "exp.name", "seed": "exp.seed", "threads": "exp.threads",
+                                              "logging.run_dir": "exp.run_dir"}
+
+    exp: ExpSection = section(ExpSection, "the run", trainer="clip_model", name="synthfaces_clip",
+                              run_dir="runs/clip_synthfaces")
+    base: str = base_setting("")
+    output: str = setting("checkpoints/synthfaces_clip.pt", "the trained CLIP (OpenAI's state-dict layout, "
+                                                            "float16), with its model card beside it")
+    model: ModelConfig = section(ModelConfig, "the CLIP architecture (the clip package's CLIP)")
+    data: DataConfig = section(DataConfig, "the rendered image-caption pairs")
+    optim: OptimConfig = section(OptimConfig, "the optimisation")
+    logging: ClipLogging = section(ClipLogging, "log, evaluation and checkpoint cadences")
 
 
 def build_model(cfg: ModelConfig) -> torch.nn.Module:
@@ -100,7 +105,7 @@ def make_batch(step: int, cfg: ClipTrainConfig, domains: list[str]) -> tuple[tor
     from adapt_common import synthfaces as sf
     b = cfg.data.batch
     params = sf.sample_params(b, seed=cfg.data.stream_seed, offset=step * b)
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    gen = torch.Generator().manual_seed(cfg.exp.seed * 1_000_003 + step)
     which = torch.randint(len(domains), (b,), generator=gen)
     images = torch.empty(b, 3, cfg.data.size, cfg.data.size)
     texts: list[str] = [""] * b
@@ -184,13 +189,25 @@ def export_state_dict(model: torch.nn.Module, path: str | Path) -> Path:
     return Path(path)
 
 
+def check_config(cfg: ClipTrainConfig) -> None:
+    """The shared keys this trainer cannot honour, refused rather than ignored."""
+    if cfg.exp.trainer != "clip_model":
+        raise ValueError(f"exp.trainer={cfg.exp.trainer!r}: this is a config of another trainer (tools.train_clip "
+                         "runs exp.trainer=clip_model)")
+    if cfg.base:
+        raise ValueError(f"base={cfg.base!r}: the small CLIP trains from nothing; leave base empty")
+    if cfg.exp.device != "cpu":
+        raise ValueError(f"exp.device={cfg.exp.device!r}: tools.train_clip trains on the CPU; leave exp.device=cpu")
+
+
 def train(cfg: ClipTrainConfig, resume: bool = False) -> dict:
-    set_threads(cfg.threads, "threads")
-    run = Path(cfg.logging.run_dir)
+    check_config(cfg)
+    set_threads(cfg.exp.threads, "exp.threads")
+    run = Path(cfg.exp.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     ckpt_path = run / "checkpoint.pt"
     domains = training_domains(cfg.data)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.exp.seed)
     model = build_model(cfg.model)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -206,10 +223,10 @@ def train(cfg: ClipTrainConfig, resume: bool = False) -> dict:
         print(f"resumed from {ckpt_path} at step {step}")
     elif ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose another "
-                              "logging.run_dir")
+                              "exp.run_dir")
     save_config(cfg, run / "config.yaml")
     log = CsvLogger(run / "log.csv", resume_step=step if resume else None)
-    bar = progress(cfg.optim.steps, initial=step, desc="clip")
+    bar = progress(cfg.optim.steps, initial=step, desc=cfg.exp.name)
     t0 = time.time() - elapsed
     model.train()
     clipm = ClipModel(model)  # preprocessing and tokenizer around the model being trained
@@ -277,7 +294,7 @@ attributes. Loads through the same code as a real ViT-B/32: `adapt_common.clip_m
 |---|---|
 | architecture | embed {m.embed_dim}; image {m.image_resolution} px, ViT {m.vision_layers} layers, width {m.vision_width}, patch {m.vision_patch_size}; text {m.transformer_layers} layers, width {m.transformer_width}, context {m.context_length} |
 | parameters | {n_params:,} ({Path(cfg.output).stat().st_size / 2**20:.1f} MiB, float16) |
-| training | {result['steps']} steps of batch {cfg.data.batch}, AdamW lr {cfg.optim.lr}, seed {cfg.seed}, {torch.get_num_threads()} CPU threads |
+| training | {result['steps']} steps of batch {cfg.data.batch}, AdamW lr {cfg.optim.lr}, seed {cfg.exp.seed}, {torch.get_num_threads()} CPU threads |
 | wall time | {result['wall_time_s'] / 60:.1f} min on a 2-core CPU machine |
 | command | `{command}` |
 
@@ -314,12 +331,13 @@ adaptation by the SynthFaces ground-truth domain error, not by this model's scor
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.train_clip", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="config keys and defaults:\n" + describe(ClipTrainConfig))
+                                 epilog="config keys, defaults and meanings:\n" + describe(ClipTrainConfig))
     ap.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order")
-    ap.add_argument("--resume", action="store_true", help="continue the run in logging.run_dir")
+    ap.add_argument("--resume", action="store_true", help="continue the run in exp.run_dir")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.steps=500")
     args = ap.parse_args(argv)
-    cfg = load_config(ClipTrainConfig, args.config, args.overrides)
+    with plain_config_warnings():  # a config key under its old name: one "warning:" line
+        cfg = load_config(ClipTrainConfig, args.config, args.overrides)
     result = train(cfg, resume=args.resume)
     command = "python -m tools.train_clip " + " ".join(
         [f"--config {c}" for c in args.config] + list(args.overrides))

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from adapt_common.clip_guidance import ClipGuide
 from adapt_common.config import to_dict
+from adapt_common.config_sections import EvaluationSection, ExpSection, LoggingSection, base_setting, section, setting
 from adapt_common.image_io import load_image, save_grid
 from adapt_common.training import LoopTrainer, rng_state, set_rng_state, set_threads
 from ..parameterizations import DIRECTION_KINDS, Parameterization
@@ -38,85 +40,64 @@ DEFAULT_SOURCE = "checkpoints/synthfaces_stylegan2.safetensors"
 
 
 @dataclass
-class OneShotExp:
-    trainer: str = "clip"  # selects this trainer in `python -m gan_adapt train`
-    name: str = "oneshot"
-    seed: int = 0
-    run_dir: str = "runs/oneshot"
-    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
-    device: str = "cpu"
-
-
-@dataclass
-class OneShotGenerator:
-    ckpt: str = DEFAULT_SOURCE  # the source generator (rosinality .pt, NVIDIA .pkl, native .safetensors)
-
-
-@dataclass
 class TargetConfig:
-    text: str = ""  # the target prompt (text-guided), e.g. "a pencil sketch of a face"
-    source_text: str = "a photo of a face"  # the source prompt of the text direction
-    image: str = ""  # one reference image: a path, or synthfaces:<domain>[/<index>] (a SynthFaces few-shot image)
-    # A name for reports and the result's manifest (default: see target_domain); a SynthFaces domain name enables
-    # the ground-truth evaluation.
-    domain: str = ""
-    templates: list = field(default_factory=lambda: ["{}"])  # prompt templates, "{}" is the prompt
-    source_mean_n: int = 256  # source samples averaged for the image direction's anchor
-    invert_steps: int = 300  # inversion of the reference into G_A (W+), for the MTG terms below
+    text: str = setting("", "the target prompt (text-guided), e.g. \"a pencil sketch of a face\"")
+    source_text: str = setting("a photo of a face", "the source prompt of the text direction")
+    image: str = setting("", "one reference image: a path, or synthfaces:<domain>[/<index>] (a SynthFaces few-shot "
+                             "image)")
+    domain: str = setting("", "the target's name in reports and the result's manifest (default: the SynthFaces "
+                              "domain of the image or prompt, the image's stem, or a short form of the prompt); a "
+                              "SynthFaces domain name enables the ground-truth evaluation")
+    templates: list = setting(["{}"], "prompt templates of the text direction, \"{}\" is the prompt")
+    source_mean_n: int = setting(256, "source samples averaged for the image direction's anchor")
+    invert_steps: int = setting(300, "steps inverting the reference into the source generator (W+), for MTG's "
+                                     "reference terms")
 
 
 @dataclass
 class OneShotTraining:
-    parameterization: str = "direction"
-    block: int = 64
-    rank: int = 5
-    iters: int = 300
-    batch: int = 4
-    lr: float = 0.08
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    warmup_iters: int = 30  # linear learning-rate ramp from warmup_start_lr
-    warmup_start_lr: float = 0.001
-    mixing: float = 0.9
+    parameterization: str = setting("direction", "what trains: a direction kind (direction, stylespace, dommod; "
+                                                 "written as direction.safetensors) or any other parameterization "
+                                                 "(adapter.safetensors)")
+    block: int = setting(64, "the block size of the Affine+ / AffineLight+ weight offsets")
+    rank: int = setting(5, "the rank of AffineLight+'s offsets")
+    iters: int = setting(300, "training steps")
+    batch: int = setting(4, "latents per step")
+    lr: float = setting(0.08, "Adam learning rate")
+    betas: list = setting([0.9, 0.999], "Adam betas")
+    warmup_iters: int = setting(30, "steps of the linear learning-rate ramp from warmup_start_lr (0: none)")
+    warmup_start_lr: float = setting(0.001, "the learning rate of the ramp's first step")
+    mixing: float = setting(0.9, "probability of style mixing at a random layer")
 
 
 @dataclass
 class OneShotLoss:
-    clip: list = field(default_factory=lambda: ["synthfaces"])  # CLIP names or paths; losses are summed over them
-    direction: float = 1.0
-    indomain: float = 0.5
-    offsets_l2: float = 0.0  # HyperDomainNet's norm of the trained vectors (mean square per layer)
+    clip: list = setting(["synthfaces"], "the guiding CLIPs (names or paths); the losses are summed over them")
+    clip_direction: float = setting(1.0, "weight of the CLIP-space direction loss: CLIP(G_B) - CLIP(G_A) along the "
+                                         "target's direction (StyleGAN-NADA; formerly loss.direction)")
+    indomain: float = setting(0.5, "weight of the in-domain angle consistency (the batch's pairwise CLIP geometry)")
+    offsets_l2: float = setting(0.0, "weight of HyperDomainNet's norm of the trained vectors (mean square per layer)")
     # MTG's reference terms (image targets; they invert the reference into the source generator first):
-    clip_ref: float = 0.0  # 1 - cos(E(G_B(w_ref)), E(I_ref))
-    clip_within: float = 0.0  # 1 - cos(E(G_B(z)) - E(I_ref), E(G_A(z)) - E(G_A(w_ref)))
-    rec_l2: float = 0.0  # MSE(G_B(w_ref), I_ref)
-
-
-@dataclass
-class OneShotLogging:
-    log_every: int = 10
-    sample_every: int = 50
-    checkpoint_every: int = 50
-    n_samples: int = 8
-    sample_seed: int = 12345
-    tensorboard: bool = False
-
-
-@dataclass
-class OneShotEval:
-    n: int = 0  # samples for the end-of-run report (0: none)
-    clip: str = "synthfaces"  # the CLIP judge
-    features: str = "auto"
+    clip_ref: float = setting(0.0, "MTG: weight of 1 - cos(E(G_B(w_ref)), E(I_ref)) (image targets)")
+    clip_within: float = setting(0.0, "MTG: weight of 1 - cos(E(G_B(z)) - E(I_ref), E(G_A(z)) - E(G_A(w_ref))) "
+                                      "(image targets)")
+    rec_l2: float = setting(0.0, "MTG: weight of MSE(G_B(w_ref), I_ref) (image targets)")
 
 
 @dataclass
 class OneShotConfig:
-    exp: OneShotExp = field(default_factory=OneShotExp)
-    generator_args: OneShotGenerator = field(default_factory=OneShotGenerator)
-    target: TargetConfig = field(default_factory=TargetConfig)
-    training: OneShotTraining = field(default_factory=OneShotTraining)
-    loss: OneShotLoss = field(default_factory=OneShotLoss)
-    logging: OneShotLogging = field(default_factory=OneShotLogging)
-    evaluation: OneShotEval = field(default_factory=OneShotEval)
+    """``python -m gan_adapt train`` with ``exp.trainer: clip``."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"generator_args.ckpt": "base", "loss.direction": "loss.clip_direction"}
+
+    exp: ExpSection = section(ExpSection, "the run", trainer="clip", name="oneshot", run_dir="runs/oneshot")
+    base: str = base_setting(DEFAULT_SOURCE)
+    target: TargetConfig = section(TargetConfig, "the target domain: a prompt or one reference image")
+    training: OneShotTraining = section(OneShotTraining, "what trains, and how")
+    loss: OneShotLoss = section(OneShotLoss, "the CLIP guidance")
+    logging: LoggingSection = section(LoggingSection, "log, sample and checkpoint cadences", sample_every=50,
+                                      checkpoint_every=50)
+    evaluation: EvaluationSection = section(EvaluationSection, "the end-of-run report")
 
 
 def reference_image(spec: str, size: int) -> tuple[torch.Tensor, str]:
@@ -164,7 +145,7 @@ class ClipTrainer(LoopTrainer):
         self.device = torch.device(cfg.exp.device)
         self.domain = target_domain(tg)
         self.evaluation_error: str | None = None
-        self.source = load_generator(cfg.generator_args.ckpt, device=self.device).eval().requires_grad_(False)
+        self.source = load_generator(cfg.base, device=self.device).eval().requires_grad_(False)
         self.param = Parameterization(tr.parameterization, self.source, block=tr.block, rank=tr.rank,
                                       seed=cfg.exp.seed)
         self.guide = ClipGuide(list(cfg.loss.clip), self.device)
@@ -222,9 +203,9 @@ class ClipTrainer(LoopTrainer):
         emb_b = self.guide.encode_images(img_b)
         stats = {}
         loss = torch.zeros((), device=self.device)
-        if lc.direction > 0:
+        if lc.clip_direction > 0:
             d = self.guide.direction_loss(emb_b, emb_a, self.directions)
-            loss = loss + lc.direction * d
+            loss = loss + lc.clip_direction * d
             stats["direction"] = d.item()
         if lc.indomain > 0:
             d = self.guide.indomain_loss(emb_b, emb_a)
@@ -334,7 +315,7 @@ class ClipTrainer(LoopTrainer):
         cfg = self.cfg
         self.start(resume)
         target = cfg.target.text or f"image {cfg.target.image}"
-        self._log(f"{self.param.describe()} of {cfg.generator_args.ckpt}; target: {target}; "
+        self._log(f"{self.param.describe()} of {cfg.base}; target: {target}; "
                   f"CLIP: {', '.join(self.guide.names)}")
         self.loop(cfg.training.iters, resume)
         self.before_after(self.run_dir / "before_after.png")

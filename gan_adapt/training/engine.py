@@ -19,13 +19,16 @@ import copy
 import json
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from adapt_common.config import to_dict
+from adapt_common.config_sections import (EvaluationSection, ExpSection, LoggingSection, base_setting, section,
+                                          setting)
 from adapt_common.image_io import save_grid
 from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
                                    set_rng_state, set_threads, world_info)
@@ -41,93 +44,75 @@ from .losses import accumulate_ema, d_logistic_loss, ema_decay_for, g_nonsaturat
 
 
 @dataclass
-class ExpConfig:
-    trainer: str = "adversarial"  # `python -m gan_adapt train` dispatches on this ("clip": training/clip_guided.py)
-    name: str = "gan"
-    seed: int = 0
-    run_dir: str = "runs/gan"
-    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
-    device: str = "cpu"
-
-
-@dataclass
 class GeneratorArgs:
-    ckpt: str = ""  # source checkpoint (any format); empty: a new generator of the architecture below
-    size: int = 64
-    style_dim: int = 128
-    n_mlp: int = 4
-    channel_base: int = 4096
-    channel_max: int = 128
+    """The architecture of a new generator (``base`` empty); a ``base`` checkpoint brings its own."""
+
+    size: int = setting(64, "image size in pixels (a power of 2)")
+    style_dim: int = setting(128, "size of z, w and the mapping network's layers")
+    n_mlp: int = setting(4, "layers of the mapping network")
+    channel_base: int = setting(4096, "channels = min(channel_base / resolution, channel_max) (NVIDIA's rule)")
+    channel_max: int = setting(128, "the most channels of any layer")
 
 
 @dataclass
 class DataConfig:
-    source: str = "synthfaces:photo"  # a folder, "synthfaces:<domain>" or "synthfaces:<domain>@<shots>"
+    source: str = setting("synthfaces:photo", "the real images: a folder, synthfaces:<domain> (rendered on the fly) "
+                                              "or synthfaces:<domain>@<shots> (a fixed few-shot set)")
 
 
 @dataclass
 class TrainingConfig:
-    parameterization: str = "full"
-    block: int = 64  # the block of the Affine+ / AffineLight+ weight offsets
-    rank: int = 5  # AffineLight+ rank
-    iters: int = 1000
-    batch: int = 8  # per process
-    lr_g: float = 0.002
-    lr_d: float = 0.002
-    r1_gamma: float = 10.0
-    r1_every: int = 16
-    pl_weight: float = 0.0  # path-length regularisation (2.0 in StyleGAN2; off by default for adaptation)
-    pl_every: int = 4
-    mixing: float = 0.9
-    adversarial_weight: float = 1.0  # the generator's non-saturating loss
-    distill_weight: float = 0.0  # L1 to the SynthFaces renderer of z's own parameters (pretraining; see below)
-    # L1 between the horizontal/vertical pixel differences of G(z) and of the renderer's image: plain L1 is met by
-    # a soft average near thin parts (eyes, glasses frames, hat bands); matching the gradients asks for their edges.
-    distill_edge_weight: float = 0.0
-    ema_kimg: float = 10.0  # EMA half-life in thousands of images
-    train_d: bool = True
+    parameterization: str = setting("full", "what trains: full, mapping, syntconv, affine, stylespace, direction, "
+                                            "dommod, affine_plus or affine_light_plus (gan_adapt.parameterizations)")
+    block: int = setting(64, "the block size of the Affine+ / AffineLight+ weight offsets")
+    rank: int = setting(5, "the rank of AffineLight+'s offsets")
+    iters: int = setting(1000, "training steps")
+    batch: int = setting(8, "images per step and process (torchrun: each process its slice of the global batch)")
+    lr_g: float = setting(0.002, "the generator's Adam learning rate")
+    lr_d: float = setting(0.002, "the discriminator's Adam learning rate")
+    r1_gamma: float = setting(10.0, "weight of the R1 penalty on real images (0: off)")
+    r1_every: int = setting(16, "R1 every this many steps (lazy regularisation)")
+    pl_weight: float = setting(0.0, "path-length regularisation (StyleGAN2: 2.0; off by default for adaptation)")
+    pl_every: int = setting(4, "path-length regularisation every this many steps")
+    mixing: float = setting(0.9, "probability of style mixing at a random layer")
+    adversarial_weight: float = setting(1.0, "weight of the generator's non-saturating adversarial loss")
+    distill_weight: float = setting(0.0, "L1 to the SynthFaces renderer's image of z (pretraining by distillation)")
+    # Plain L1 is met by a soft average near thin parts (eyes, glasses frames, hat bands); matching the
+    # gradients asks for their edges.
+    distill_edge_weight: float = setting(0.0, "L1 between the pixel differences of G(z) and of the renderer's image")
+    ema_kimg: float = setting(10.0, "half-life of the generator EMA, in thousands of images")
+    train_d: bool = setting(True, "train the discriminator (false: a supervised phase)")
     # The mapping network's equalised-lr multiplier (0.01) keeps it slow and stable in adversarial training; a
     # supervised phase can speed it back up without changing the stored weights' meaning.
-    mapping_lr_mult: float = 1.0
-    adam_beta1: float = 0.0  # StyleGAN2 uses 0; a supervised (distillation) phase prefers 0.9
-    lr_rampdown: float = 0.0  # the last fraction of `iters` over which every learning rate falls to 0 (cosine)
+    mapping_lr_mult: float = setting(1.0, "the mapping network's learning rate relative to lr_g")
+    adam_beta1: float = setting(0.0, "the generator's Adam beta1 (StyleGAN2: 0; a distillation phase: 0.9)")
+    lr_rampdown: float = setting(0.0, "the last fraction of iters over which every learning rate falls to 0 "
+                                      "(cosine)")
 
 
 @dataclass
 class AdaConfig:
-    enabled: bool = False
-    target: float = 0.6
-    interval: int = 4
-    kimg: float = 500.0  # images (thousands) for p to go 0 -> 1 at the most
-    p_init: float = 0.0
-
-
-@dataclass
-class LoggingConfig:
-    log_every: int = 10
-    sample_every: int = 100
-    checkpoint_every: int = 100
-    n_samples: int = 16
-    sample_seed: int = 12345
-    tensorboard: bool = False
-
-
-@dataclass
-class EvalConfig:
-    n: int = 0  # images generated for the report at the end of training (0: no report)
-    clip: str = "synthfaces"  # the CLIP judge (name or path)
-    features: str = "auto"  # FID/KID features: auto (Inception if its weights are local, else CLIP), clip
+    enabled: bool = setting(False, "adaptive discriminator augmentation (few images)")
+    target: float = setting(0.6, "the mean sign of D(real) that ADA steers the augmentation probability p towards")
+    interval: int = setting(4, "p adjusted every this many steps")
+    kimg: float = setting(500.0, "thousands of images for p to go from 0 to 1 at the fastest")
+    p_init: float = setting(0.0, "p at the start")
 
 
 @dataclass
 class GanTrainConfig:
-    exp: ExpConfig = field(default_factory=ExpConfig)
-    generator_args: GeneratorArgs = field(default_factory=GeneratorArgs)
-    data: DataConfig = field(default_factory=DataConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    ada: AdaConfig = field(default_factory=AdaConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    """``python -m gan_adapt train`` with ``exp.trainer: adversarial``."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"generator_args.ckpt": "base"}
+
+    exp: ExpSection = section(ExpSection, "the run", trainer="adversarial", name="gan", run_dir="runs/gan")
+    base: str = base_setting("")
+    generator_args: GeneratorArgs = section(GeneratorArgs, "a new generator's architecture (base empty)")
+    data: DataConfig = section(DataConfig, "the training images")
+    training: TrainingConfig = section(TrainingConfig, "what trains, and how")
+    ada: AdaConfig = section(AdaConfig, "adaptive discriminator augmentation")
+    logging: LoggingSection = section(LoggingSection, "log, sample and checkpoint cadences")
+    evaluation: EvaluationSection = section(EvaluationSection, "the end-of-run report")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -175,15 +160,15 @@ class GanTrainer(LoopTrainer):
         self.device = torch.device(cfg.exp.device)
         ga, tr = cfg.generator_args, cfg.training
 
-        if ga.ckpt:
+        if cfg.base:
             from ..formats import load_checkpoint
-            ck = load_checkpoint(ga.ckpt)
+            ck = load_checkpoint(cfg.base)
             source, d = ck.g_ema, ck.d
             if d is None:
                 d = Discriminator(config=DiscriminatorConfig(size=source.size, channel_base=source.config.channel_base,
                                                              channel_max=source.config.channel_max))
-                self._log(f"note: {ga.ckpt} has no discriminator; starting one from scratch")
-            self.source_desc = f"{ga.ckpt} ({ck.source_format})"
+                self._log(f"note: {cfg.base} has no discriminator; starting one from scratch")
+            self.source_desc = f"{cfg.base} ({ck.source_format})"
         else:
             gcfg = GeneratorConfig(size=ga.size, style_dim=ga.style_dim, n_mlp=ga.n_mlp, channel_base=ga.channel_base,
                                    channel_max=ga.channel_max)

@@ -8,7 +8,7 @@ Each step (HyperDomainNet's ``td_multiple_resample_and_convex``): draw B domains
 embeddings, not only the corners; the mapper's input is the normalised mix of the targets' CLIP text
 embeddings (template "{}"); the loss targets are the same mixes of target and source embeddings, optionally
 ``resample``d to a random unit vector at cosine U[min_cos, 1] from the target (so the mapper generalises to
-embeddings near, not only at, the training ones). Losses: the per-sample ``direction`` loss and
+embeddings near, not only at, the training ones). Losses: the per-sample CLIP direction loss (``clip_direction``) and
 ``tt_direction`` (samples of different targets must differ along the difference of their directions, which
 keeps domains apart). With ``training.per_domain`` = k each drawn target serves k latents and ``loss.indomain``
 keeps the pairwise CLIP geometry within each group (HyperDomainNet's single-domain diversity term, added here
@@ -20,14 +20,16 @@ SynthFaces domain's ground-truth error of the predicted modulation when ``evalua
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from adapt_common.clip_guidance import ClipGuide
 from adapt_common.config import to_dict
+from adapt_common.config_sections import EvaluationSection, ExpSection, LoggingSection, base_setting, section, setting
 from adapt_common.image_io import save_grid
 from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
                                    set_rng_state, set_threads, world_info)
@@ -36,88 +38,69 @@ from .clip_guided import DEFAULT_SOURCE
 
 
 @dataclass
-class HyperExp:
-    trainer: str = "hyper"
-    name: str = "hyper"
-    seed: int = 0
-    run_dir: str = "runs/hyper"
-    threads: int | None = None  # torch CPU threads; unset: as the environment (OMP_NUM_THREADS) makes it
-    device: str = "cpu"
-
-
-@dataclass
-class HyperGenerator:
-    ckpt: str = DEFAULT_SOURCE
-
-
-@dataclass
 class HyperDomains:
-    # "target - source" lines (the official domain-list format); a lone target uses `source`
-    train: list = field(default_factory=list)
-    source: str = "a photo of a face"
-    templates: list = field(default_factory=lambda: ["{}"])
-    names: list = field(default_factory=list)  # optional SynthFaces domain names of `train`, for the evaluation
-    # held-out prompts evaluated at the end: "prompt = dom1+dom2" (ground truth: dom2's transform of dom1's)
-    unseen: list = field(default_factory=list)
+    train: list = setting([], "the training domains: \"target - source\" lines (the official domain-list format); a "
+                              "lone target uses `source`")
+    source: str = setting("a photo of a face", "the source prompt of lines that name none")
+    templates: list = setting(["{}"], "prompt templates of the text embeddings, \"{}\" is the prompt")
+    names: list = setting([], "the SynthFaces domain name of each line of `train` (optional), for the evaluation")
+    unseen: list = setting([], "held-out prompts evaluated at the end: \"prompt = dom1+dom2\" (the ground truth: "
+                               "dom2's transform of dom1's)")
 
 
 @dataclass
 class HyperMapper:
-    width: int = 512
-    depth: int = 4
+    width: int = setting(512, "width of the mapper's hidden layers")
+    depth: int = setting(4, "layers of the mapper")
 
 
 @dataclass
 class HyperTraining:
-    iters: int = 2000
-    batch: int = 8  # per process
-    lr: float = 0.0005
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    # latents per drawn target: groups of one target give the in-domain loss its same-domain pairs (batch must be
-    # a multiple); 1 is the official recipe (every sample its own target)
-    per_domain: int = 1
-    convex: bool = True
-    resample: bool = True
-    resample_min_cos: float = 0.95
-    mixing: float = 0.9
+    iters: int = setting(2000, "training steps")
+    batch: int = setting(8, "latents per step and process")
+    lr: float = setting(0.0005, "Adam learning rate")
+    betas: list = setting([0.9, 0.999], "Adam betas")
+    per_domain: int = setting(1, "latents per drawn target (batch a multiple of it): groups of one target give "
+                                 "loss.indomain its same-domain pairs; 1 is the official recipe")
+    convex: bool = setting(True, "mix the drawn domains with Dirichlet weights (points of the convex hull of the "
+                                 "embeddings)")
+    resample: bool = setting(True, "replace each target embedding by a random unit vector near it")
+    resample_min_cos: float = setting(0.95, "the resampled vector's cosine to the target: uniform in [this, 1]")
+    mixing: float = setting(0.9, "probability of style mixing at a random layer")
 
 
 @dataclass
 class HyperLoss:
-    clip: list = field(default_factory=lambda: ["synthfaces"])  # the first one also embeds the mapper's input
-    direction: float = 1.0
-    tt_direction: float = 0.4
-    # in-domain angle consistency within each group of one target (needs training.per_domain >= 2): not in the
-    # official multi-domain recipe; without it the small SynthFaces CLIP lets every domain collapse to one image
-    indomain: float = 0.0
-    offsets_l2: float = 0.0
-
-
-@dataclass
-class HyperLogging:
-    log_every: int = 10
-    sample_every: int = 100
-    checkpoint_every: int = 100
-    n_samples: int = 6
-    sample_seed: int = 12345
-    tensorboard: bool = False
-
-
-@dataclass
-class HyperEval:
-    n: int = 0  # samples per domain for the ground-truth errors at the end (0: none)
+    clip: list = setting(["synthfaces"], "the guiding CLIPs (names or paths); the first also embeds the mapper's "
+                                         "input")
+    clip_direction: float = setting(1.0, "weight of the CLIP-space direction loss of each sample along its target's "
+                                         "direction (formerly loss.direction)")
+    tt_direction: float = setting(0.4, "weight of the target-target direction loss: samples of different targets "
+                                       "differ along the difference of their directions")
+    # not in the official multi-domain recipe; without it the small SynthFaces CLIP lets every domain collapse to
+    # one image
+    indomain: float = setting(0.0, "weight of the in-domain angle consistency within each group of one target "
+                                   "(needs training.per_domain >= 2)")
+    offsets_l2: float = setting(0.0, "weight of the mean square of the predicted modulation offsets")
 
 
 @dataclass
 class HyperConfig:
-    exp: HyperExp = field(default_factory=HyperExp)
-    generator_args: HyperGenerator = field(default_factory=HyperGenerator)
-    domains: HyperDomains = field(default_factory=HyperDomains)
-    mapper: HyperMapper = field(default_factory=HyperMapper)
-    training: HyperTraining = field(default_factory=HyperTraining)
-    loss: HyperLoss = field(default_factory=HyperLoss)
-    logging: HyperLogging = field(default_factory=HyperLogging)
-    evaluation: HyperEval = field(default_factory=HyperEval)
+    """``python -m gan_adapt train`` with ``exp.trainer: hyper``."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"generator_args.ckpt": "base", "loss.direction": "loss.clip_direction"}
+
+    exp: ExpSection = section(ExpSection, "the run", trainer="hyper", name="hyper", run_dir="runs/hyper")
+    base: str = base_setting(DEFAULT_SOURCE)
+    domains: HyperDomains = section(HyperDomains, "the domains the hypernetwork learns, as text")
+    mapper: HyperMapper = section(HyperMapper, "the hypernetwork (CLIP text embedding -> domain modulation)")
+    training: HyperTraining = section(HyperTraining, "the optimisation")
+    loss: HyperLoss = section(HyperLoss, "the CLIP guidance")
+    logging: LoggingSection = section(LoggingSection, "log, sample and checkpoint cadences")
+    # The judge defaults to the first guiding CLIP, as before the evaluation section was shared; the report has no
+    # FID/KID, so evaluation.features is refused unless auto.
+    evaluation: EvaluationSection = section(EvaluationSection, "the end-of-run report: each named domain's ground-"
+                                            "truth error and CLIP's domain calls", clip="${loss.clip[0]}")
 
 
 def parse_domains(lines: list[str], source: str) -> list[tuple[str, str]]:
@@ -158,7 +141,11 @@ class HyperTrainer(LoopTrainer):
             raise ValueError("loss.indomain compares samples of one target: set training.per_domain >= 2")
         if cfg.domains.names and len(cfg.domains.names) != len(self.domains):
             raise ValueError(f"domains.names has {len(cfg.domains.names)} entries for {len(self.domains)} domains")
-        self.source = load_generator(cfg.generator_args.ckpt, device=self.device).eval().requires_grad_(False)
+        if cfg.evaluation.features != "auto":
+            raise ValueError(f"evaluation.features={cfg.evaluation.features!r}: the hypernetwork's report measures "
+                             "ground-truth errors and CLIP's domain calls, no FID/KID; leave evaluation.features "
+                             "unset")
+        self.source = load_generator(cfg.base, device=self.device).eval().requires_grad_(False)
         self.guide = ClipGuide(list(cfg.loss.clip), self.device)
         tmpl = list(cfg.domains.templates)
         targets = [t for t, _ in self.domains]
@@ -228,8 +215,8 @@ class HyperTrainer(LoopTrainer):
         img_b = g.synthesis(styles, "const", mults)
         emb_b = self.guide.encode_images(img_b)
         stats = {}
-        loss = lc.direction * self.guide.direction_loss(emb_b, emb_a, directions)
-        stats["direction"] = loss.item() / max(lc.direction, 1e-12)
+        loss = lc.clip_direction * self.guide.direction_loss(emb_b, emb_a, directions)
+        stats["direction"] = loss.item() / max(lc.clip_direction, 1e-12)
         if lc.tt_direction > 0:
             tt = self.guide.tt_direction_loss(emb_b, directions, ids)
             loss = loss + lc.tt_direction * tt
@@ -325,12 +312,15 @@ class HyperTrainer(LoopTrainer):
 
     @torch.no_grad()
     def clip_domains(self, images: torch.Tensor, names: list[str]) -> dict[str, float]:
-        """The fraction of ``images`` the first CLIP classifies as each of ``names`` (zero-shot among photo and
-        every similar SynthFaces domain)."""
+        """The fraction of ``images`` the judge (``evaluation.clip``, by default the first guiding CLIP) classifies
+        as each of ``names`` (zero-shot among photo and every similar SynthFaces domain)."""
         from adapt_common import synthfaces as sf
         from adapt_common.metrics.domain import domain_accuracy
+        from adapt_common.clip_models import load_clip
         doms = ["photo"] + [n for n, d in sf.DOMAINS.items() if d.kind == "similar"]
-        acc = domain_accuracy(self.guide.clips[0], images, doms, [sf.domain_prompt(d) for d in doms])
+        judge = self.cfg.evaluation.clip
+        clip = self.guide.clips[0] if judge == self.guide.names[0] else load_clip(judge, self.device)
+        acc = domain_accuracy(clip, images, doms, [sf.domain_prompt(d) for d in doms])
         return {n: acc["counts"][n] / acc["n"] for n in names}
 
     def fit(self, resume: bool = False) -> dict:
