@@ -26,37 +26,39 @@ def _model_with_shifts(model: str, shifts: list[str], device: str):
     return unet.eval(), scheduler
 
 
+TRAIN = "python -m diffusion_adapt train"
+
+
 def trainer_kind(files: list[str], overrides: list[str]) -> str:
-    from adapt_common.config import trainer_kind as kind_of
-    return kind_of(files, overrides, ("ddpm", "t2i"))
+    """Which trainer a config is for: its ``exp.trainer`` (the last one given wins; default ddpm)."""
+    from adapt_common.trainers import trainer_for
+    return trainer_for(files, overrides, TRAIN).name
 
 
 def cmd_train(args) -> int:
+    """Any registered diffusion trainer (adapt_common.trainers), picked by the config's exp.trainer."""
     from adapt_common.config import load_config
-    if trainer_kind(args.config, args.overrides) == "t2i":
-        from .text2image import T2IConfig, train as train_t2i
-        train_t2i(load_config(T2IConfig, args.config, args.overrides), resume=args.resume)
-        return 0
-    from .training import DiffTrainConfig, train
-    train(load_config(DiffTrainConfig, args.config, args.overrides), resume=args.resume)
+    from adapt_common.trainers import trainer_for
+    spec = trainer_for(args.config, args.overrides, TRAIN)
+    spec.train_function()(load_config(spec.config_class(), args.config, args.overrides), resume=args.resume)
     return 0
 
 
 def cmd_export(args) -> int:
-    """The EMA result of a run folder's latest checkpoint, without finishing (or re-running) the training."""
-    from adapt_common.config import load_config
-    from adapt_common.training import load_training_state
-    from .training import DiffTrainConfig, DiffusionTrainer
+    """The result of a run folder's latest checkpoint (the EMA for ddpm), without finishing (or re-running) the
+    training."""
+    from adapt_common.trainers import load_run, run_trainer
     run = Path(args.run_dir)
     if not (run / "config.yaml").is_file() or not (run / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{run} is not a training run folder (it needs config.yaml and checkpoint.pt, as "
                                 "`python -m diffusion_adapt train` writes them)")
-    if trainer_kind([str(run / "config.yaml")], []) != "ddpm":
-        raise ValueError(f"{run} is a text-to-image run; its shifts are written when it finishes")
-    trainer = DiffusionTrainer(load_config(DiffTrainConfig, [run / "config.yaml"], [f"exp.run_dir={run}"]), quiet=True)
-    trainer.load_state_dict(load_training_state(run / "checkpoint.pt"))
-    out = trainer.export(args.out)
-    print(f"wrote {out}: the EMA {trainer.cfg.training.parameterization} result at step {trainer.step}")
+    spec = run_trainer(run, TRAIN)
+    export = spec.export("out")
+    trainer = load_run(spec, run)
+    out = getattr(trainer, export.method)(args.out)
+    written = ", ".join(str(p) for p in (out if isinstance(out, list) else [out]))
+    print(f"wrote {written}: the {spec.name} run's {trainer.cfg.training.parameterization} result at step "
+          f"{trainer.step}")
     return 0
 
 
@@ -160,25 +162,26 @@ def _mix(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from adapt_common.config import describe
+    from adapt_common.trainers import config_help, trainers_of
     from gan_adapt.cli import positive_int
-    from .text2image import T2IConfig
-    from .training import DiffTrainConfig
     p = argparse.ArgumentParser(prog="python -m diffusion_adapt", description="diffusion-model domain adaptation")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="pretraining or few-shot adaptation (full or SVDiff, DomainStudio losses)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="unconditional config keys and defaults (exp.trainer=ddpm):\n" + describe(DiffTrainConfig)
-                       + "\n\ntext-to-image config keys and defaults (exp.trainer=t2i):\n" + describe(T2IConfig))
-    t.add_argument("--config", action="append", default=[])
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("overrides", nargs="*")
+    kinds = ", ".join(spec.name for spec in trainers_of(TRAIN))
+    t = sub.add_parser("train", help=f"pretraining or adaptation from a config; exp.trainer picks the trainer "
+                                     f"({kinds})",
+                       description="Train with any of the trainers below; `--help` lists every config key with its "
+                                   "default and meaning.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=config_help(TRAIN))
+    t.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order")
+    t.add_argument("--resume", action="store_true", help="continue the run in exp.run_dir from its checkpoint")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.iters=500")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", help="the EMA model folder (full) or shift file (svdiff) of a run's checkpoint")
-    e.add_argument("run_dir")
-    e.add_argument("--out", help="where to write (default: <run>/model or <run>/spectral_shifts.safetensors)")
+    e = sub.add_parser("export", help="the result of a training run (" + "; ".join(
+        f"{spec.name}: {spec.export('out').help}" for spec in trainers_of(TRAIN) if spec.export("out")) + ")")
+    e.add_argument("run_dir", help="the run's exp.run_dir (holds config.yaml and checkpoint.pt)")
+    e.add_argument("--out", help="where to write (default: in the run folder, as training writes it)")
     e.set_defaults(func=cmd_export)
 
     s = sub.add_parser("sample", help="DDIM samples for seeds, with any number of shift files")
@@ -220,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from adapt_common.cli_errors import run_command
-    return run_command(args.func, args)  # known errors: one line on stderr, exit 2
+    from adapt_common.config import plain_config_warnings
+    with plain_config_warnings():  # a config key under its old name: one "warning:" line
+        return run_command(args.func, args)  # known errors: one line on stderr, exit 2
 
 
 if __name__ == "__main__":

@@ -304,18 +304,21 @@ class T2ITrainer(LoopTrainer):
                     for p in (self.cfg.data.instance_prompt, self.cfg.data.class_prompt)]
         return save_grid(torch.cat(rows).cpu(), path, nrow=n)
 
-    def export(self) -> list[Path]:
+    def export(self, path: str | Path | None = None) -> list[Path]:
+        """The result at ``path`` (default in the run folder): the UNet's shift file, and the text encoder's beside
+        it as ``<name>_te.safetensors`` (svdiff), or the model folder (full)."""
         extra = {"steps": self.step, "instance_prompt": self.cfg.data.instance_prompt,
                  "training_config": to_dict(self.cfg)}
         if self.cfg.training.parameterization == "svdiff":
+            unet_file = Path(path or self.run_dir / svdiff.SHIFTS_FILE)
             out = [svdiff.SpectralShifts.from_model(self.model.unet, base_hash=self.base_hash,
-                                                    extra=extra).save_pretrained(self.run_dir / svdiff.SHIFTS_FILE)]
+                                                    extra=extra).save_pretrained(unet_file)]
             if self.cfg.training.train_text_encoder:
                 te = svdiff.SpectralShifts.from_model(self.model.text_encoder,
                                                       base_hash=model_hash(self.model.text_encoder), extra=extra)
-                out.append(te.save_pretrained(self.run_dir / "spectral_shifts_te.safetensors"))
+                out.append(te.save_pretrained(unet_file.with_name(f"{unet_file.stem}_te{unet_file.suffix}")))
             return out
-        return [save_t2i(self.model, self.run_dir / "model")]
+        return [save_t2i(self.model, path or self.run_dir / "model")]
 
     def fit(self, resume: bool = False) -> dict:
         self.start(resume)

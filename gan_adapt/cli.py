@@ -177,50 +177,30 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-TRAINERS = ("adversarial", "clip", "hyper")
+TRAIN = "python -m gan_adapt train"
 
 
 def trainer_kind(files: list[str], overrides: list[str]) -> str:
     """Which trainer a config is for: its ``exp.trainer`` (the last one given wins; default adversarial)."""
-    from adapt_common.config import trainer_kind as kind_of
-    return kind_of(files, overrides, TRAINERS)
+    from adapt_common.trainers import trainer_for
+    return trainer_for(files, overrides, TRAIN).name
 
 
 def cmd_train(args) -> int:
+    """Any registered trainer (adapt_common.trainers), picked by the config's exp.trainer."""
     from adapt_common.config import load_config
-    from .parameterizations import DIRECTION_KINDS
-    kind = trainer_kind(args.config, args.overrides)
-    if kind == "hyper":
-        from .training.hyper import HyperConfig, train as train_hyper
-        train_hyper(load_config(HyperConfig, args.config, args.overrides), resume=args.resume)
-        return 0
-    if kind == "clip":
-        from .training.clip_guided import OneShotConfig, train as train_clip
-        if args.export_generator:
-            raise ValueError("--export-generator is for adversarial runs; a one-shot run writes its direction or "
-                             "adapter file (apply it with generate --direction or load_adapter)")
-        trainer = train_clip(load_config(OneShotConfig, args.config, args.overrides), resume=args.resume)
-        return _evaluation_failed(trainer.evaluation_error, trainer.result) if trainer.evaluation_error else 0
-    from .training.engine import GanTrainConfig, train
-    cfg = load_config(GanTrainConfig, args.config, args.overrides)
-    trainer = train(cfg, resume=args.resume, evaluate=False)  # evaluated below, once the files are written
-    if trainer.rank == 0:
-        out = Path(cfg.exp.run_dir)
-        trainer.export_adapter(out / "adapter.safetensors")
-        if trainer.param.name in DIRECTION_KINDS:
-            trainer.export_direction(out / "direction.safetensors")
-            print(f"wrote {out / 'direction.safetensors'} (use it with generate --direction)")
-        if args.export_generator:
-            trainer.export_generator(args.export_generator)
-            print(f"wrote the adapted generator (EMA, merged) to {args.export_generator}")
-        print(f"done: {trainer.step} steps; adapter.safetensors (only the trained tensors, "
-              f"{trainer.param.num_trainable():,} values), samples, log.csv and checkpoint.pt in {out}")
-        if cfg.evaluation.n > 0:
-            try:
-                trainer.evaluate()
-            except Exception as e:  # any failure of the metrics leaves the written files as they are
-                return _evaluation_failed(f"{type(e).__name__}: {e}", out / "adapter.safetensors")
-    return 0
+    from adapt_common.trainers import trainer_for
+    spec = trainer_for(args.config, args.overrides, TRAIN)
+    if args.export_generator and spec.export("generator") is None:
+        raise ValueError(f"--export-generator: a {spec.name} run has no generator to write; its run folder gets "
+                         f"{spec.results}")
+    cfg = load_config(spec.config_class(), args.config, args.overrides)
+    trainer = spec.train_function()(cfg, resume=args.resume)
+    if args.export_generator and trainer.rank == 0:
+        trainer.export_generator(args.export_generator)
+        print(f"wrote the adapted generator (merged) to {args.export_generator}")
+    error = getattr(trainer, "evaluation_error", None)
+    return _evaluation_failed(error, trainer.result) if error else 0
 
 
 def cmd_direction(args) -> int:
@@ -403,39 +383,36 @@ def cmd_invert(args) -> int:
 
 def cmd_export(args) -> int:
     """Files from a run folder's latest checkpoint, without finishing (or re-running) the training."""
-    from adapt_common.config import load_config
-    from adapt_common.training import load_training_state
-    from .training.engine import GanTrainConfig, GanTrainer
+    from adapt_common.trainers import load_run, run_trainer
     run = Path(args.run_dir)
     if not (run / "config.yaml").is_file() or not (run / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{run} is not a training run folder (it needs config.yaml and checkpoint.pt, "
                                 "as `python -m gan_adapt train` writes them)")
-    if not (args.adapter or args.generator or args.direction):
-        raise ValueError("nothing to export: pass --adapter, --direction and/or --generator FILE")
-    if trainer_kind([str(run / "config.yaml")], []) == "clip":
-        from .training.clip_guided import ClipTrainer, OneShotConfig
-        if args.generator or args.adapter:
-            raise ValueError("a one-shot run exports with --direction FILE (direction/dommod runs); other "
-                             "parameterizations write their adapter.safetensors when they finish")
-        trainer = ClipTrainer(load_config(OneShotConfig, [run / "config.yaml"], [f"exp.run_dir={run}"]), quiet=True)
-        trainer.load_state_dict(load_training_state(run / "checkpoint.pt"))
-        from .directions import Direction
-        Direction.from_parameterization(trainer.param, **trainer.result_meta()).save(args.direction)
-        print(f"wrote {args.direction}: the {trainer.param.name} run's direction at step {trainer.step}")
-        return 0
-    cfg = load_config(GanTrainConfig, [run / "config.yaml"], [f"exp.run_dir={run}"])
-    trainer = GanTrainer(cfg, quiet=True)
-    trainer.load_state_dict(load_training_state(run / "checkpoint.pt"))
-    if args.adapter:
-        trainer.export_adapter(args.adapter)
-        print(f"wrote {args.adapter}: {trainer.param.describe()} at step {trainer.step}")
-    if args.direction:
-        trainer.export_direction(args.direction)
-        print(f"wrote {args.direction}: the {trainer.param.name} run's direction at step {trainer.step}")
-    if args.generator:
-        trainer.export_generator(args.generator)
-        print(f"wrote {args.generator}: the merged EMA generator and the discriminator at step {trainer.step}")
+    spec = run_trainer(run, TRAIN)
+    wanted = {option: getattr(args, option) for option in _export_options() if getattr(args, option)}
+    if not wanted:
+        raise ValueError(f"nothing to export: a {spec.name} run exports with "
+                         + ", ".join(f"--{e.option} FILE" for e in spec.exports))
+    refused = [option for option in wanted if spec.export(option) is None]
+    if refused:
+        raise ValueError(f"a {spec.name} run has no --{refused[0]} export; it exports with "
+                         + ", ".join(f"--{e.option} ({e.help})" for e in spec.exports))
+    trainer = load_run(spec, run)
+    for option, path in wanted.items():
+        export = spec.export(option)
+        getattr(trainer, export.method)(path)
+        print(f"wrote {path}: the {spec.name} run's {option} at step {trainer.step}")
     return 0
+
+
+def _export_options() -> dict[str, tuple[str, list[str]]]:
+    """Each option of ``export`` -> (its help, the trainers that have it), from the trainer registry."""
+    from adapt_common.trainers import trainers_of
+    options: dict[str, tuple[str, list[str]]] = {}
+    for spec in trainers_of(TRAIN):
+        for e in spec.exports:
+            options.setdefault(e.option, (e.help, []))[1].append(spec.name)
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -470,18 +447,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("ckpt")
     i.set_defaults(func=cmd_info)
 
-    from adapt_common.config import describe
-    from .training.clip_guided import OneShotConfig
-    from .training.engine import GanTrainConfig
-    t = sub.add_parser("train", help="training from a config: adversarial (pretraining, few-shot) or CLIP-guided "
-                                     "one-shot (exp.trainer=clip)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="adversarial config keys and defaults (exp.trainer=adversarial):\n" +
-                       describe(GanTrainConfig) + "\n\none-shot config keys and defaults (exp.trainer=clip):\n" +
-                       describe(OneShotConfig))
+    from adapt_common.trainers import config_help, trainers_of
+    kinds = ", ".join(spec.name for spec in trainers_of(TRAIN))
+    t = sub.add_parser("train", help=f"training from a config; exp.trainer picks the trainer ({kinds})",
+                       description="Train with any of the trainers below; `--help` lists every config key with its "
+                                   "default and meaning.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=config_help(TRAIN))
     t.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order")
     t.add_argument("--resume", action="store_true", help="continue the run in exp.run_dir from its checkpoint")
-    t.add_argument("--export-generator", metavar="FILE", help="also write the merged EMA generator (.pt/.safetensors)")
+    merging = ", ".join(spec.name for spec in trainers_of(TRAIN) if spec.export("generator"))
+    t.add_argument("--export-generator", metavar="FILE", help=f"also write the adapted generator, merged "
+                                                              f"(.pt/.safetensors; {merging} runs)")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.iters=500")
     t.set_defaults(func=cmd_train)
 
@@ -547,13 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--threads", type=positive_int, default=None)
     cp.set_defaults(func=cmd_compare)
 
-    x = sub.add_parser("export", help="write the adapter (trained tensors only) and/or the merged generator of a "
-                                      "training run from its latest checkpoint")
+    x = sub.add_parser("export", help="write files of a training run (any trainer) from its latest checkpoint")
     x.add_argument("run_dir", help="the run's exp.run_dir (holds config.yaml and checkpoint.pt)")
-    x.add_argument("--adapter", metavar="FILE.safetensors", help="only the trained tensors, with a JSON manifest")
-    x.add_argument("--direction", metavar="FILE.safetensors", help="a direction/dommod run as a direction file")
-    x.add_argument("--generator", metavar="FILE", help="the merged EMA generator with the discriminator "
-                                                       "(.pt or .safetensors)")
+    for option, (helps, kinds) in _export_options().items():
+        x.add_argument(f"--{option}", metavar="FILE", help=f"{helps} ({', '.join(kinds)} runs)")
     x.set_defaults(func=cmd_export)
 
     n = sub.add_parser("init", help="write a randomly initialised generator (to test pipelines at any scale)")
@@ -596,8 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     import contextlib
     args = build_parser().parse_args(argv)
     from adapt_common.cli_errors import run_command
+    from adapt_common.config import plain_config_warnings
     from adapt_common.integrity import hash_checks_skipped
-    with hash_checks_skipped() if args.no_verify_hash else contextlib.nullcontext():
+    with hash_checks_skipped() if args.no_verify_hash else contextlib.nullcontext(), plain_config_warnings():
         return run_command(args.func, args)  # known errors: one line on stderr, exit 2
 
 

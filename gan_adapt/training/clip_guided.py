@@ -288,6 +288,30 @@ class ClipTrainer(LoopTrainer):
         return Adapter.from_parameterization(self.param, domain=meta.pop("domain"), extra=meta).save_pretrained(
             self.run_dir / Adapter.FILE_NAME)
 
+    # -- `python -m gan_adapt export RUN`: the state of a checkpoint in any of the result's forms ----------------
+
+    def export_direction(self, path: str | Path) -> Path:
+        if self.param.name not in DIRECTION_KINDS:
+            raise ValueError(f"this run trains {self.param.name!r}, not a direction kind ({', '.join(DIRECTION_KINDS)})"
+                             "; export it with --adapter")
+        from ..directions import Direction
+        return Direction.from_parameterization(self.param, **self.result_meta()).save_pretrained(path)
+
+    def export_adapter(self, path: str | Path) -> Path:
+        from ..adapter_files import Adapter
+        meta = self.result_meta()
+        return Adapter.from_parameterization(self.param, domain=meta.pop("domain"), extra=meta).save_pretrained(path)
+
+    def export_generator(self, path: str | Path) -> Path:
+        """The adapted generator with the trained tensors merged, as a full checkpoint (without a discriminator:
+        one-shot training has none)."""
+        import json
+
+        from ..formats import StyleGANCheckpoint, save_checkpoint
+        meta = {"trained_with": self.param.name, "source": self.cfg.base, "source_hash": self.param.source_hash,
+                "steps": self.step, "config": json.dumps(to_dict(self.cfg))}
+        return save_checkpoint(StyleGANCheckpoint(g_ema=self.param.merged_generator(), meta=meta), path)
+
     def evaluate(self) -> dict:
         """The end-of-run report: the SynthFaces metrics for a SynthFaces target, else CLIP quality (against the
         reference image, or the prompt) and diversity, with a note of what was skipped."""

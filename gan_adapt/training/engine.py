@@ -406,3 +406,28 @@ def train(cfg: GanTrainConfig, resume: bool = False, quiet: bool = False, evalua
         finish_distributed()
     return trainer
 
+
+
+def train_and_export(cfg: GanTrainConfig, resume: bool = False, quiet: bool = False) -> GanTrainer:
+    """What ``python -m gan_adapt train`` runs: :func:`train`, then (rank 0) ``adapter.safetensors`` and, for a
+    direction kind, ``direction.safetensors`` in the run folder, then the report (``evaluation.n > 0``). The files
+    come first so that an evaluation error never costs them; it is kept in ``trainer.evaluation_error`` and the
+    adapter's path in ``trainer.result``."""
+    from ..parameterizations import DIRECTION_KINDS
+    trainer = train(cfg, resume=resume, quiet=quiet, evaluate=False)
+    trainer.evaluation_error = None
+    if trainer.rank != 0:
+        return trainer
+    out = Path(cfg.exp.run_dir)
+    trainer.result = trainer.export_adapter(out / "adapter.safetensors")
+    if trainer.param.name in DIRECTION_KINDS:
+        trainer.export_direction(out / "direction.safetensors")
+        trainer._log(f"wrote {out / 'direction.safetensors'} (use it with generate --direction)")
+    trainer._log(f"done: {trainer.step} steps; adapter.safetensors (only the trained tensors, "
+                 f"{trainer.param.num_trainable():,} values), samples, log.csv and checkpoint.pt in {out}")
+    if cfg.evaluation.n > 0:
+        try:
+            trainer.evaluate()
+        except Exception as e:  # any failure of the metrics leaves the written files as they are
+            trainer.evaluation_error = f"{type(e).__name__}: {e}"
+    return trainer

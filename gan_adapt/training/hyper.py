@@ -271,9 +271,10 @@ class HyperTrainer(LoopTrainer):
             rows.append(DomainEdit(self.source, [(self.direction_for(text), 1.0)], check=False).generate(z))
         return save_grid(torch.cat(rows).cpu(), path, nrow=z.shape[0])
 
-    def export(self) -> Path:
+    def export(self, path: str | Path | None = None) -> Path:
+        """The hypernetwork with its manifest (default: ``hypernet.safetensors`` in the run folder)."""
         from adapt_common.files import tensors_hash
-        return self.mapper.save_pretrained(self.run_dir / self.mapper.FILE_NAME, clip=self.guide.names[0],
+        return self.mapper.save_pretrained(path or self.run_dir / self.mapper.FILE_NAME, clip=self.guide.names[0],
                                            domains=[list(d) for d in self.domains], steps=self.step,
                                            base_generator={"hash": tensors_hash(self.source.state_dict())},
                                            training_config=to_dict(self.cfg))
@@ -315,11 +316,11 @@ class HyperTrainer(LoopTrainer):
         """The fraction of ``images`` the judge (``evaluation.clip``, by default the first guiding CLIP) classifies
         as each of ``names`` (zero-shot among photo and every similar SynthFaces domain)."""
         from adapt_common import synthfaces as sf
-        from adapt_common.metrics.domain import domain_accuracy
         from adapt_common.clip_models import load_clip
-        doms = ["photo"] + [n for n, d in sf.DOMAINS.items() if d.kind == "similar"]
+        from adapt_common.metrics.domain import domain_accuracy
         judge = self.cfg.evaluation.clip
         clip = self.guide.clips[0] if judge == self.guide.names[0] else load_clip(judge, self.device)
+        doms = ["photo"] + [n for n, d in sf.DOMAINS.items() if d.kind == "similar"]
         acc = domain_accuracy(clip, images, doms, [sf.domain_prompt(d) for d in doms])
         return {n: acc["counts"][n] / acc["n"] for n in names}
 
