@@ -55,8 +55,7 @@ def base_setting(default: str = "") -> Any:
 class ExpSection:
     """``exp``: the run."""
 
-    trainer: str = setting("", "the trainer this config is for (`train` dispatches on it; the trainers are listed "
-                               "below)")
+    trainer: str = setting("", "the trainer this config is for (the `train` commands pick the trainer by it)")
     name: str = setting("run", "the run's name, shown on the progress bar")
     seed: int = setting(0, "seeds every random draw of the run (initialisation, data order, latents)")
     run_dir: str = setting("runs/run", "the run folder: config.yaml, checkpoint.pt (what --resume continues), "

@@ -223,3 +223,17 @@ def test_the_hypernetworks_judge_defaults_to_its_first_guiding_clip():
     assert load_config(HyperConfig).evaluation.clip == "synthfaces"
     assert load_config(HyperConfig, [], ["loss.clip=[a.pt,b.pt]"]).evaluation.clip == "a.pt"
     assert load_config(HyperConfig, [], ["loss.clip=[a.pt]", "evaluation.clip=c.pt"]).evaluation.clip == "c.pt"
+
+
+def test_shared_keys_a_trainer_cannot_honour_are_refused(tmp_path):
+    from gan_adapt.training.hyper import HyperConfig, HyperTrainer
+    from tools.train_clip import ClipTrainConfig, train
+    for override, message in (("base=some.pt", "trains from nothing; leave base empty"),
+                              ("exp.device=meta", "trains on the CPU"),
+                              ("exp.trainer=adversarial", "a config of another trainer")):
+        with pytest.raises(ValueError, match=message):
+            train(load_config(ClipTrainConfig, [], [override, f"exp.run_dir={tmp_path / 'c'}"]))
+    assert not (tmp_path / "c").exists()  # refused before anything is written
+    with pytest.raises(ValueError, match="evaluation.features='clip': the hypernetwork's report"):
+        HyperTrainer(load_config(HyperConfig, [], ["evaluation.features=clip", f"exp.run_dir={tmp_path / 'h'}",
+                                                   "domains.train=[a sketch,a painting]"]), quiet=True)
