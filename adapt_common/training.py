@@ -5,8 +5,9 @@ import csv
 import os
 import random
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -187,17 +188,52 @@ class RunLock:
             self._file.close()  # closing the file drops the flock
 
 
+#: A progress reporter: called after each step with (step, total steps, that step's stats).
+Progress = Callable[[int, int, dict], None]
+
+
+class BarProgress:
+    """The default progress reporter: a tqdm bar (see :func:`progress`) with the step's float stats after it."""
+
+    def __init__(self, total: int, initial: int, desc: str, quiet: bool):
+        self.bar = progress(total, initial=initial, desc=desc, quiet=quiet)
+
+    def __call__(self, step: int, total: int, stats: dict) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if isinstance(v, float)})
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@dataclass
+class LoopHooks:
+    """What a caller (the app, a study, a test) plugs into :meth:`LoopTrainer.loop`; none of it changes what is
+    trained. ``on_step``: called after each step (and after that step's log row, sample grid and checkpoint are
+    written) with (step, stats). ``should_stop``: asked before each step; when it answers True the loop writes a
+    checkpoint and returns (``--resume`` continues from there exactly). ``progress``: the one progress reporter
+    (:data:`Progress`); None: a tqdm bar. Under torchrun every process must get the same ``should_stop`` answer."""
+
+    on_step: list[Callable[[int, dict], None]] = field(default_factory=list)
+    should_stop: Callable[[], bool] | None = None
+    progress: Progress | None = None
+
+
 class LoopTrainer:
     """The loop every config-driven trainer shares: resume, config copy, CSV/TensorBoard logs, a progress bar,
-    sample grids and atomic checkpoints at fixed cadences.
+    sample grids and atomic checkpoints at fixed cadences, and the caller's :class:`LoopHooks`.
 
     A subclass sets ``cfg`` (with ``exp.name``, ``exp.run_dir`` and a ``logging`` section of ``log_every``,
-    ``sample_every``, ``checkpoint_every``, ``tensorboard``), ``run_dir``, ``step``, ``elapsed``, ``quiet`` and
-    ``rank`` (0 unless distributed), and defines ``train_step() -> stats``, ``state_dict()``,
-    ``load_state_dict(state)`` and ``write_samples(path)``; ``log_extra()`` adds columns to the log.
+    ``checkpoint_every`` and, for trainers with sample grids, ``sample_every`` and ``tensorboard``), ``run_dir``,
+    ``step``, ``elapsed``, ``quiet`` and ``rank`` (0 unless distributed), and defines ``train_step() -> stats``,
+    ``state_dict()``, ``load_state_dict(state)`` and ``write_samples(path)``; ``log_extra()`` adds columns to the
+    log, ``log_row``/``log_due`` reshape it. ``hooks`` (set before :meth:`loop`, or given to it) are the caller's.
+    After :meth:`loop`, ``stopped`` says whether ``should_stop`` ended it early.
     """
 
     rank = 0
+    hooks: LoopHooks | None = None
+    stopped = False
 
     def _log(self, msg: str) -> None:
         if not self.quiet:
@@ -205,6 +241,14 @@ class LoopTrainer:
 
     def log_extra(self) -> dict:
         return {}
+
+    def log_row(self, stats: dict) -> dict:
+        """The log.csv row of this step (its first row fixes the columns)."""
+        return dict(step=self.step, elapsed_s=self.elapsed, **self.log_extra(), **stats)
+
+    def log_due(self, stats: dict, last: bool) -> bool:
+        """Whether this step gets a log.csv row: every ``logging.log_every`` steps and at the last."""
+        return self.step % self.cfg.logging.log_every == 0 or last
 
     def checkpoint_path(self) -> Path:
         return Path(self.run_dir) / "checkpoint.pt"
@@ -264,46 +308,61 @@ class LoopTrainer:
             lock.release()
             self._run_lock = None
 
-    def loop(self, iters: int, resume: bool) -> None:
-        """Train until step ``iters`` (after :meth:`start`); releases the run folder's lock however it ends."""
+    def loop(self, iters: int, resume: bool, hooks: LoopHooks | None = None) -> None:
+        """Train until step ``iters`` (after :meth:`start`), or until ``hooks.should_stop()``; releases the run
+        folder's lock however it ends. ``hooks`` default to ``self.hooks``."""
         main = self.rank == 0
         tb = None
         try:
             log = CsvLogger(Path(self.run_dir) / "log.csv", resume_step=self.step if resume else None) if main \
                 else None
-            if self.cfg.logging.tensorboard and main:
+            if getattr(self.cfg.logging, "tensorboard", False) and main:
                 from torch.utils.tensorboard import SummaryWriter
                 tb = SummaryWriter(str(Path(self.run_dir) / "tensorboard"))
-            self._loop(iters, log, tb)
+            self._loop(iters, log, tb, hooks or self.hooks or LoopHooks())
         finally:
             self.release_run_lock()
             if tb is not None:
                 tb.close()
 
-    def _loop(self, iters: int, log: "CsvLogger | None", tb) -> None:
+    def _loop(self, iters: int, log: "CsvLogger | None", tb, hooks: LoopHooks) -> None:
         import time
         lg = self.cfg.logging
         main = self.rank == 0
-        bar = progress(iters, initial=self.step, desc=self.cfg.exp.name, quiet=self.quiet)
+        sample_every = getattr(lg, "sample_every", None)  # None: a trainer without sample grids
+        report = hooks.progress or BarProgress(iters, self.step, self.cfg.exp.name, self.quiet)
         t0 = time.time() - self.elapsed
-        while self.step < iters:
-            stats = self.train_step()
-            self.elapsed = time.time() - t0
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if isinstance(v, float)})
-            if not main:
-                continue
-            last = self.step == iters
-            if self.step % lg.log_every == 0 or last:
-                log.log(step=self.step, elapsed_s=self.elapsed, **self.log_extra(), **stats)
-                if tb is not None:
-                    for k, v in stats.items():
-                        tb.add_scalar(k, v, self.step)
-            if self.step % lg.sample_every == 0 or last:
-                self.write_samples(Path(self.run_dir) / "samples" / f"step{self.step:06d}.png")
-            if self.step % lg.checkpoint_every == 0 or last:
-                save_training_state(self.checkpoint_path(), self.state_dict())
-        bar.close()
+        self.stopped = False
+        try:
+            while self.step < iters:
+                if hooks.should_stop is not None and hooks.should_stop():
+                    self.stopped = True
+                    if main:  # what --resume continues from
+                        save_training_state(self.checkpoint_path(), self.state_dict())
+                    return
+                stats = self.train_step()
+                self.elapsed = time.time() - t0
+                report(self.step, iters, stats)
+                if main:
+                    self._write_step_outputs(stats, self.step == iters, log, tb, sample_every)
+                for hook in hooks.on_step:
+                    hook(self.step, stats)
+        finally:
+            if isinstance(report, BarProgress):
+                report.close()
+
+    def _write_step_outputs(self, stats: dict, last: bool, log: CsvLogger, tb, sample_every: int | None) -> None:
+        """The log row, sample grid and checkpoint due after this step (rank 0)."""
+        lg = self.cfg.logging
+        if self.log_due(stats, last):
+            log.log(**self.log_row(stats))
+            if tb is not None:
+                for k, v in stats.items():
+                    tb.add_scalar(k, v, self.step)
+        if sample_every is not None and (self.step % sample_every == 0 or last):
+            self.write_samples(Path(self.run_dir) / "samples" / f"step{self.step:06d}.png")
+        if self.step % lg.checkpoint_every == 0 or last:
+            save_training_state(self.checkpoint_path(), self.state_dict())
 
 
 def run_facts(run_dir: str | Path) -> dict:

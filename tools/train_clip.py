@@ -15,7 +15,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -24,11 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from adapt_common.clip_models import ClipModel, _import_clip
-from adapt_common.config import describe, load_config, plain_config_warnings, save_config, to_dict
+from adapt_common.config import describe, load_config, plain_config_warnings, to_dict
 from adapt_common.config_sections import CadenceSection, ExpSection, base_setting, section, setting
 from adapt_common.files import atomic_path
-from adapt_common.training import (CsvLogger, load_training_state, progress, rng_state, save_training_state,
-                                   set_rng_state, set_threads)
+from adapt_common.training import LoopHooks, LoopTrainer, rng_state, set_rng_state, set_threads
 
 
 @dataclass
@@ -200,72 +198,85 @@ def check_config(cfg: ClipTrainConfig) -> None:
         raise ValueError(f"exp.device={cfg.exp.device!r}: tools.train_clip trains on the CPU; leave exp.device=cpu")
 
 
-def train(cfg: ClipTrainConfig, resume: bool = False) -> dict:
-    check_config(cfg)
-    set_threads(cfg.exp.threads, "exp.threads")
-    run = Path(cfg.exp.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run / "checkpoint.pt"
-    domains = training_domains(cfg.data)
-    torch.manual_seed(cfg.exp.seed)
-    model = build_model(cfg.model)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr, betas=(0.9, 0.98), eps=1e-6)
-    step, elapsed = 0, 0.0
-    if resume and ckpt_path.exists():
-        state = load_training_state(ckpt_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        step, elapsed = state["step"], state["elapsed_s"]
-        print(f"resumed from {ckpt_path} at step {step}")
-    elif ckpt_path.exists():
-        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose another "
-                              "exp.run_dir")
-    save_config(cfg, run / "config.yaml")
-    log = CsvLogger(run / "log.csv", resume_step=step if resume else None)
-    bar = progress(cfg.optim.steps, initial=step, desc=cfg.exp.name)
-    t0 = time.time() - elapsed
-    model.train()
-    clipm = ClipModel(model)  # preprocessing and tokenizer around the model being trained
-    while step < cfg.optim.steps:
-        images, texts = make_batch(step, cfg, domains)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.optim)
-        img = F.normalize(model.encode_image(clipm.preprocess(images)), dim=-1)
-        txt = F.normalize(model.encode_text(clipm.tokenize(texts)), dim=-1)
+class ClipModelTrainer(LoopTrainer):
+    """The small CLIP on :class:`LoopTrainer`'s loop: one contrastive step per :meth:`train_step`, the zero-shot
+    evaluation every ``logging.eval_every`` steps (its accuracies join that step's log row), no sample grids."""
+
+    def __init__(self, cfg: ClipTrainConfig, *, quiet: bool = False):
+        check_config(cfg)
+        set_threads(cfg.exp.threads, "exp.threads")
+        self.cfg, self.quiet = cfg, quiet
+        self.run_dir = Path(cfg.exp.run_dir)
+        self.domains = training_domains(cfg.data)
+        torch.manual_seed(cfg.exp.seed)
+        self.model = build_model(cfg.model)
+        named = list(self.model.named_parameters())
+        decay = [p for n, p in named if p.ndim >= 2 and "embedding" not in n]
+        no_decay = [p for n, p in named if not (p.ndim >= 2 and "embedding" not in n)]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr, betas=(0.9, 0.98),
+                                     eps=1e-6)
+        self.clip = ClipModel(self.model)  # preprocessing and tokenizer around the model being trained
+        self.step, self.elapsed = 0, 0.0
+
+    def train_step(self) -> dict:
+        cfg, model = self.cfg, self.model
+        model.train()
+        images, texts = make_batch(self.step, cfg, self.domains)
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.step, cfg.optim)
+        img = F.normalize(model.encode_image(self.clip.preprocess(images)), dim=-1)
+        txt = F.normalize(model.encode_text(self.clip.tokenize(texts)), dim=-1)
         loss = contrastive_loss(img, txt, texts, model.logit_scale.exp())
-        opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        self.opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        row = {"step": step, "loss": loss.item(), "lr": lr_at(step - 1, cfg.optim),
-               "logit_scale": model.logit_scale.exp().item(), "elapsed_s": time.time() - t0}
-        if step % cfg.logging.eval_every == 0 or step == cfg.optim.steps:
+        self.step += 1
+        stats = {"loss": loss.item(), "lr": lr_at(self.step - 1, cfg.optim),
+                 "logit_scale": model.logit_scale.exp().item()}
+        if self.step % cfg.logging.eval_every == 0 or self.step == cfg.optim.steps:
             model.eval()
-            ev = evaluate_clip(clipm, per_domain=cfg.logging.eval_per_domain, size=cfg.data.size,
-                               domains=domains)
+            ev = evaluate_clip(self.clip, per_domain=cfg.logging.eval_per_domain, size=cfg.data.size,
+                               domains=self.domains)
             model.train()
-            row.update(domain_accuracy=ev["domain_accuracy"], attribute_accuracy=ev["attribute_accuracy_mean"])
-            print(f"step {step}: loss {loss.item():.3f}, domain accuracy {ev['domain_accuracy']:.3f}, "
-                  f"attribute accuracy {ev['attribute_accuracy_mean']:.3f}", flush=True)
-        if step % cfg.logging.log_every == 0 or "domain_accuracy" in row:
-            log.log(**row)
-        if step % cfg.logging.checkpoint_every == 0 or step == cfg.optim.steps:
-            save_training_state(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                            "rng": rng_state(), "step": step, "elapsed_s": time.time() - t0})
-    bar.close()
-    wall = time.time() - t0
-    model.eval()
-    export_state_dict(model, cfg.output)
-    return {"wall_time_s": wall, "steps": step, "output": cfg.output}
+            stats.update(domain_accuracy=ev["domain_accuracy"], attribute_accuracy=ev["attribute_accuracy_mean"])
+            self._log(f"step {self.step}: loss {stats['loss']:.3f}, domain accuracy {ev['domain_accuracy']:.3f}, "
+                      f"attribute accuracy {ev['attribute_accuracy_mean']:.3f}")
+        return stats
+
+    def log_row(self, stats: dict) -> dict:
+        return {"step": self.step, "loss": stats["loss"], "lr": stats["lr"], "logit_scale": stats["logit_scale"],
+                "elapsed_s": self.elapsed, **{k: v for k, v in stats.items() if k.endswith("_accuracy")}}
+
+    def log_due(self, stats: dict, last: bool) -> bool:
+        return self.step % self.cfg.logging.log_every == 0 or "domain_accuracy" in stats
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "rng": rng_state(),
+                "step": self.step, "elapsed_s": self.elapsed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.step, self.elapsed = state["step"], state["elapsed_s"]
+
+    def fit(self, resume: bool = False, hooks: LoopHooks | None = None) -> dict:
+        """Train (``resume``: from the run folder's checkpoint), then export ``output``; after a stop by
+        ``hooks.should_stop`` nothing is exported (the checkpoint holds the run)."""
+        self.start(resume)
+        self.loop(self.cfg.optim.steps, resume, hooks)
+        if not self.stopped:
+            self.model.eval()
+            export_state_dict(self.model, self.cfg.output)
+        return {"wall_time_s": self.elapsed, "steps": self.step, "output": self.cfg.output}
+
+
+def train(cfg: ClipTrainConfig, resume: bool = False, hooks: LoopHooks | None = None) -> dict:
+    return ClipModelTrainer(cfg).fit(resume, hooks)
 
 
 def write_model_card(cfg: ClipTrainConfig, result: dict, command: str, per_domain: int = 100) -> dict:

@@ -33,7 +33,7 @@ from adapt_common.clip_guidance import ClipGuide
 from adapt_common.config import to_dict
 from adapt_common.config_sections import EvaluationSection, ExpSection, LoggingSection, base_setting, section, setting
 from adapt_common.image_io import load_image, save_grid
-from adapt_common.training import LoopTrainer, rng_state, set_rng_state, set_threads
+from adapt_common.training import LoopHooks, LoopTrainer, rng_state, set_rng_state, set_threads
 from ..parameterizations import DIRECTION_KINDS, Parameterization
 
 DEFAULT_SOURCE = "checkpoints/synthfaces_stylegan2.safetensors"
@@ -335,13 +335,18 @@ class ClipTrainer(LoopTrainer):
     def write_samples(self, path: Path) -> Path:
         return self.before_after(path)
 
-    def fit(self, resume: bool = False) -> dict:
+    def fit(self, resume: bool = False, hooks: LoopHooks | None = None) -> dict:
+        """Train, then write before_after.png, the result and (``evaluation.n > 0``) the report. Stopped early by
+        ``hooks.should_stop``: only the checkpoint (``--resume`` continues it), no result, ``"stopped": True``."""
         cfg = self.cfg
         self.start(resume)
         target = cfg.target.text or f"image {cfg.target.image}"
         self._log(f"{self.param.describe()} of {cfg.base}; target: {target}; "
                   f"CLIP: {', '.join(self.guide.names)}")
-        self.loop(cfg.training.iters, resume)
+        self.loop(cfg.training.iters, resume, hooks)
+        if self.stopped:
+            return {"steps": self.step, "wall_time_s": self.elapsed, "result": None, "evaluation_error": None,
+                    "stopped": True}
         self.before_after(self.run_dir / "before_after.png")
         out = self.result = self.export()  # the result first: nothing after this may cost it
         self._log(f"wrote {out} ({self.param.num_trainable():,} values) and before_after.png in {self.run_dir}; "
@@ -357,7 +362,7 @@ class ClipTrainer(LoopTrainer):
                                                       "domain_accuracy", "skipped") if k in report}
                 out = self.result = self.export(metrics)
         return {"steps": self.step, "wall_time_s": self.elapsed, "result": str(out),
-                "evaluation_error": self.evaluation_error}
+                "evaluation_error": self.evaluation_error, "stopped": False}
 
 
 def train(cfg: OneShotConfig, resume: bool = False, quiet: bool = False) -> ClipTrainer:
