@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 
 from adapt_common.files import tensors_hash
 
@@ -51,10 +51,6 @@ def new_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
     """ε-prediction, linear β schedule, fixed-small variance; no x0 clipping (DomainStudio needs raw x̂₀)."""
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear",
                          variance_type="fixed_small", clip_sample=False, prediction_type="epsilon")
-
-
-def ddim_from(scheduler: DDPMScheduler) -> DDIMScheduler:
-    return DDIMScheduler.from_config(scheduler.config, clip_sample=False, set_alpha_to_one=False)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet2DModel, DDPMScheduler]:

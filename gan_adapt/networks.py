@@ -66,12 +66,6 @@ class GeneratorConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         self.blur_kernel = [int(k) for k in self.blur_kernel]
 
-    @classmethod
-    def from_channel_multiplier(cls, size: int, style_dim: int = 512, n_mlp: int = 8,
-                                channel_multiplier: float = 2, **kw) -> "GeneratorConfig":
-        return cls(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_base=int(16384 * channel_multiplier),
-                   channel_max=512, **kw)
-
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -15,8 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: The keys of one error measurement (pixel errors on the 0..1 scale).
-ERROR_KEYS = ("pixel_l1", "pixel_mse", "pixel_rmse", "feature")
 
 
 def _errors(a: torch.Tensor, b: torch.Tensor, feature_extractor=None, fb: np.ndarray | None = None) -> dict:

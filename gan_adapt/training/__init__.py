@@ -1,1 +1,2 @@
-"""Adversarial StyleGAN2 training: losses, regularisers, EMA (the engine arrives with issue #4)."""
+"""StyleGAN2 trainers: adversarial (``engine``: pretraining, few-shot, ADA), one-shot CLIP-guided (``clip_guided``) and
+the HyperDomainNet hypernetwork (``hyper``), with their losses and augmentations."""
