@@ -4,9 +4,10 @@
 - `mkdocs build --strict` succeeds, and its strictness is real: a broken link, a broken anchor, a nav entry to a
   missing page, a page missing from the nav or an unknown results table planted in a copy of the docs fails it.
 - The speed page is generated from the committed benchmark files: every row of each file is on it.
-- Every concrete `python -m gan_adapt|diffusion_adapt|experiments.study` command in the README and on the site
-  parses with the real argument parser, and the configs it names load with its `key=value` overrides, so a renamed
-  flag, config file or key fails here instead of in a reader's terminal.
+- Every concrete `python -m gan_adapt|diffusion_adapt|experiments.study|tools.train_clip` command in the README and
+  on the site parses with the real argument parser, and the configs it names load with its `key=value` overrides
+  (without a renamed-key warning), so a renamed flag, config file or key fails here instead of in a reader's
+  terminal.
 
 The site tests need MkDocs (the `dev` extra); without it they skip, except under CI (`CI=1`, set by .ci/run), where
 they fail.
@@ -196,7 +197,7 @@ def test_a_planted_error_fails_the_build(tmp_path, plant):
 # ---- the commands on the pages ----------------------------------------------------------------------------------
 
 PLACEHOLDER = re.compile(r"<|\[|\.\.\.|…")  # synopsis lines (`--config configs/<name>.yaml [key=value ...]`)
-MODULES = ("gan_adapt", "diffusion_adapt", "experiments.study")
+MODULES = ("gan_adapt", "diffusion_adapt", "experiments.study", "tools.train_clip")
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
@@ -234,32 +235,27 @@ def _load(schema, files: list[str], overrides: list[str]) -> None:
     assert not new, f"the overrides {overrides} warn: {sorted(new)}"
 
 
-def _load_train_config(module: str, files: list[str], overrides: list[str]) -> None:
-    if module == "gan_adapt":
-        from gan_adapt.cli import trainer_kind
-        kind = trainer_kind(files, overrides)
-        if kind == "hyper":
-            from gan_adapt.training.hyper import HyperConfig as schema
-        elif kind == "clip":
-            from gan_adapt.training.clip_guided import OneShotConfig as schema
-        else:
-            from gan_adapt.training.engine import GanTrainConfig as schema
-    else:
-        from diffusion_adapt.cli import trainer_kind
-        if trainer_kind(files, overrides) == "t2i":
-            from diffusion_adapt.text2image import T2IConfig as schema
-        else:
-            from diffusion_adapt.training import DiffTrainConfig as schema
-    _load(schema, files, overrides)
+def _load_train_config(command: str, files: list[str], overrides: list[str]) -> None:
+    """The config of the trainer the files name (the registry picks it, as `train` does), with the overrides."""
+    from adapt_common.trainers import trainer_for
+    _load(trainer_for(files, overrides, command).config_class(), files, overrides)
+
+
+def _config_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """(config files, overrides) of a `--config FILE ... key=value ...` command line."""
+    files = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+    values = {i + 1 for i, a in enumerate(args) if a == "--config"}
+    return files, [a for i, a in enumerate(args) if i not in values and not a.startswith("--")]
 
 
 def _check_command(argv: list[str]) -> None:
     module, args = argv[0], argv[1:]
     if module == "experiments.study":
         from experiments.study import StudyConfig
-        i = args.index("--config")
-        overrides = [a for j, a in enumerate(args) if j not in (i, i + 1) and not a.startswith("--")]
-        _load(StudyConfig, [args[i + 1]], overrides)
+        _load(StudyConfig, *_config_args(args))
+        return
+    if module == "tools.train_clip":
+        _load_train_config("python -m tools.train_clip", *_config_args(args))
         return
     if module == "gan_adapt":
         from gan_adapt.cli import build_parser
@@ -272,7 +268,7 @@ def _check_command(argv: list[str]) -> None:
         return
     parsed = build_parser().parse_args(args)
     if parsed.command == "train":
-        _load_train_config(module, parsed.config, parsed.overrides)
+        _load_train_config(f"python -m {module} train", parsed.config, parsed.overrides)
 
 
 COMMANDS = documented_commands()
