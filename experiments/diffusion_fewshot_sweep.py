@@ -9,7 +9,7 @@
 at every stage of ``--stages`` (resume, train on, evaluate: FID/KID and intra-cluster diversity in the small-CLIP
 space, SynthFaces domain error, 256 samples at DDIM 25). It stops a variant before a stage that would not end
 within ``--budget`` seconds. On 2 CPU cores a 1000-step stage takes about 8 (full) to 17 (SVDiff + DomainStudio)
-minutes; the README's numbers came from one H100 (10 variants at once, 0.1-0.2 s a step under that sharing).
+minutes; the published numbers (docs/results) came from one H100 (10 variants at once, 0.1-0.2 s a step under that sharing).
 
 ``report`` collects ``<runs>/<variant>_s<seed>/eval_<iters>.json`` into ``results.json``, a Markdown table and
 ``frontier.png`` (FID against intra-cluster diversity along each run). DomainStudio's claim is "more diverse at a

@@ -275,7 +275,7 @@ def claims(cfg, one, few, diff, props) -> list[str]:
         if known(src_fid) and f["fid"][0] > 0.8 * src_fid:
             # diversity only means something once the model has moved: before, both are the source's
             lines.append(f"{head}; full fine-tuning has not left the source yet (FID {src_fid:.2f} unadapted), so "
-                         "the claim cannot be tested here (the README's sweep tests it along training).")
+                         "the claim cannot be tested here (the diffusion sweep in experiments/diffusion_fewshot_sweep.py tests it along training).")
         else:
             note = (" (within the seed spread)" if more_diverse and comparable and not clear else
                     " (more diverse, but its FID is not comparable: it stays further from the domain)"

@@ -147,3 +147,21 @@ def test_spec_counts_are_styledomains_and_the_exported_kind_is_what_a_direction_
         else:
             with pytest.raises(ValueError, match="are directions"):
                 Direction.from_parameterization(p)
+
+
+def test_few_shot_lr_defaults_to_the_spec_and_an_explicit_value_wins(tiny_ckpt_clip, tmp_path):
+    """An unset training.lr_g takes the parameterization's recorded few-shot rate; a config's value is kept."""
+    from adapt_common.config import load_config
+    from gan_adapt.parameterizations import SPECS
+    from gan_adapt.training.engine import GanTrainConfig, GanTrainer
+    ckpt, _ = tiny_ckpt_clip
+    base = [f"base={ckpt}", "data.source=synthfaces:cat@5", f"exp.run_dir={tmp_path / 'r'}"]
+    for name, expected in (("affine_plus", 0.02), ("affine_light_plus", 0.008), ("full", 0.002)):
+        tr = GanTrainer(load_config(GanTrainConfig, [], base + [f"training.parameterization={name}",
+                                                                "training.block=16"]), quiet=True)
+        assert tr.g_opt.param_groups[0]["lr"] == pytest.approx(expected) == SPECS[name].fewshot_lr_g
+    tr = GanTrainer(load_config(GanTrainConfig, [], base + ["training.parameterization=affine_plus",
+                                                            "training.block=16", "training.lr_g=0.005"]), quiet=True)
+    assert tr.g_opt.param_groups[0]["lr"] == pytest.approx(0.005)
+    with pytest.raises(ValueError, match="set training.lr_g"):
+        GanTrainer(load_config(GanTrainConfig, [], base + ["training.parameterization=dommod"]), quiet=True)

@@ -68,7 +68,8 @@ class TrainingConfig:
     rank: int = setting(5, "the rank of AffineLight+'s offsets")
     iters: int = setting(1000, "training steps")
     batch: int = setting(8, "images per step and process (torchrun: each process its slice of the global batch)")
-    lr_g: float = setting(0.002, "the generator's Adam learning rate")
+    lr_g: float | None = setting(None, "the generator's Adam learning rate; unset (null): the parameterization's "
+                                       "few-shot rate from its spec (gan_adapt.parameterizations.SPECS)")
     lr_d: float = setting(0.002, "the discriminator's Adam learning rate")
     r1_gamma: float = setting(10.0, "weight of the R1 penalty on real images (0: off)")
     r1_every: int = setting(16, "R1 every this many steps (lazy regularisation)")
@@ -189,13 +190,14 @@ class GanTrainer(LoopTrainer):
         if tr.distill_weight > 0 and (self.data.domain is None or self.data.images is not None):
             raise ValueError("training.distill_weight needs data.source=synthfaces:<domain> (a rendered stream)")
 
+        lr_g = self.generator_lr()
         g_ratio = tr.pl_every / (tr.pl_every + 1) if tr.pl_weight > 0 else 1.0
         d_ratio = tr.r1_every / (tr.r1_every + 1)
         mapping = {id(p) for p in self.param.generator.style.parameters()}
         g_params = self.param.trainable_parameters()
         groups = [{"params": [p for p in g_params if id(p) not in mapping]},
-                  {"params": [p for p in g_params if id(p) in mapping], "lr": tr.lr_g * g_ratio * tr.mapping_lr_mult}]
-        self.g_opt = torch.optim.Adam([g for g in groups if g["params"]], lr=tr.lr_g * g_ratio,
+                  {"params": [p for p in g_params if id(p) in mapping], "lr": lr_g * g_ratio * tr.mapping_lr_mult}]
+        self.g_opt = torch.optim.Adam([g for g in groups if g["params"]], lr=lr_g * g_ratio,
                                       betas=(tr.adam_beta1, 0.99 ** g_ratio))
         self.d_opt = torch.optim.Adam(self.d.parameters(), lr=tr.lr_d * d_ratio, betas=(0.0, 0.99 ** d_ratio))
         # The config's learning rates (a resumed optimiser state does not override them).
@@ -209,6 +211,18 @@ class GanTrainer(LoopTrainer):
         gen = torch.Generator().manual_seed(cfg.logging.sample_seed)
         self.sample_z = torch.randn(cfg.logging.n_samples, self.param.generator.style_dim, generator=gen)
         self.run_dir = Path(cfg.exp.run_dir)
+
+    def generator_lr(self) -> float:
+        """``training.lr_g``, or when unset the parameterization's few-shot rate from its spec (the papers' values)."""
+        from ..parameterizations import spec
+        tr = self.cfg.training
+        if tr.lr_g is not None:
+            return float(tr.lr_g)
+        lr = spec(tr.parameterization).fewshot_lr_g
+        if lr is None:
+            raise ValueError(f"training.lr_g is unset and no few-shot learning rate is recorded for "
+                             f"{tr.parameterization!r}; set training.lr_g")
+        return lr
 
     # -- one step ------------------------------------------------------------------------------------------
 
