@@ -2,7 +2,8 @@
 
 Bound to localhost, no analytics, no share link. Tabs: **Mix** (weighted directions, the grid follows the sliders),
 **Morph** (frames between domains: strip, GIF, MP4), **Adapt** (one-shot training from an uploaded image or a prompt,
-live progress, cancel, download or add to the library), **Real photo** (inversion, then the photo in each domain)
+through the CLI's trainer into a run folder runs/app/<domain>; live progress, cancel, download or add to the
+library), **Real photo** (inversion, then the photo in each domain)
 and **Diffusion** (the DDPM with SVDiff shift files; translation of an upload).
 
 Every callback is a plain function below (tests call them directly); bad input raises ``ValueError`` with a message
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import queue
 import re
 import shutil
 import tempfile
@@ -31,6 +33,8 @@ ROOT = Path(__file__).resolve().parent
 BUNDLED_G = ROOT / "checkpoints" / "synthfaces_stylegan2.safetensors"
 BUNDLED_DIRECTIONS = ROOT / "checkpoints" / "directions"
 BUNDLED_DDPM = ROOT / "checkpoints" / "synthfaces_ddpm"
+#: Where the Adapt tab's runs go, one run folder each (as the CLI writes them): runs/app/<domain>.
+APP_RUNS = ROOT / "runs" / "app"
 MAX_SEEDS = 16
 SLOTS = 6  # direction sliders on the Mix tab
 MAX_UPLOAD_MB = 20
@@ -306,11 +310,90 @@ def morph_files(ckpt: str, library: Library, keys: list[str], strength: float, f
             str(save_mp4(frames_t, out / "morph.mp4")))
 
 
+def app_run_folder(domain: str, root: Path | None = None) -> Path:
+    """A new folder ``runs/app/<domain>`` (``_2``, ``_3``, ... when taken) for one Adapt-tab run: a run folder like
+    the CLI's, kept where the user can find, resume or export it."""
+    root = Path(root or APP_RUNS)
+    base = re.sub(r"[^\w.+-]+", "_", domain).strip("._")[:40] or "run"
+    name, i = base, 2
+    while (root / name).exists():
+        name, i = f"{base}_{i}", i + 1
+    return root / name
+
+
+def adapt_config(ckpt: str, image: str | None, prompt: str, parameterization: str, iters: int, run: Path,
+                 clip: str):
+    """The one-shot config of an Adapt-tab run: configs/oneshot_sketch_image.yaml with the tab's choices and the
+    parameterization's own learning rate and betas (gan_adapt.parameterizations.SPECS), no end-of-run report. The
+    CLI trains the same with ``python -m gan_adapt train --config configs/oneshot_sketch_image.yaml`` and these
+    keys as overrides."""
+    from adapt_common.config import load_config
+    from gan_adapt.training.clip_guided import OneShotConfig
+    spec = adapt_parameterizations()[parameterization]
+    overrides = [f"training.iters={int(iters)}", "evaluation.n=0", f"training.lr={spec.oneshot_lr}",
+                 f"training.betas=[{spec.oneshot_betas[0]},{spec.oneshot_betas[1]}]"]
+    cfg = load_config(OneShotConfig, [ROOT / "configs" / "oneshot_sketch_image.yaml"], overrides)
+    # The user's strings go onto the loaded config as they are: through a key=value override OmegaConf would read
+    # them as YAML and interpolations ("${oc.env:HOME}" the home path, "null" None, "a: b" a mapping).
+    cfg.base = os.path.abspath(os.path.expanduser(ckpt.strip()))
+    cfg.exp.run_dir = str(run)
+    cfg.training.parameterization = parameterization
+    cfg.loss.clip = [clip]
+    cfg.target.image, cfg.target.text = (image, "") if image else ("", prompt)
+    cfg.target.domain = Path(image).stem if image else prompt
+    return cfg
+
+
+def _fit_in_steps(trainer, every: int, cancel: threading.Event | None):
+    """``trainer.fit()`` (the CLI's loop) in a worker thread, in lock-step with the caller: yields ("step", step,
+    stats) every ``every`` steps and at the last, then ("done", fit's result). At each yielded step the worker
+    waits until the caller asks for more, so a Cancel set meanwhile stops training before the next step (the loop
+    writes a checkpoint first); a caller that stops asking (closed page) stops it the same way."""
+    from adapt_common.training import LoopHooks
+    events: queue.Queue = queue.Queue()
+    go_on, abandoned = threading.Event(), threading.Event()
+    iters = trainer.cfg.training.iters
+
+    def on_step(step: int, stats: dict) -> None:
+        if step % every == 0 or step == iters:
+            go_on.clear()
+            events.put(("step", step, stats))
+            go_on.wait()
+
+    def should_stop() -> bool:
+        return abandoned.is_set() or (cancel is not None and cancel.is_set())
+
+    def work() -> None:
+        try:
+            events.put(("done", trainer.fit(hooks=LoopHooks(on_step=[on_step], should_stop=should_stop))))
+        except BaseException as e:  # noqa: BLE001  raised again in the caller's thread
+            events.put(("error", e))
+
+    worker = threading.Thread(target=work, name="adapt", daemon=True)
+    worker.start()
+    try:
+        while True:
+            event = events.get()
+            if event[0] == "error":
+                raise event[1]
+            yield event
+            if event[0] == "done":
+                return
+            go_on.set()
+    finally:
+        abandoned.set()
+        go_on.set()
+        worker.join()
+
+
 def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iters: int, every: int = 25,
           cancel: threading.Event | None = None, run_dir: str | None = None, clip: str = "synthfaces"):
-    """One-shot training; yields (status, before/after grid or None, direction file or None) as it goes."""
-    from adapt_common.config import load_config
-    from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
+    """One-shot training through the CLI's trainer and loop (ClipTrainer.fit) into a run folder like the CLI's
+    (``run_dir``, default a new ``runs/app/<domain>``: config.yaml, log.csv, checkpoint.pt, samples/,
+    before_after.png, direction.safetensors); yields (status, before/after grid or None, direction file or None)
+    every ``every`` steps. ``cancel`` stops it before the next step, leaving a checkpoint that
+    ``python -m gan_adapt train --config <run>/config.yaml --resume`` continues."""
+    from gan_adapt.training.clip_guided import ClipTrainer
     prompt = (prompt or "").strip()
     if image:
         read_upload(image)  # the whole image decodes: a damaged one is named now, not deep in the trainer
@@ -324,39 +407,34 @@ def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iter
     if parameterization not in choices:
         raise ValueError(f"parameterization {parameterization!r}: the app trains direction files; choose one of "
                          f"{', '.join(choices)}")
+    if int(every) < 1:
+        raise ValueError("progress must be shown every 1 or more steps")
     generator(ckpt)  # a clear message for a bad checkpoint before anything else
-    run = Path(run_dir or tempfile.mkdtemp(prefix="adapt_"))
-    spec = choices[parameterization]  # the papers' learning rate and betas for it
-    overrides = [f"training.iters={int(iters)}", "evaluation.n=0", f"training.lr={spec.oneshot_lr}",
-                 f"training.betas=[{spec.oneshot_betas[0]},{spec.oneshot_betas[1]}]"]
-    cfg = load_config(OneShotConfig, [ROOT / "configs" / "oneshot_sketch_image.yaml"], overrides)
-    # The user's strings go onto the loaded config as they are: through a key=value override OmegaConf would read
-    # them as YAML and interpolations ("${oc.env:HOME}" the home path, "null" None, "a: b" a mapping).
-    cfg.base = os.path.abspath(os.path.expanduser(ckpt.strip()))
-    cfg.exp.run_dir = str(run)
-    cfg.training.parameterization = parameterization
-    cfg.loss.clip = [clip]
-    cfg.target.image, cfg.target.text = (image, "") if image else ("", prompt)
-    cfg.target.domain = Path(image).stem if image else prompt
+    run = Path(run_dir) if run_dir else app_run_folder(Path(image).stem if image else prompt)
+    cfg = adapt_config(ckpt, image, prompt, parameterization, iters, run, clip)
+    cfg.logging.sample_every = int(every)  # the grids shown are the run's samples/stepNNNNNN.png
     trainer = ClipTrainer(cfg, quiet=True)
-    trainer.run_dir.mkdir(parents=True, exist_ok=True)
-    yield f"training {trainer.param.describe()}", None, None
-    while trainer.step < cfg.training.iters:
-        if cancel is not None and cancel.is_set():
-            yield f"cancelled at step {trainer.step}", None, None
-            return
-        stats = trainer.train_step()
-        if trainer.step % every == 0 or trainer.step == cfg.training.iters:
-            path = trainer.before_after(run / "samples" / f"step{trainer.step:06d}.png")
-            from PIL import Image
-            import numpy as np
-            yield (f"step {trainer.step}/{cfg.training.iters}: direction loss {stats.get('direction', 0):.3f}",
-                   np.asarray(Image.open(path).convert("RGB")), None)
-    out = trainer.export()
-    from PIL import Image
+    yield f"training {trainer.param.describe()} in {run}", None, None
+    for event in _fit_in_steps(trainer, int(every), cancel):
+        if event[0] == "step":
+            _, step, stats = event
+            yield (f"step {step}/{cfg.training.iters}: direction loss {stats.get('direction', 0):.3f}",
+                   _png(run / "samples" / f"step{step:06d}.png"), None)
+        elif event[1]["stopped"]:
+            yield (f"cancelled at step {trainer.step}; {run} holds its checkpoint (continue it with python -m "
+                   f"gan_adapt train --config {run / 'config.yaml'} --resume)"), None, None
+        else:
+            out = Path(event[1]["result"])
+            yield (f"done: {out.name} ({trainer.param.num_trainable():,} values) in {run}",
+                   _png(run / "before_after.png"), str(out))
+
+
+def _png(path: Path):
+    """An image file as a uint8 array [H, W, 3] for the UI."""
     import numpy as np
-    grid = np.asarray(Image.open(trainer.before_after(run / "before_after.png")).convert("RGB"))
-    yield f"done: {out.name} ({trainer.param.num_trainable():,} values)", grid, str(out)
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def photo_in_domains(ckpt: str, library: Library, image: str, names: list[str], strength: float, steps: int = 200,
@@ -650,8 +728,10 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
 
 
 def launch(demo, **kwargs):
-    """Queue and launch with the app's settings: localhost only, no share link, the upload limit, the display CSS."""
-    settings = dict(server_name="127.0.0.1", share=False, max_file_size=f"{MAX_UPLOAD_MB}mb", css=CSS)
+    """Queue and launch with the app's settings: localhost only, no share link, the upload limit, the display CSS,
+    and the Adapt tab's run folders as files the page may offer for download."""
+    settings = dict(server_name="127.0.0.1", share=False, max_file_size=f"{MAX_UPLOAD_MB}mb", css=CSS,
+                    allowed_paths=[str(APP_RUNS)])
     return demo.queue().launch(**{**settings, **kwargs})
 
 

@@ -485,3 +485,73 @@ def test_seed_limit_is_checked_before_building_the_range(world):
     finally:
         tracemalloc.stop()
     assert peak < 2 ** 20, peak  # a list of two million ints is over 60 MB
+
+
+def _tensors(path):
+    from safetensors.torch import load_file
+    return load_file(path)
+
+
+@pytest.mark.timeout(300)
+def test_adapt_trains_as_the_cli_does_into_a_run_folder_like_the_clis(world, tiny_ckpt_clip):
+    """The Adapt tab runs the CLI's trainer and loop: for the same image or prompt, seed, parameterization and
+    iterations its direction equals `python -m gan_adapt train`'s with the equivalent config, and its run folder
+    holds what the CLI's does."""
+    from gan_adapt.cli import main
+    ckpt, _, tmp_path = world
+    _, clip_path = tiny_ckpt_clip
+    Image.new("RGB", (40, 40), (200, 120, 90)).save(tmp_path / "ref.png")
+    config = str(app.ROOT / "configs" / "oneshot_sketch_image.yaml")
+    # the CLI's keys for the app's choices (the learning rates: the ones test_adapt_trains_each_choice... pins)
+    cases = [("image", str(tmp_path / "ref.png"), "", "stylespace",
+              ["training.lr=0.08", f"target.image={tmp_path / 'ref.png'}", "target.domain=ref"]),
+             ("prompt", None, "a sepia photo of a face", "dommod",
+              ["training.lr=0.02", "target.image=''", "target.text=a sepia photo of a face",
+               "target.domain=a sepia photo of a face"])]
+    for name, image, prompt, param, keys in cases:
+        steps = list(app.adapt(ckpt, image, prompt, param, 3, every=2, run_dir=str(tmp_path / f"app_{name}"),
+                               clip=str(clip_path)))
+        assert steps[-1][0].startswith("done")
+        assert steps[-1][2] == str(tmp_path / f"app_{name}" / "direction.safetensors")
+        assert main(["train", "--config", config, f"base={ckpt}", f"loss.clip=[{clip_path}]",
+                     f"exp.run_dir={tmp_path / f'cli_{name}'}", f"training.parameterization={param}",
+                     "training.iters=3", "evaluation.n=0", *keys]) == 0
+        mine, theirs = _tensors(steps[-1][2]), _tensors(tmp_path / f"cli_{name}" / "direction.safetensors")
+        assert mine.keys() == theirs.keys() and mine
+        for k in mine:
+            torch.testing.assert_close(mine[k], theirs[k], rtol=0, atol=1e-6)
+        assert any(v.abs().max() > 0 for v in mine.values())  # it trained: the direction moved from zero
+        run = tmp_path / f"app_{name}"
+        for f in ("config.yaml", "log.csv", "checkpoint.pt", "direction.safetensors", "before_after.png"):
+            assert (run / f).is_file(), f
+        assert sorted(p.name for p in (run / "samples").iterdir()) == ["step000002.png", "step000003.png"]
+        rows = [(tmp_path / f"{who}_{name}" / "log.csv").read_text().splitlines() for who in ("app", "cli")]
+        assert [r.split(",")[0] for r in rows[0]] == [r.split(",")[0] for r in rows[1]] == ["step", "3"]
+
+
+@pytest.mark.timeout(300)
+def test_a_cancelled_adapt_run_resumes_with_the_cli_to_the_uninterrupted_result(world, tiny_ckpt_clip, monkeypatch):
+    """Cancel stops before the next step and leaves a checkpoint; the run folder goes under runs/app/<domain>, a new
+    one per run; `train --config <run>/config.yaml --resume` finishes it to the direction of an uncancelled run."""
+    from gan_adapt.cli import main
+    ckpt, _, tmp_path = world
+    _, clip_path = tiny_ckpt_clip
+    monkeypatch.setattr(app, "APP_RUNS", tmp_path / "runs" / "app")
+    whole = list(app.adapt(ckpt, None, "a pop art face", "direction", 4, every=1, clip=str(clip_path)))
+    assert whole[-1][2] == str(tmp_path / "runs" / "app" / "a_pop_art_face" / "direction.safetensors")
+    cancel = threading.Event()
+    gen = app.adapt(ckpt, None, "a pop art face", "direction", 4, every=1, cancel=cancel, clip=str(clip_path))
+    next(gen)
+    assert next(gen)[0].startswith("step 1/4")
+    cancel.set()
+    status, grid, file = next(gen)
+    run = tmp_path / "runs" / "app" / "a_pop_art_face_2"
+    assert status.startswith("cancelled at step 1") and str(run) in status and file is None
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert not (run / "direction.safetensors").exists()
+    from adapt_common.training import load_training_state
+    assert load_training_state(run / "checkpoint.pt")["step"] == 1
+    assert main(["train", "--config", str(run / "config.yaml"), "--resume"]) == 0
+    a, b = _tensors(whole[-1][2]), _tensors(run / "direction.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
