@@ -131,3 +131,22 @@ def test_mtg_reference_terms(tiny_ckpt_clip, tmp_path):
     assert stats["loss"] > 30 * stats["clip_ref"]
     with pytest.raises(ValueError, match="need an image target"):
         ClipTrainer(_cfg(tiny_ckpt_clip, tmp_path / "x", "target.text=a sketch", "loss.clip_ref=1"), quiet=True)
+
+
+def test_one_shot_lr_and_betas_default_to_the_spec(tiny_ckpt_clip, tmp_path):
+    """Unset training.lr / training.betas take the parameterization's recorded one-shot values; set ones win."""
+    from adapt_common.config import load_config
+    from gan_adapt.parameterizations import SPECS
+    from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
+    ckpt, clip = tiny_ckpt_clip
+    base = [f"base={ckpt}", f"loss.clip=[{clip}]", "target.text=a sketch of a face", f"exp.run_dir={tmp_path}",
+            "training.block=16"]
+    for name in ("stylespace", "dommod", "full"):
+        tr = ClipTrainer(load_config(OneShotConfig, [], base + [f"training.parameterization={name}"]), quiet=True)
+        group = tr.opt.param_groups[0]
+        assert tr.lr_at(10 ** 6) == SPECS[name].oneshot_lr and group["betas"] == SPECS[name].oneshot_betas
+    tr = ClipTrainer(load_config(OneShotConfig, [], base + ["training.parameterization=full", "training.lr=0.01",
+                                                            "training.betas=[0.5,0.9]"]), quiet=True)
+    assert tr.lr_at(10 ** 6) == 0.01 and tr.opt.param_groups[0]["betas"] == (0.5, 0.9)
+    with pytest.raises(ValueError, match="set training.lr"):
+        ClipTrainer(load_config(OneShotConfig, [], base + ["training.parameterization=mapping"]), quiet=True)

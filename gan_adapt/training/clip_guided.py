@@ -63,8 +63,10 @@ class OneShotTraining:
     rank: int = setting(5, "the rank of AffineLight+'s offsets")
     iters: int = setting(300, "training steps")
     batch: int = setting(4, "latents per step")
-    lr: float = setting(0.08, "Adam learning rate")
-    betas: list = setting([0.9, 0.999], "Adam betas")
+    lr: float | None = setting(None, "Adam learning rate; unset (null): the parameterization's one-shot rate from its "
+                                     "spec (gan_adapt.parameterizations.SPECS: 0.08 for directions, 0.002 for full...)")
+    betas: list | None = setting(None, "Adam betas; unset (null): the parameterization's (0.9, 0.999 for offsets; 0, "
+                                       "0.999 when the generator's own weights train)")
     warmup_iters: int = setting(30, "steps of the linear learning-rate ramp from warmup_start_lr (0: none)")
     warmup_start_lr: float = setting(0.001, "the learning rate of the ramp's first step")
     mixing: float = setting(0.9, "probability of style mixing at a random layer")
@@ -172,17 +174,32 @@ class ClipTrainer(LoopTrainer):
             with torch.no_grad():
                 self.emb_ref = self.guide.encode_images(self.reference.to(self.device))
                 self.emb_a_ref = self.guide.encode_images(inv.image)
-        self.opt = torch.optim.Adam(self.param.trainable_parameters(), lr=tr.lr, betas=tuple(tr.betas))
+        self.lr, betas = self.optimiser_settings()
+        self.opt = torch.optim.Adam(self.param.trainable_parameters(), lr=self.lr, betas=betas)
         self.step, self.elapsed = 0, 0.0
         gen = torch.Generator().manual_seed(cfg.logging.sample_seed)
         self.sample_z = torch.randn(cfg.logging.n_samples, self.source.style_dim, generator=gen)
         self.run_dir = Path(cfg.exp.run_dir)
 
+    def optimiser_settings(self) -> tuple[float, tuple[float, float]]:
+        """(lr, betas): the config's, or where unset the parameterization's one-shot values from its spec."""
+        from ..parameterizations import spec
+        tr = self.cfg.training
+        sp = spec(tr.parameterization)
+        lr = tr.lr if tr.lr is not None else sp.oneshot_lr
+        if lr is None:
+            raise ValueError(f"training.lr is unset and no one-shot learning rate is recorded for "
+                             f"{tr.parameterization!r}; set training.lr")
+        betas = tuple(float(b) for b in (tr.betas if tr.betas is not None else sp.oneshot_betas))
+        if len(betas) != 2:
+            raise ValueError(f"training.betas must be two numbers, got {list(betas)}")
+        return float(lr), betas
+
     def lr_at(self, step: int) -> float:
         tr = self.cfg.training
         if step >= tr.warmup_iters or tr.warmup_iters <= 0:
-            return tr.lr
-        return tr.warmup_start_lr + (tr.lr - tr.warmup_start_lr) * step / tr.warmup_iters
+            return self.lr
+        return tr.warmup_start_lr + (self.lr - tr.warmup_start_lr) * step / tr.warmup_iters
 
     # -- one step ------------------------------------------------------------------------------------------
 
