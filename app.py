@@ -349,7 +349,7 @@ def _fit_in_steps(trainer, every: int, cancel: threading.Event | None):
     stats) every ``every`` steps and at the last, then ("done", fit's result). At each yielded step the worker
     waits until the caller asks for more, so a Cancel set meanwhile stops training before the next step (the loop
     writes a checkpoint first); a caller that stops asking (closed page) stops it the same way."""
-    from adapt_common.training import LoopHooks
+    from adapt_common.loop import LoopHooks
     events: queue.Queue = queue.Queue()
     go_on, abandoned = threading.Event(), threading.Event()
     iters = trainer.cfg.training.iters

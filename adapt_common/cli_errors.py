@@ -8,7 +8,7 @@ from typing import Callable
 
 from .config import check_device
 from .files import describe_os_error
-from .training import RunLockedError
+from .loop import RunLockedError
 
 #: Exit status of a command refused for its input (argparse uses 2 for bad arguments too).
 USAGE_ERROR = 2

@@ -91,10 +91,10 @@ TRAINERS: dict[str, TrainerSpec] = {s.name: s for s in (
     TrainerSpec(
         "ddpm", DIFFUSION,
         "unconditional diffusion: pretraining, and few-shot adaptation (full or SVDiff) with DomainStudio's losses",
-        "diffusion_adapt.training:DiffTrainConfig", "diffusion_adapt.training:train",
+        "diffusion_adapt.ddpm_trainer:DiffTrainConfig", "diffusion_adapt.ddpm_trainer:train",
         "model/ (full) or spectral_shifts.safetensors (svdiff), both of the EMA; samples/, log.csv, checkpoint.pt, "
         "eval/ with evaluation.n > 0",
-        "diffusion_adapt.training:DiffusionTrainer",
+        "diffusion_adapt.ddpm_trainer:DiffusionTrainer",
         (Export("out", "export", "the EMA model folder (full) or spectral_shifts.safetensors (svdiff); default: in "
                                  "the run folder"),)),
     TrainerSpec(
@@ -137,7 +137,7 @@ def load_run(spec: TrainerSpec, run: Path) -> Any:
     """The trainer of a run folder at its latest checkpoint, built from the folder's config.yaml (keys under their
     old names are read with a warning), for exports."""
     from .config import load_config
-    from .training import load_training_state
+    from .loop import load_training_state
     cfg = load_config(spec.config_class(), [run / "config.yaml"], [f"exp.run_dir={run}"])
     trainer = spec.trainer_class()(cfg, quiet=True)
     trainer.load_state_dict(load_training_state(run / "checkpoint.pt"))

@@ -382,7 +382,7 @@ class Study:
                 yield f"diffusion/{variant}/s{seed}", variant, int(seed)
 
     def run_diffusion(self, key: str, variant: str, seed: int) -> dict:
-        from diffusion_adapt.training import DiffTrainConfig, DiffusionTrainer
+        from diffusion_adapt.ddpm_trainer import DiffTrainConfig, DiffusionTrainer
         g, exp = self.cfg.diffusion, self.cfg.exp
         run = self.run_dir(key)
         cfg = load_config(DiffTrainConfig, [g.variants[variant]], [
@@ -534,7 +534,7 @@ class Study:
         raise KeyError(f"no cell {key!r} in study {self.cfg.exp.name}")
 
     def run_here(self, cells: list, label: str) -> None:
-        from adapt_common.training import progress
+        from adapt_common.loop import progress
         bar = progress(len(cells), desc=label, quiet=self.quiet or not cells)
         for key, _, _ in cells:
             bar.set_postfix_str(key)
@@ -568,7 +568,7 @@ class Study:
         from omegaconf import OmegaConf
 
         from adapt_common.config import to_dict
-        from adapt_common.training import progress
+        from adapt_common.loop import progress
         self.work.mkdir(parents=True, exist_ok=True)
         cfg_path = str((self.work / "study_config.yaml").resolve())
         OmegaConf.save(OmegaConf.create(to_dict(self.cfg)), cfg_path)

@@ -550,7 +550,7 @@ def test_a_cancelled_adapt_run_resumes_with_the_cli_to_the_uninterrupted_result(
     with pytest.raises(StopIteration):
         next(gen)
     assert not (run / "direction.safetensors").exists()
-    from adapt_common.training import load_training_state
+    from adapt_common.loop import load_training_state
     assert load_training_state(run / "checkpoint.pt")["step"] == 1
     assert main(["train", "--config", str(run / "config.yaml"), "--resume"]) == 0
     a, b = _tensors(whole[-1][2]), _tensors(run / "direction.safetensors")

@@ -299,7 +299,7 @@ def test_resume_of_a_folder_without_a_checkpoint_says_it_starts_fresh(tmp_path, 
 
 
 def test_stale_temporary_checkpoints_are_removed_on_resume(run_copy):
-    from adapt_common.training import load_training_state
+    from adapt_common.loop import load_training_state
     stale = [run_copy / ".checkpoint.pt.k1l2m3.tmp", run_copy / ".checkpoint.pt.zz9.tmp"]
     for p in stale:
         p.write_bytes(b"half a checkpoint")
@@ -314,7 +314,7 @@ def test_stale_temporary_checkpoints_are_removed_on_resume(run_copy):
 
 LOCK_HOLDER = """
 import sys, time
-from adapt_common.training import RunLock
+from adapt_common.loop import RunLock
 lock = RunLock(sys.argv[1])
 print("locked", flush=True)
 time.sleep(120)

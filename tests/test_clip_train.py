@@ -66,14 +66,14 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 def test_a_stop_through_the_loops_hooks_resumes_exactly(tmp_path):
     """tools.train_clip runs on the shared loop: should_stop ends it with a checkpoint and no exported CLIP, and
     --resume finishes it to the uninterrupted run's file."""
-    from adapt_common.training import LoopHooks
+    from adapt_common.loop import LoopHooks
     ct.train(_cfg(tmp_path, "straight"))
     cfg = _cfg(tmp_path, "stopped")
     seen = []
     result = ct.train(cfg, hooks=LoopHooks(on_step=[lambda step, stats: seen.append(step)],
                                            should_stop=lambda: len(seen) == 3))
     assert result["steps"] == 3 and seen == [1, 2, 3] and not (tmp_path / "stopped" / "clip.pt").exists()
-    from adapt_common.training import load_training_state
+    from adapt_common.loop import load_training_state
     assert load_training_state(tmp_path / "stopped" / "checkpoint.pt")["step"] == 3  # checkpoint_every is 2
     ct.train(cfg, resume=True)
     a = torch.load(tmp_path / "straight" / "clip.pt", weights_only=True)

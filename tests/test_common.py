@@ -9,7 +9,7 @@ from PIL import Image
 from adapt_common.config import ConfigError, describe, load_config, save_config
 from adapt_common.files import tensors_hash
 from adapt_common.image_io import ImageReadError, load_image, make_grid, save_image, to_uint8
-from adapt_common.training import CsvLogger, load_training_state, rng_state, save_training_state, set_rng_state
+from adapt_common.loop import CsvLogger, load_training_state, rng_state, save_training_state, set_rng_state
 
 
 @dataclass

@@ -144,7 +144,7 @@ def test_unknown_keys_still_error():
     with pytest.raises(ConfigError, match=r"unknown config key 'loss.directoin'"):
         load_config(OneShotConfig, [], ["loss.directoin=1"])
     with pytest.raises(ConfigError, match=r"unknown config key 'generator_args"):  # the rename is per trainer
-        from diffusion_adapt.training import DiffTrainConfig
+        from diffusion_adapt.ddpm_trainer import DiffTrainConfig
         load_config(DiffTrainConfig, [], ["generator_args.ckpt=x"])
 
 

@@ -18,7 +18,7 @@ from diffusion_adapt.losses import (HF_KERNEL, domainstudio_losses, haar_hf, pai
                                     predicted_x0)
 from diffusion_adapt.models import ModelLoadError, load_model, new_scheduler, save_model
 from diffusion_adapt.sampling import ddim_invert, ddim_sample, noise_from_seeds
-from diffusion_adapt.training import DiffTrainConfig, DiffusionTrainer, train
+from diffusion_adapt.ddpm_trainer import DiffTrainConfig, DiffusionTrainer, train
 
 UNET_TINY = dict(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
                  norm_num_groups=8, attention_head_dim=8, down_block_types=("DownBlock2D", "AttnDownBlock2D"),

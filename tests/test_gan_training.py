@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adapt_common.config import load_config
-from adapt_common.training import load_training_state
+from adapt_common.loop import load_training_state
 from gan_adapt.formats import StyleGANCheckpoint, load_checkpoint, save_checkpoint
 from gan_adapt.training import engine
 from gan_adapt.training.engine import GanTrainConfig, GanTrainer

@@ -1,9 +1,9 @@
-"""The shared training loop's hooks (adapt_common.training.LoopHooks): on_step sees every step, should_stop ends a
+"""The shared training loop's hooks (adapt_common.loop.LoopHooks): on_step sees every step, should_stop ends a
 run at the next step with a checkpoint that resumes exactly, and one progress callback replaces the tqdm bar."""
 import torch
 
 from adapt_common.config import load_config
-from adapt_common.training import LoopHooks, load_training_state
+from adapt_common.loop import LoopHooks, load_training_state
 from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
 
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from adapt_common.clip_guidance import ClipGuide
 from adapt_common.config import load_config
-from adapt_common.training import load_training_state
+from adapt_common.loop import load_training_state
 from gan_adapt.directions import Direction, DomainEdit
 from gan_adapt.training import clip_guided
 from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig

@@ -273,7 +273,7 @@ THREADS_SCRIPT = textwrap.dedent("""
                                                "mapper.width=32", "mapper.depth=2", f"exp.run_dir={run}/h", *extra]),
                  quiet=True)
     report("hyper")
-    from diffusion_adapt.training import DiffTrainConfig, DiffusionTrainer
+    from diffusion_adapt.ddpm_trainer import DiffTrainConfig, DiffusionTrainer
     DiffusionTrainer(load_config(DiffTrainConfig, [], ["base=''", "model.arch.block_out_channels=[16,32]",
                                                        "model.arch.down_block_types=[DownBlock2D,DownBlock2D]",
                                                        "model.arch.up_block_types=[UpBlock2D,UpBlock2D]",

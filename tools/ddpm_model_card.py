@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     from adapt_common.metrics.domain import domain_accuracy
     from adapt_common.metrics.evaluate import evaluate, real_vs_real_fid
     from adapt_common.metrics.features import feature_extractor
-    from adapt_common.training import run_facts
+    from adapt_common.loop import run_facts
     from diffusion_adapt.models import load_model
     from diffusion_adapt.sampling import ddim_sample, noise_from_seeds
 

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                                                                                   size=g.size)]),
                   docs / "synthfaces_stylegan2_vs_real.png", nrow=8)
     save_grid(frames, docs / "synthfaces_stylegan2_interpolation.png", nrow=10)
-    from adapt_common.training import run_facts
+    from adapt_common.loop import run_facts
     runs = [run_facts(r) for r in args.runs]
     n_g = sum(p.numel() for p in g.parameters())
     n_d = sum(p.numel() for p in ck.d.parameters()) if ck.d is not None else 0

@@ -26,7 +26,7 @@ from adapt_common.clip_models import ClipModel, _import_clip
 from adapt_common.config import describe, load_config, plain_config_warnings, to_dict
 from adapt_common.config_sections import CadenceSection, ExpSection, base_setting, section, setting
 from adapt_common.files import atomic_path
-from adapt_common.training import LoopHooks, LoopTrainer, rng_state, set_rng_state, set_threads
+from adapt_common.loop import LoopHooks, LoopTrainer, rng_state, set_rng_state, set_threads
 
 
 @dataclass

@@ -278,7 +278,7 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
     templates. ``baselines``: also score the source images and T(source). ``settings``: extra entries for the
     report (checkpoint names, truncation ...). Returns the report dict (also written to ``out_dir/report.json``).
     """
-    from ..training import progress
+    from ..loop import progress
 
     t0 = time.time()
     if n < 2:

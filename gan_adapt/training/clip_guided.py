@@ -33,7 +33,7 @@ from adapt_common.clip_guidance import ClipGuide
 from adapt_common.config import to_dict
 from adapt_common.config_sections import EvaluationSection, ExpSection, LoggingSection, base_setting, section, setting
 from adapt_common.image_io import load_image, save_grid
-from adapt_common.training import LoopHooks, LoopTrainer, rng_state, set_rng_state, set_threads
+from adapt_common.loop import LoopHooks, LoopTrainer, rng_state, set_rng_state, set_threads
 from ..parameterizations import DIRECTION_KINDS, Parameterization
 
 DEFAULT_SOURCE = "checkpoints/synthfaces_stylegan2.safetensors"

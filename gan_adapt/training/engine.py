@@ -30,7 +30,7 @@ from adapt_common.config import to_dict
 from adapt_common.config_sections import (EvaluationSection, ExpSection, LoggingSection, base_setting, section,
                                           setting)
 from adapt_common.image_io import save_grid
-from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
+from adapt_common.loop import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
                                    set_rng_state, set_threads, world_info)
 from ..networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from ..parameterizations import Parameterization

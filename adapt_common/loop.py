@@ -1,4 +1,5 @@
-"""What every trainer needs: atomic, resumable checkpoints (with RNG states), CSV logs, progress bars."""
+"""The one training loop every trainer runs (LoopTrainer and its hooks), and what it needs: run-folder locks,
+atomic resumable checkpoints (with RNG states), CSV logs, progress bars, torchrun helpers."""
 from __future__ import annotations
 
 import csv

@@ -27,7 +27,7 @@ from adapt_common.config_sections import (EvaluationSection, ExpSection, Logging
                                           setting)
 from adapt_common.datasets import ImageSource
 from adapt_common.image_io import save_grid
-from adapt_common.training import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
+from adapt_common.loop import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
                                    set_rng_state, set_threads, world_info)
 from . import svdiff
 from .losses import domainstudio_losses, predicted_x0
