@@ -84,6 +84,10 @@ class OneShotLoss:
     clip_within: float = setting(0.0, "MTG: weight of 1 - cos(E(G_B(z)) - E(I_ref), E(G_A(z)) - E(G_A(w_ref))) "
                                       "(image targets)")
     rec_l2: float = setting(0.0, "MTG: weight of MSE(G_B(w_ref), I_ref) (image targets)")
+    truth_l1: float = setting(0.0, "PRIVILEGED, SynthFaces styles only: weight of the pixel L1 between G_B(w) and the "
+                                   "ground truth T(G_A(w)) of the target style; with the CLIP weights at 0 this trains "
+                                   "the oracle of the one-shot tables (the reachable best of a parameterization), "
+                                   "never a method")
 
 
 @dataclass
@@ -165,6 +169,15 @@ class ClipTrainer(LoopTrainer):
             self.directions = self.guide.image_direction(self.reference.to(self.device), self.source_mean)
         self.w_ref = None
         lc = cfg.loss
+        if lc.truth_l1 > 0:
+            from adapt_common import synthfaces as sf
+            try:
+                truth = sf.get_domain(self.domain)
+            except KeyError:
+                truth = None
+            if truth is None or truth.kind != "similar":
+                raise ValueError(f"loss.truth_l1 needs a SynthFaces style with a ground-truth transform as the target "
+                                 f"(target.domain, or a synthfaces:<style> image); {self.domain!r} has none")
         if lc.clip_ref > 0 or lc.clip_within > 0 or lc.rec_l2 > 0:
             if self.reference is None:
                 raise ValueError("loss.clip_ref / clip_within / rec_l2 need an image target (target.image)")
@@ -246,6 +259,11 @@ class ClipTrainer(LoopTrainer):
                 d = self.guide.clip_within_loss(emb_b, self.emb_ref, emb_a, self.emb_a_ref)
                 loss = loss + lc.clip_within * d
                 stats["clip_within"] = d.item()
+        if lc.truth_l1 > 0:  # the oracle's term: pixels against the true style of the source image
+            from adapt_common import synthfaces as sf
+            d = (img_b.clamp(-1, 1) - sf.apply_domain(img_a, self.domain).clamp(-1, 1)).abs().mean()
+            loss = loss + lc.truth_l1 * d
+            stats["truth_l1"] = d.item()
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)
