@@ -68,6 +68,16 @@ def set_threads(n: int | None, key: str = "exp.threads") -> None:
     torch.set_num_threads(int(n))
 
 
+def optimiser_step(loss: torch.Tensor, opt: torch.optim.Optimizer, params, grad_clip: float = 0.0) -> None:
+    """Backward, gradients averaged across torchrun processes, optional norm clipping, one optimiser step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients(params)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+
+
 def rng_state() -> dict:
     """All global RNG states, as tensors and plain containers (loadable with weights_only=True)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()

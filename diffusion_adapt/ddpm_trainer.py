@@ -27,7 +27,7 @@ from adapt_common.config_sections import (EvaluationSection, ExpSection, Logging
                                           setting)
 from adapt_common.datasets import ImageSource
 from adapt_common.image_io import save_grid
-from adapt_common.loop import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
+from adapt_common.loop import (LoopTrainer, finish_distributed, init_distributed, optimiser_step, rng_state,
                                    set_rng_state, set_threads, world_info)
 from . import svdiff
 from .losses import domainstudio_losses, predicted_x0
@@ -178,12 +178,7 @@ class DiffusionTrainer(LoopTrainer):
                 if w > 0:
                     loss = loss + w * v
                     stats[k] = v.item()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(self.params)
-        if tr.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, tr.grad_clip)
-        self.opt.step()
+        optimiser_step(loss, self.opt, self.params, tr.grad_clip)
         if self.ema is not None:
             with torch.no_grad():
                 for e, p in zip(self.ema, self.params):

@@ -28,7 +28,7 @@ from adapt_common.config import to_dict
 from adapt_common.config_sections import ExpSection, LoggingSection, base_setting, section, setting
 from adapt_common.datasets import ImageSource
 from adapt_common.image_io import save_grid
-from adapt_common.loop import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
+from adapt_common.loop import (LoopTrainer, finish_distributed, init_distributed, optimiser_step, rng_state,
                                    set_rng_state, set_threads, world_info)
 from . import svdiff
 from .losses import haar_hf, pair_kl, predicted_x0
@@ -274,12 +274,7 @@ class T2ITrainer(LoopTrainer):
                 if v is not None and w > 0:
                     loss = loss + w * v
                     stats[k] = v.item()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(self.params)
-        if tr.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, tr.grad_clip)
-        self.opt.step()
+        optimiser_step(loss, self.opt, self.params, tr.grad_clip)
         stats["loss"] = loss.item()
         self.step += 1
         return stats

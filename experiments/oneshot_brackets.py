@@ -33,18 +33,21 @@ def per_latent_error(images: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return ((images.clamp(-1, 1) - truth.clamp(-1, 1)).abs() / 2).mean(dim=(1, 2, 3))
 
 
-def brackets(style: str, refs: int, n: int, generator: str, clip: str, seed: int = 0, invert_steps: int = 300) -> dict:
-    from adapt_common import synthfaces as sf
-    from adapt_common.clip_models import load_clip
-    from adapt_common.colour_map import ColourMap
-    from gan_adapt.formats import load_generator
-    from gan_adapt.inversion import invert
+def held_out_source(g, n: int) -> torch.Tensor:
+    """G_s(w) for the n held-out latents (the same for every style: computed once)."""
     from gan_adapt.seeds import z_from_seeds
-    g = load_generator(generator).eval().requires_grad_(False)
-    guide = load_clip(clip)
     z = z_from_seeds(list(range(HELD_OUT_SEED, HELD_OUT_SEED + n)), g.style_dim)
     with torch.no_grad():
-        source = torch.cat([g.generate(z[i:i + 64]) for i in range(0, n, 64)]).clamp(-1, 1)
+        return torch.cat([g.generate(z[i:i + 64]) for i in range(0, n, 64)]).clamp(-1, 1)
+
+
+def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 0, invert_steps: int = 300) -> dict:
+    """The brackets of one style for generator ``g``, inversion CLIP ``guide`` and ``source`` =
+    :func:`held_out_source`."""
+    from adapt_common import synthfaces as sf
+    from adapt_common.colour_map import ColourMap
+    from gan_adapt.inversion import invert
+    n = source.shape[0]
     truth = sf.apply_domain(source, style).clamp(-1, 1)
     identity = per_latent_error(source, truth)
     references, _ = sf.fewshot_set(style, refs, size=g.size)
@@ -106,7 +109,12 @@ def main(argv=None) -> int:
     out = Path(args.out or f"reports/oneshot_brackets_{args.family}")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    results = [brackets(s, args.refs, args.n, args.generator, args.clip, invert_steps=args.invert_steps)
+    from adapt_common.clip_models import load_clip
+    from gan_adapt.formats import load_generator
+    g = load_generator(args.generator).eval().requires_grad_(False)
+    guide = load_clip(args.clip)
+    source = held_out_source(g, args.n)
+    results = [brackets(s, args.refs, g, guide, source, invert_steps=args.invert_steps)
                for s in sf.styles_of_family(args.family)]
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps({"generator": args.generator, "family": args.family, "refs": args.refs, "n": args.n,
