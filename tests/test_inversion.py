@@ -40,3 +40,31 @@ def test_invert_cli(tiny_generator, tmp_path):
     assert w.shape == (1, tiny_generator.n_latent, TINY["style_dim"])
     (tmp_path / "bad.png").write_bytes(b"not an image")
     assert main(["invert", "--ckpt", str(ckpt), "--image", str(tmp_path / "bad.png"), "--out", str(tmp_path / "b")]) == 2
+
+
+def test_a_source_domain_inversion_returns_a_face_the_clip_reads_as_a_photo():
+    """A thermal reference inverted into the bundled generator: the plain inversion reproduces the thermal look
+    (the bundled CLIP gives "a photo of a face" ~0 probability among the domain prompts; measured 0.000), the
+    source-domain inversion returns a face read as a photo (measured 0.99). The probability is computed here from
+    the CLIP's own embeddings."""
+    from adapt_common import synthfaces as sf
+    from adapt_common.clip_models import load_clip
+    from gan_adapt.formats import load_generator
+    from gan_adapt.training.clip_guided import CONTRAST_PROMPTS, DEFAULT_SOURCE
+    g = load_generator(DEFAULT_SOURCE).eval().requires_grad_(False)
+    clip = load_clip("synthfaces")
+    ref = sf.fewshot_set("thermal", 1, size=g.size)[0]
+    texts = clip.encode_texts(["a photo of a face", *CONTRAST_PROMPTS])
+
+    def p_photo(image):
+        with torch.no_grad():
+            return float((100 * clip.encode_images(image) @ texts.t()).softmax(-1)[0, 0])
+    plain = invert(g, ref, space="w", steps=60, clip=clip, clip_weight=0)
+    photo = invert(g, ref, space="w", steps=60, clip=clip, source_prompt="a photo of a face",
+                   contrast_prompts=list(CONTRAST_PROMPTS), prompt_weight=0.2)
+    assert p_photo(plain.image) < 0.1 and p_photo(photo.image) > 0.8, (p_photo(plain.image), p_photo(photo.image))
+    assert plain.mse < photo.mse  # the constraint gives up pixel fidelity to the style, as intended
+    with pytest.raises(ValueError, match="contrast_prompts"):
+        invert(g, ref, steps=1, clip=clip, source_prompt="a photo of a face")
+    with pytest.raises(ValueError, match="needs a CLIP"):
+        invert(g, ref, steps=1, source_prompt="a photo of a face", contrast_prompts=["a sketch"])

@@ -37,6 +37,15 @@ from adapt_common.loop import LoopHooks, LoopTrainer, rng_state, set_rng_state, 
 from ..parameterizations import DIRECTION_KINDS, Parameterization
 
 DEFAULT_SOURCE = "checkpoints/synthfaces_stylegan2.safetensors"
+#: What a source-domain inversion must not look like: the prompts of the SynthFaces domains other than the photo
+#: source (styles the bundled CLIP knows; none of them is a validation or test style). At real scale, list styles
+#: in words your CLIP reads.
+CONTRAST_PROMPTS = ("a pencil sketch of a face", "a pop art painting of a face", "a pixel art image of a face",
+                    "a negative photo of a face", "a sepia photo of a face", "a watercolor painting of a face",
+                    "a photo of a zombie face", "a cartoon of a face", "a thermal image of a face", "a photo of a cat",
+                    "a photo of a robot", "a tinted photo of a face", "a saturated photo of a face",
+                    "a washed out photo of a face", "a black and white photo of a face", "a blurry photo of a face",
+                    "a noisy photo of a face")
 
 
 @dataclass
@@ -50,8 +59,25 @@ class TargetConfig:
                               "SynthFaces domain name enables the ground-truth evaluation")
     templates: list = setting(["{}"], "prompt templates of the text direction, \"{}\" is the prompt")
     source_mean_n: int = setting(256, "source samples averaged for the image direction's anchor")
-    invert_steps: int = setting(300, "steps inverting the reference into the source generator (W+), for MTG's "
-                                     "reference terms")
+    invert_steps: int = setting(300, "steps inverting the reference into the source generator, for MTG's reference "
+                                     "terms and the analogy")
+    invert_space: str = setting("w+", "the latent space of the reference's inversion: w+ (closest reconstruction) or "
+                                      "w (one row: least room to imitate the style)")
+    invert_prompt_weight: float = setting(0.0, "a source-domain inversion: weight of the cross-entropy of reading the "
+                                               "reconstruction as target.source_text among target.contrast_prompts "
+                                               "(0: a plain inversion, which may reproduce the style itself)")
+    contrast_prompts: list = setting(list(CONTRAST_PROMPTS), "the styles a source-domain inversion must not look "
+                                                             "like (default: the other SynthFaces domains' prompts)")
+
+
+@dataclass
+class AnalogySection:
+    steps: int = setting(600, "most training steps of the analogy's residual net; the count used is chosen on the "
+                              "right half of the (inverted source, reference) pair, after fitting on the left half")
+    width: int = setting(32, "channels of the residual net")
+    depth: int = setting(3, "conv layers of the residual net")
+    degree: int = setting(3, "degree of the colour map's polynomial")
+    lr: float = setting(0.002, "Adam learning rate of the residual net")
 
 
 @dataclass
@@ -84,6 +110,9 @@ class OneShotLoss:
     clip_within: float = setting(0.0, "MTG: weight of 1 - cos(E(G_B(z)) - E(I_ref), E(G_A(z)) - E(G_A(w_ref))) "
                                       "(image targets)")
     rec_l2: float = setting(0.0, "MTG: weight of MSE(G_B(w_ref), I_ref) (image targets)")
+    analogy_l1: float = setting(0.0, "weight of the pixel L1 between G_B(w) and T̂(G_A(w)), T̂ the image analogy "
+                                     "fitted on the (inverted source, reference) pair (image targets; section "
+                                     "analogy)")
     truth_l1: float = setting(0.0, "PRIVILEGED, SynthFaces styles only: weight of the pixel L1 between G_B(w) and the "
                                    "ground truth T(G_A(w)) of the target style; with the CLIP weights at 0 this trains "
                                    "the oracle of the one-shot tables (the reachable best of a parameterization), "
@@ -101,6 +130,7 @@ class OneShotConfig:
     target: TargetConfig = section(TargetConfig, "the target domain: a prompt or one reference image")
     training: OneShotTraining = section(OneShotTraining, "what trains, and how")
     loss: OneShotLoss = section(OneShotLoss, "the CLIP guidance")
+    analogy: AnalogySection = section(AnalogySection, "the image analogy of loss.analogy_l1")
     logging: LoggingSection = section(LoggingSection, "log, sample and checkpoint cadences", sample_every=50,
                                       checkpoint_every=50)
     evaluation: EvaluationSection = section(EvaluationSection, "the end-of-run report")
@@ -167,7 +197,7 @@ class ClipTrainer(LoopTrainer):
                 return self.source.generate(z)
             self.source_mean = self.guide.mean_embedding(sample, tg.source_mean_n)
             self.directions = self.guide.image_direction(self.reference.to(self.device), self.source_mean)
-        self.w_ref = None
+        self.w_ref, self.inverted, self.analogy, self.analogy_fit = None, None, None, None
         lc = cfg.loss
         if lc.truth_l1 > 0:
             from adapt_common import synthfaces as sf
@@ -178,15 +208,25 @@ class ClipTrainer(LoopTrainer):
             if truth is None or truth.kind != "similar":
                 raise ValueError(f"loss.truth_l1 needs a SynthFaces style with a ground-truth transform as the target "
                                  f"(target.domain, or a synthfaces:<style> image); {self.domain!r} has none")
-        if lc.clip_ref > 0 or lc.clip_within > 0 or lc.rec_l2 > 0:
+        if lc.clip_ref > 0 or lc.clip_within > 0 or lc.rec_l2 > 0 or lc.analogy_l1 > 0:
             if self.reference is None:
-                raise ValueError("loss.clip_ref / clip_within / rec_l2 need an image target (target.image)")
+                raise ValueError("loss.clip_ref / clip_within / rec_l2 / analogy_l1 need an image target "
+                                 "(target.image)")
             from ..inversion import invert
-            inv = invert(self.source, self.reference, steps=tg.invert_steps, clip=self.guide.clips[0])
-            self.w_ref = inv.w
+            source_domain = dict(source_prompt=tg.source_text, contrast_prompts=list(tg.contrast_prompts),
+                                 prompt_weight=tg.invert_prompt_weight) if tg.invert_prompt_weight > 0 else {}
+            inv = invert(self.source, self.reference, steps=tg.invert_steps, space=tg.invert_space,
+                         clip=self.guide.clips[0], seed=cfg.exp.seed, **source_domain)
+            self.w_ref, self.inverted = inv.w, inv.image.clamp(-1, 1)
             with torch.no_grad():
                 self.emb_ref = self.guide.encode_images(self.reference.to(self.device))
                 self.emb_a_ref = self.guide.encode_images(inv.image)
+            if lc.analogy_l1 > 0:
+                from adapt_common.analogy import ImageAnalogy
+                an = cfg.analogy
+                self.analogy, self.analogy_fit = ImageAnalogy.fit(
+                    self.inverted, self.reference.to(self.device), steps=an.steps, lr=an.lr, degree=an.degree,
+                    width=an.width, depth=an.depth, seed=cfg.exp.seed)
         self.lr, betas = self.optimiser_settings()
         self.opt = torch.optim.Adam(self.param.trainable_parameters(), lr=self.lr, betas=betas)
         self.step, self.elapsed = 0, 0.0
@@ -259,6 +299,12 @@ class ClipTrainer(LoopTrainer):
                 d = self.guide.clip_within_loss(emb_b, self.emb_ref, emb_a, self.emb_a_ref)
                 loss = loss + lc.clip_within * d
                 stats["clip_within"] = d.item()
+        if self.analogy is not None:  # the analogy's term: pixels against T̂ of the source image
+            with torch.no_grad():
+                pseudo = self.analogy(img_a)
+            d = (img_b.clamp(-1, 1) - pseudo).abs().mean()
+            loss = loss + lc.analogy_l1 * d
+            stats["analogy_l1"] = d.item()
         if lc.truth_l1 > 0:  # the oracle's term: pixels against the true style of the source image
             from adapt_common import synthfaces as sf
             d = (img_b.clamp(-1, 1) - sf.apply_domain(img_a, self.domain).clamp(-1, 1)).abs().mean()
@@ -276,15 +322,20 @@ class ClipTrainer(LoopTrainer):
     # -- state ---------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "elapsed_s": self.elapsed, "trained": self.param.trained_state_dict(),
-                "opt": self.opt.state_dict(), "rng": rng_state(), "parameterization": self.param.name,
-                "source_hash": self.param.source_hash}
+        state = {"step": self.step, "elapsed_s": self.elapsed, "trained": self.param.trained_state_dict(),
+                 "opt": self.opt.state_dict(), "rng": rng_state(), "parameterization": self.param.name,
+                 "source_hash": self.param.source_hash}
+        if self.analogy is not None:  # refitting at --resume would cost seconds; the saved one is exact
+            state["analogy"] = self.analogy.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if state["parameterization"] != self.param.name or state["source_hash"] != self.param.source_hash:
             raise ValueError(f"the checkpoint is a {state['parameterization']} run of generator "
                              f"{state['source_hash']}; this config is {self.param.name} of {self.param.source_hash}")
         self.param.load_trained_state_dict(state["trained"])
+        if self.analogy is not None and "analogy" in state:
+            self.analogy.load_state_dict(state["analogy"])
         self.opt.load_state_dict(state["opt"])
         set_rng_state(state["rng"])
         self.step, self.elapsed = state["step"], state["elapsed_s"]
@@ -300,6 +351,16 @@ class ClipTrainer(LoopTrainer):
             ref = self.reference.to(src.device)
             src, out = torch.cat([ref, src]), torch.cat([ref, out])
         return save_grid(torch.cat([src, out]).cpu(), path, nrow=src.shape[0])
+
+    @torch.no_grad()
+    def analogy_grid(self, path: Path) -> Path:
+        """What the analogy learned: reference, its source-domain inversion A and T̂(A) on top; source samples over
+        their T̂ (the pixel targets of training) below."""
+        z = self.sample_z.to(self.device)
+        src = self.source.generate(z)
+        pair = torch.cat([self.reference.to(src.device), self.inverted, self.analogy(self.inverted)])
+        pad = torch.zeros(max(src.shape[0] - 3, 0), *src.shape[1:], device=src.device)
+        return save_grid(torch.cat([pair, pad, src, self.analogy(src)]).cpu(), path, nrow=max(src.shape[0], 3))
 
     def result_meta(self) -> dict:
         tg = self.cfg.target
@@ -378,6 +439,11 @@ class ClipTrainer(LoopTrainer):
         target = cfg.target.text or f"image {cfg.target.image}"
         self._log(f"{self.param.describe()} of {cfg.base}; target: {target}; "
                   f"CLIP: {', '.join(self.guide.names)}")
+        if self.analogy is not None:
+            fit = self.analogy_fit
+            self._log(f"analogy: residual net trained {fit.steps} steps (chosen on the pair's right half: L1 "
+                      f"{fit.holdout_best:.4f}, colour map alone {fit.holdout_colour_map:.4f}, unchanged "
+                      f"{fit.holdout_identity:.4f}); {self.analogy_grid(self.run_dir / 'analogy.png').name}")
         self.loop(cfg.training.iters, resume, hooks)
         if self.stopped:
             return {"steps": self.step, "wall_time_s": self.elapsed, "result": None, "evaluation_error": None,
