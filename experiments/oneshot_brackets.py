@@ -2,6 +2,7 @@
 family of SynthFaces styles, with 95 % intervals.
 
     python -m experiments.oneshot_brackets --family validation [--refs 2] [--n 256] [--out reports/brackets_validation]
+        [--methods analogy,oracle] [--seeds 1]
 
 For each style of the family and each reference image (the style's few-shot images 0..refs-1, whose true source
 faces SynthFaces knows), on held-out latents (z from seeds 100000.., never used in any training):
@@ -11,8 +12,11 @@ faces SynthFaces knows), on held-out latents (z from seeds 100000.., never used 
   source generator (W+, pixel + CLIP loss, as ``python -m gan_adapt invert``), applied to G_s(w);
 - **colour map (privileged)**: the same fitted on the reference and its true source face (SynthFaces only).
 
-The oracle of the table (the method's own parameterization trained on pixels against T(G_s(w))) comes from the
-study's one-shot cells. Gap closed = 1 − error / identity error per latent set; intervals are hierarchical
+With ``--methods``, one-shot runs of the one-shot trainer are scored on the same latents, for every reference and
+seed (``--seeds``): each method is a config with overrides (:data:`METHODS`): ``analogy`` (configs/oneshot_analogy.yaml;
+its analogy T̂ applied directly to G_s(w) is reported too, as ``analogy (direct)``), ``clip`` (the image-guided CLIP
+direction of configs/oneshot_sketch_image.yaml) and ``oracle`` (the same StyleSpace direction trained on pixels
+against T(G_s(w)), ``loss.truth_l1``: the reachable best of the parameterization). Gap closed = 1 − error / identity error per latent set; intervals are hierarchical
 bootstrap intervals over references, then latents (``adapt_common.metrics.stats``).
 """
 from __future__ import annotations
@@ -27,23 +31,66 @@ import torch
 
 HELD_OUT_SEED = 100_000
 
+#: name -> (config file, overrides) of the one-shot methods ``--methods`` can run.
+METHODS = {
+    "analogy": ("configs/oneshot_analogy.yaml", []),
+    "clip": ("configs/oneshot_sketch_image.yaml", []),
+    "oracle": ("configs/oneshot_analogy.yaml", ["loss.analogy_l1=0", "loss.truth_l1=1"]),
+}
+ROW_NAMES = {"colour_map_user": "colour map (user)", "colour_map_privileged": "colour map (privileged)",
+             "analogy_direct": "analogy (direct)", "analogy": "analogy → direction", "clip": "CLIP direction",
+             "oracle": "oracle"}
+
 
 def per_latent_error(images: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Mean absolute error per image on the 0..1 scale, images clamped as saved ([N])."""
     return ((images.clamp(-1, 1) - truth.clamp(-1, 1)).abs() / 2).mean(dim=(1, 2, 3))
 
 
+def held_out_latents(g, n: int) -> torch.Tensor:
+    from gan_adapt.seeds import z_from_seeds
+    return z_from_seeds(list(range(HELD_OUT_SEED, HELD_OUT_SEED + n)), g.style_dim)
+
+
+@torch.no_grad()
+def render(g, z: torch.Tensor) -> torch.Tensor:
+    return torch.cat([g.generate(z[i:i + 64]) for i in range(0, z.shape[0], 64)]).clamp(-1, 1)
+
+
 def held_out_source(g, n: int) -> torch.Tensor:
     """G_s(w) for the n held-out latents (the same for every style: computed once)."""
-    from gan_adapt.seeds import z_from_seeds
-    z = z_from_seeds(list(range(HELD_OUT_SEED, HELD_OUT_SEED + n)), g.style_dim)
-    with torch.no_grad():
-        return torch.cat([g.generate(z[i:i + 64]) for i in range(0, n, 64)]).clamp(-1, 1)
+    return render(g, held_out_latents(g, n))
 
 
-def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 0, invert_steps: int = 300) -> dict:
+def run_method(method: str, style: str, ref: int, seed: int, generator: str, work_dir: Path, z: torch.Tensor,
+               truth: torch.Tensor, overrides: list[str] = ()) -> dict[str, list[float]]:
+    """One one-shot run of ``method`` for reference ``ref`` of ``style``: per-latent errors of its generator (and of
+    its analogy applied directly, for the analogy method)."""
+    import tempfile
+
+    from adapt_common.config import load_config
+    from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
+    config = METHODS[method][0]
+    with tempfile.TemporaryDirectory(dir=work_dir) as run:
+        cfg = load_config(OneShotConfig, [config], [*METHODS[method][1], *overrides, f"base={generator}",
+                                                     f"target.image=synthfaces:{style}/{ref}", f"exp.seed={seed}",
+                                                     f"exp.run_dir={run}", "evaluation.n=0", "exp.threads=1",
+                                                     f"target.domain={style}"])
+        tr = ClipTrainer(cfg, quiet=True)
+        tr.fit()
+        out = {method: per_latent_error(render(tr.param.generator.eval(), z), truth).tolist()}
+        if tr.analogy is not None:
+            with torch.no_grad():
+                out["analogy_direct"] = per_latent_error(tr.analogy(render(tr.source, z)), truth).tolist()
+    return out
+
+
+def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 0, invert_steps: int = 300,
+             methods: tuple[str, ...] = (), seeds: int = 1, generator: str = "", z: torch.Tensor | None = None,
+             work_dir: Path | None = None, overrides: list[str] = ()) -> dict:
     """The brackets of one style for generator ``g``, inversion CLIP ``guide`` and ``source`` =
-    :func:`held_out_source`."""
+    :func:`held_out_source` (rendered from latents ``z``), and the one-shot ``methods`` (``seeds`` runs per
+    reference, of the generator file ``generator``)."""
     from adapt_common import synthfaces as sf
     from adapt_common.colour_map import ColourMap
     from gan_adapt.inversion import invert
@@ -60,6 +107,10 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
             cmap = ColourMap.fit(src, ref)
             rows[key].append(per_latent_error(cmap(source), truth))
         rows["identity"].append(identity)
+        for method in methods:
+            for s in range(seeds):
+                for key, errs in run_method(method, style, r, s, generator, work_dir, z, truth, overrides).items():
+                    rows.setdefault(key, []).append(torch.tensor(errs))
     return {"style": style, "family": sf.family_of(style), "kind": sf.STYLE_KIND.get(style, "train"), "refs": refs,
             "n": n, "identity_error": [r.tolist() for r in rows["identity"]],
             "errors": {k: [r.tolist() for r in v] for k, v in rows.items() if k != "identity"}}
@@ -76,17 +127,26 @@ def gap_interval(errors: list[list[float]], identity: list[list[float]]) -> dict
 
 
 def write_report(results: list[dict], out: Path, command: str) -> Path:
+    keys = [k for k in ROW_NAMES if k in results[0]["errors"]]
     lines = ["# One-shot brackets", "", f"Generated by `{command}` from `results.json`.", "",
              "Gap closed towards the ground truth T(G_s(w)) on held-out latents (1 = the true style, 0 = the source "
-             "unchanged), mean [95 % interval] over reference images and latents.", "",
-             "| style | kind | identity error | colour map (user) | colour map (privileged) |", "|---|---|---|---|---|"]
+             "unchanged), mean [95 % interval] over reference images (and seeds, for trained methods) and latents. "
+             "The colour map (privileged) and the oracle use SynthFaces' knowledge of the true source or style; "
+             "the other rows have only what a user has.", "",
+             "| style | kind | identity error | " + " | ".join(ROW_NAMES[k] for k in keys) + " |",
+             "|---|---|---|" + "---|" * len(keys)]
+    means = {k: [] for k in keys}
     for r in results:
         ident = sum(sum(x) / len(x) for x in r["identity_error"]) / len(r["identity_error"])
         cells = []
-        for key in ("colour_map_user", "colour_map_privileged"):
-            iv = gap_interval(r["errors"][key], r["identity_error"])
+        for key in keys:
+            errors = r["errors"][key]
+            # the identity error is a property of the style and the latents, the same for every reference and run
+            iv = gap_interval(errors, [r["identity_error"][0]] * len(errors))
+            means[key].append(iv["mean"])
             cells.append(f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]")
         lines.append(f"| {r['style']} | {r['kind']} | {ident:.4f} | " + " | ".join(cells) + " |")
+    lines.append("| **mean over styles** | | | " + " | ".join(f"{sum(v) / len(v):.3f}" for v in means.values()) + " |")
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -102,8 +162,25 @@ def main(argv=None) -> int:
     ap.add_argument("--generator", default="checkpoints/synthfaces_stylegan2.safetensors")
     ap.add_argument("--clip", default="synthfaces", help="the CLIP of the inversion (the guide's, as a user has)")
     ap.add_argument("--invert-steps", type=int, default=300)
+    ap.add_argument("--methods", default="", help="comma-separated one-shot methods to run and score: "
+                                                    + ", ".join(METHODS))
+    ap.add_argument("--seeds", type=int, default=1, help="runs of each method per reference image")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for every method's runs (e.g. training.iters=100)")
+    ap.add_argument("--styles", default="", help="comma-separated subset of the family's styles (default: all)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    from adapt_common import synthfaces as sf
+    methods = tuple(m for m in args.methods.split(",") if m)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    styles = sf.styles_of_family(args.family)
+    if args.styles:
+        chosen = args.styles.split(",")
+        if not set(chosen) <= set(styles):
+            ap.error(f"--styles {sorted(set(chosen) - set(styles))} are not {args.family} styles ({styles})")
+        styles = [s for s in styles if s in chosen]
     if args.refs < 1 or args.n < 2:
         ap.error("--refs must be >= 1 and --n >= 2")
     out = Path(args.out or f"reports/oneshot_brackets_{args.family}")
@@ -113,11 +190,17 @@ def main(argv=None) -> int:
     from gan_adapt.formats import load_generator
     g = load_generator(args.generator).eval().requires_grad_(False)
     guide = load_clip(args.clip)
-    source = held_out_source(g, args.n)
-    results = [brackets(s, args.refs, g, guide, source, invert_steps=args.invert_steps)
-               for s in sf.styles_of_family(args.family)]
+    z = held_out_latents(g, args.n)
+    source = render(g, z)
+    results = []
+    from tqdm import tqdm
+    for s in tqdm(styles, desc="styles"):
+        results.append(brackets(s, args.refs, g, guide, source, invert_steps=args.invert_steps, methods=methods,
+                                seeds=args.seeds, generator=args.generator, z=z, work_dir=out, overrides=args.set))
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps({"generator": args.generator, "family": args.family, "refs": args.refs, "n": args.n,
+                                   "methods": {m: METHODS[m] for m in methods}, "seeds": args.seeds,
+                                   "overrides": args.set,
                                    "held_out_seed": HELD_OUT_SEED, "seconds": round(time.time() - t0, 1),
                                    "styles": results}, indent=1))
     command = "python -m experiments.oneshot_brackets " + " ".join(argv if argv is not None else sys.argv[1:])
