@@ -26,6 +26,27 @@ def _model_with_shifts(model: str, shifts: list[str], device: str):
     return unet.eval(), scheduler
 
 
+def _t2i_with_shifts(model: str, shifts: list[str], te_shifts: list[str], device: str):
+    """A text-to-image (Stable Diffusion layout) folder, its UNet and text encoder shifted by the given files."""
+    from .text2image import apply_t2i_shifts, load_t2i
+    return apply_t2i_shifts(load_t2i(model, device), [_parse_weighted(s) for s in shifts],
+                            [_parse_weighted(s) for s in te_shifts])
+
+
+def _check_prompt(args, model: str) -> bool:
+    """Whether ``model`` is a text-to-image folder; a prompt is required for one and refused for any other."""
+    from .models import ModelLoadError
+    from .text2image import is_t2i_folder
+    t2i = is_t2i_folder(model)
+    if t2i and not args.prompt:
+        raise ModelLoadError(f"{model} is a text-to-image (Stable Diffusion layout) model: give --prompt")
+    if not t2i and args.prompt:
+        raise ModelLoadError(f"{model} is an unconditional model (no unet/ and text_encoder/): it takes no --prompt")
+    if not t2i and args.text_encoder_shifts:
+        raise ModelLoadError(f"{model} has no text encoder: --text-encoder-shifts is for text-to-image models")
+    return t2i
+
+
 TRAIN = "python -m diffusion_adapt train"
 
 
@@ -70,7 +91,13 @@ def cmd_sample(args) -> int:
     from gan_adapt.seeds import parse_seeds
     from .sampling import ddim_sample, noise_from_seeds
     _threads(args.threads)
-    unet, scheduler = _model_with_shifts(args.model, args.shifts, args.device)
+    t2i = _check_prompt(args, args.model)
+    if t2i:
+        from .text2image import t2i_sample
+        model = _t2i_with_shifts(args.model, args.shifts, args.text_encoder_shifts, args.device)
+        unet = model.unet
+    else:
+        unet, scheduler = _model_with_shifts(args.model, args.shifts, args.device)
     seeds = parse_seeds(args.seeds)
     size = unet.config.sample_size
     out = Path(args.outdir)
@@ -78,8 +105,11 @@ def cmd_sample(args) -> int:
     images = []
     for i in range(0, len(seeds), args.batch):
         chunk = seeds[i:i + args.batch]
-        img = ddim_sample(unet, scheduler, noise_from_seeds(chunk, (unet.config.in_channels, size, size)),
-                          args.steps).cpu()
+        noise = noise_from_seeds(chunk, (unet.config.in_channels, size, size))
+        if t2i:  # classifier-free guidance with the prompt; the unconditional branch is the empty prompt
+            img = t2i_sample(model, [args.prompt] * len(chunk), noise, args.steps, args.guidance).cpu()
+        else:
+            img = ddim_sample(unet, scheduler, noise, args.steps).cpu()
         images.append(img)
         for s, im in zip(chunk, img):
             save_image(im, out / f"seed{s:04d}.png")
@@ -88,7 +118,9 @@ def cmd_sample(args) -> int:
     if args.save_raw:
         np.save(args.save_raw, images.numpy().astype(np.float32))
     print(f"wrote {len(seeds)} images and grid.png to {out} ({args.steps} DDIM steps"
-          + (f", shifts {', '.join(args.shifts)})" if args.shifts else ")"))
+          + (f", prompt {args.prompt!r}, guidance {args.guidance:g}" if t2i else "")
+          + (f", shifts {', '.join(args.shifts + args.text_encoder_shifts)})" if args.shifts or
+             args.text_encoder_shifts else ")"))
     return 0
 
 
@@ -100,11 +132,27 @@ def cmd_translate(args) -> int:
     from .models import load_model
     from .sampling import translate
     _threads(args.threads)
-    source, scheduler = load_model(args.model, args.device)
-    target, _ = _model_with_shifts(args.target_model or args.model, args.shifts, args.device)
-    size = source.config.sample_size
-    images = torch.cat([load_image(p, size=size) for p in args.images])
-    out = translate(source, target, scheduler, images, args.steps).cpu()
+    t2i = _check_prompt(args, args.model)
+    if args.target_model and _check_prompt(args, args.target_model) != t2i:
+        raise ValueError(f"--model {args.model} and --target-model {args.target_model} are of different kinds "
+                         "(one text-to-image, one unconditional)")
+    if t2i:
+        from .text2image import load_t2i, t2i_translate
+        source = load_t2i(args.model, args.device)
+        target = _t2i_with_shifts(args.target_model or args.model, args.shifts, args.text_encoder_shifts,
+                                  args.device)
+        size = source.vae.config.sample_size if source.vae is not None else source.unet.config.sample_size
+        images = torch.cat([load_image(p, size=size) for p in args.images])
+        out = t2i_translate(source, target, images, args.prompt, args.target_prompt, args.steps,
+                            args.guidance).cpu()
+    else:
+        if args.target_prompt:
+            raise ValueError("--target-prompt is for text-to-image models")
+        source, scheduler = load_model(args.model, args.device)
+        target, _ = _model_with_shifts(args.target_model or args.model, args.shifts, args.device)
+        size = source.config.sample_size
+        images = torch.cat([load_image(p, size=size) for p in args.images])
+        out = translate(source, target, scheduler, images, args.steps).cpu()
     save_grid(torch.cat([images, out]), args.out, nrow=len(args.images))
     if args.save_raw:
         np.save(args.save_raw, out.numpy().astype(np.float32))
@@ -133,7 +181,17 @@ def cmd_shifts(args) -> int:
     if not args.model:
         raise ValueError("shifts merge needs --model (the base model folder)")
     from .models import save_model
+    from .text2image import bake_t2i, is_t2i_folder, save_t2i
     from adapt_common.files import require_finite
+    if is_t2i_folder(args.model):  # the whole pipeline folder again, UNet and text encoder baked
+        model = bake_t2i(_t2i_with_shifts(args.model, args.files, args.text_encoder_shifts, "cpu"))
+        for name, m in (("UNet", model.unet), ("text encoder", model.text_encoder)):
+            require_finite(m.state_dict(), f"{args.out} (not written: the merged {name} weights)")
+        save_t2i(model, args.out)
+        print(f"wrote {args.out}: {args.model} with the shifts baked in (a plain text-to-image folder)")
+        return 0
+    if args.text_encoder_shifts:
+        raise ValueError(f"{args.model} has no text encoder: --text-encoder-shifts is for text-to-image models")
     unet, scheduler = _model_with_shifts(args.model, args.files, "cpu")
     baked = svdiff.bake(unet)
     require_finite(baked.state_dict(), f"{args.out} (not written: the merged weights)")
@@ -161,6 +219,16 @@ def _mix(args) -> int:
     return 0
 
 
+def _t2i_arguments(parser, prompt_help: str, guidance: float) -> None:
+    parser.add_argument("--prompt", help=prompt_help)
+    parser.add_argument("--guidance", type=float, default=guidance,
+                        help=f"text-to-image models: classifier-free guidance scale (default {guidance:g}"
+                             + ("; 1 keeps the inversion's round trip exact)" if guidance == 1.0 else ")"))
+    parser.add_argument("--text-encoder-shifts", action="append", default=[], metavar="FILE[:SCALE]",
+                        help="text-to-image models: the text encoder's shift file (<name>_te.safetensors of a "
+                             "text-to-image SVDiff run); repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from adapt_common.trainers import config_help, trainers_of
     from gan_adapt.cli import positive_int
@@ -185,9 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     s = sub.add_parser("sample", help="DDIM samples for seeds, with any number of shift files")
-    s.add_argument("--model", required=True, help="a model folder")
+    s.add_argument("--model", required=True, help="a model folder: unconditional (DDPMPipeline or UNet2DModel) or "
+                                                  "text-to-image (Stable Diffusion layout: unet/, text_encoder/, vae/)")
     s.add_argument("--shifts", action="append", default=[], metavar="FILE[:SCALE]",
                    help="a shift file, or a checkpoint folder holding spectral_shifts.safetensors; repeatable")
+    _t2i_arguments(s, "the prompt of every sample (text-to-image models)", guidance=5.0)
     s.add_argument("--seeds", default="0-15")
     s.add_argument("--steps", type=positive_int, default=50)
     s.add_argument("--batch", type=positive_int, default=16)
@@ -202,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--target-model", help="the adapted model folder (default: --model with --shifts)")
     tr.add_argument("--shifts", action="append", default=[], metavar="FILE[:SCALE]",
                     help="a shift file, or a checkpoint folder holding spectral_shifts.safetensors; repeatable")
+    _t2i_arguments(tr, "text-to-image models: the prompt the source model inverts with", guidance=1.0)
+    tr.add_argument("--target-prompt", help="text-to-image models: the prompt the target model decodes with "
+                                            "(default: --prompt)")
     tr.add_argument("--images", nargs="+", required=True)
     tr.add_argument("--steps", type=positive_int, default=50)
     tr.add_argument("--out", required=True)
@@ -215,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("files", nargs="+", metavar="FILE[:WEIGHT]")
     sh.add_argument("--model", help="merge: the base model folder; mix: the base model, needed to mix files whose "
                     "norm shifts differ in convention (one value per norm and per channel)")
+    sh.add_argument("--text-encoder-shifts", action="append", default=[], metavar="FILE[:WEIGHT]",
+                    help="merge into a text-to-image folder: the text encoder's shift file(s) (<name>_te.safetensors "
+                         "of a text-to-image SVDiff run); repeatable")
     sh.add_argument("--out")
     sh.set_defaults(func=cmd_shifts)
     return p

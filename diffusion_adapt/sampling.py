@@ -26,8 +26,9 @@ def _schedule_args(scheduler, clip_x0: bool = False) -> dict:
     c = scheduler.config
     return dict(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start, beta_end=c.beta_end,
                 beta_schedule=c.beta_schedule, trained_betas=c.trained_betas, prediction_type=c.prediction_type,
-                clip_sample=clip_x0, clip_sample_range=1.0, set_alpha_to_one=False, timestep_spacing="leading",
-                steps_offset=0)
+                clip_sample=clip_x0, clip_sample_range=1.0, set_alpha_to_one=bool(c.get("set_alpha_to_one", False)),
+                # the model's own step placement (Stable Diffusion's schedulers have steps_offset 1; a DDPM's 0)
+                timestep_spacing=c.get("timestep_spacing", "leading"), steps_offset=int(c.get("steps_offset", 0)))
 
 
 def _ddim(scheduler, steps: int, clip_x0: bool = False) -> DDIMScheduler:

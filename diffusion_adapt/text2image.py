@@ -74,6 +74,12 @@ class T2IModel:
         return latents if self.vae is None else self.vae.decode(latents / self.latent_scale).sample
 
 
+def is_t2i_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a text-to-image (Stable Diffusion layout) folder: ``unet/`` and ``text_encoder/``."""
+    p = Path(path)
+    return (p / "unet").is_dir() and (p / "text_encoder").is_dir()
+
+
 def load_t2i(path: str | Path, device="cpu") -> T2IModel:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -124,6 +130,71 @@ def t2i_sample(model: T2IModel, prompts: list[str], noise: torch.Tensor, steps: 
         e_u, e_c = both.chunk(2)
         x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
     return model.to_images(x).clamp(-1, 1)
+
+
+def apply_t2i_shifts(model: T2IModel, unet_files: list[tuple[str, float]] = (),
+                     text_encoder_files: list[tuple[str, float]] = ()) -> T2IModel:
+    """Shift the UNet and the text encoder (in place) by weighted sums of shift files (the two files a text-to-image
+    SVDiff run writes: ``spectral_shifts.safetensors`` and ``spectral_shifts_te.safetensors``)."""
+    if unet_files:
+        svdiff.apply_shift_files(model.unet, list(unet_files))
+    if text_encoder_files:
+        svdiff.apply_shift_files(model.text_encoder, list(text_encoder_files))
+    return model
+
+
+def bake_t2i(model: T2IModel) -> T2IModel:
+    """Every shifted weight replaced by its value: a plain model again (saved by :func:`save_t2i`)."""
+    svdiff.bake(model.unet)
+    svdiff.bake(model.text_encoder)
+    return model
+
+
+def _encode_exact(model: T2IModel, images: torch.Tensor) -> torch.Tensor:
+    """Latents of ``images`` for inversion: the VAE posterior's mean (a sample would make the round trip noisy)."""
+    if model.vae is None:
+        return images
+    return model.vae.encode(images).latent_dist.mean * model.latent_scale
+
+
+@torch.no_grad()
+def t2i_invert(model: T2IModel, images: torch.Tensor, prompt: str, steps: int = 50) -> torch.Tensor:
+    """x_T of ``images`` ([-1, 1], the VAE's size) by the deterministic DDIM ODE conditioned on ``prompt`` (no
+    guidance: the inverse of :func:`t2i_decode` with ``guidance=1``)."""
+    from diffusers import DDIMInverseScheduler
+
+    from .sampling import _schedule_args
+    device = next(model.unet.parameters()).device
+    inv = DDIMInverseScheduler(**_schedule_args(model.scheduler))
+    inv.set_timesteps(steps)
+    cond = model.encode_prompts([prompt] * images.shape[0])
+    x = _encode_exact(model, images.to(device).float())
+    for t in inv.timesteps:
+        x = inv.step(model.unet(x, t, encoder_hidden_states=cond).sample, t, x).prev_sample
+    return x
+
+
+@torch.no_grad()
+def t2i_decode(model: T2IModel, latents: torch.Tensor, prompt: str, steps: int = 50,
+               guidance: float = 1.0) -> torch.Tensor:
+    """Images in [-1, 1] from x_T by the DDIM ODE conditioned on ``prompt``, with classifier-free ``guidance``
+    (1: none, the exact inverse of :func:`t2i_invert`)."""
+    if guidance == 1.0:
+        sched = _ddim(model.scheduler, steps)
+        cond = model.encode_prompts([prompt] * latents.shape[0])
+        x = latents
+        for t in sched.timesteps:
+            x = sched.step(model.unet(x, t, encoder_hidden_states=cond).sample, t, x).prev_sample
+        return model.to_images(x).clamp(-1, 1)
+    return t2i_sample(model, [prompt] * latents.shape[0], latents, steps, guidance)
+
+
+@torch.no_grad()
+def t2i_translate(source: T2IModel, target: T2IModel, images: torch.Tensor, prompt: str,
+                  target_prompt: str | None = None, steps: int = 50, guidance: float = 1.0) -> torch.Tensor:
+    """DDIB with prompts: invert ``images`` with the source model and ``prompt``, decode with the target model and
+    ``target_prompt`` (default: the same prompt)."""
+    return t2i_decode(target, t2i_invert(source, images, prompt, steps), target_prompt or prompt, steps, guidance)
 
 
 @dataclass

@@ -476,7 +476,11 @@ def test_app_plain_reconstruction_gives_the_face_back(tmp_path):
         strip = app.diffusion_translate(str(bundled), str(save_image(face, tmp_path / f"{i}.png")), [str(zero)],
                                         [1.0], 50)
         shown, recon, translated = (strip[2:34, 2 + 34 * k:34 + 34 * k].astype(np.float64) / 127.5 - 1 for k in range(3))
-        assert _psnr(recon[None], shown[None])[0] > 21 and np.array_equal(recon, translated)
+        assert _psnr(recon[None], shown[None])[0] > 21
+        # a zero shift renders W again through its SVD (U diag(s) Vᵀ): equal up to float round-off, which can flip
+        # an 8-bit level of a few pixels depending on the machine's LAPACK
+        diff = np.abs(recon - translated)
+        assert diff.max() <= 1.01 / 127.5 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
 
 # -- training --------------------------------------------------------------------------------------------
 
