@@ -159,16 +159,21 @@ def _grid(images, nrow):
 class Library:
     """Named direction files: bundled ones, files from folders the user names, uploads and adapted results."""
 
-    def __init__(self, folders=(), bundled: bool = True):
-        """``bundled``: start with checkpoints/directions (trained on the bundled generator, so only useful with it)."""
+    def __init__(self, folders=(), bundled: bool = True, store: str | Path | None = None):
+        """``bundled``: start with checkpoints/directions (trained on the bundled generator, so only useful with it).
+        ``store``: the folder that uploads and adapted results are copied into, one file per entry named after the
+        entry, and read back from when a library starts on it (the app's is ``runs/app/library``: entries survive
+        page reloads and server restarts); default a temporary folder that nothing reads again."""
         self.files: dict[str, str] = {}
-        self.upload_dir = Path(tempfile.mkdtemp(prefix="domain_adapt_app_"))
-        for folder in [BUNDLED_DIRECTIONS] * bundled + list(folders):
+        self.store = Path(store) if store else Path(tempfile.mkdtemp(prefix="domain_adapt_app_"))
+        self.store.mkdir(parents=True, exist_ok=True)
+        for folder in [BUNDLED_DIRECTIONS] * bundled + list(folders) + [self.store]:
             self.add_folder(folder, quiet=True)
 
-    def _unique(self, name: str) -> str:
+    def _unique(self, name: str, new_file: bool = False) -> str:
+        """``name``, or ``name (2)``, ... when taken (``new_file``: also by a file in the store)."""
         base, i = name, 2
-        while name in self.files:
+        while name in self.files or (new_file and any(self.store.glob(f"{glob_escape(name)}.*"))):
             name = f"{base} ({i})"
             i += 1
         return name
@@ -198,14 +203,15 @@ class Library:
         return added, skipped
 
     def add_file(self, path: str, name: str | None = None) -> str:
-        """Add an uploaded or trained file under ``name`` (default: the file's name), copied into the app's own
-        folder under that unique name (two files of one name are two entries); refuses non-direction files."""
+        """Add an uploaded or trained file under ``name`` (default: its domain, the reference image's name or the
+        prompt it was trained on, else the file's name), copied into the store under that unique name (two files of
+        one name are two entries); refuses non-direction files."""
         p = Path(check_upload(path, "direction file"))
         why = _not_a_direction(p)
         if why:
             raise ValueError(f"{p.name}: not a direction file ({why})")
-        key = self._unique(name or p.stem)
-        dst = self.upload_dir / f"{key}{p.suffix}"
+        key = self._unique(_file_name(name) if name else adapted_name(str(p)), new_file=True)
+        dst = self.store / f"{key}{p.suffix}"
         if p.resolve() != dst.resolve():
             shutil.copy(p, dst)
         self.files[key] = str(dst)
@@ -213,6 +219,10 @@ class Library:
 
     def names(self) -> list[str]:
         return list(self.files)
+
+    def paths(self) -> list[str]:
+        """Each entry's file, in the order of names() (what the Mix tab offers for download)."""
+        return list(self.files.values())
 
     def get(self, name: str):
         if name not in self.files:
@@ -239,8 +249,17 @@ def adapted_name(path: str) -> str:
         domain = str(_direction(path, os.path.getmtime(path)).meta.get("domain") or "")
     except (ValueError, OSError):
         domain = ""
-    domain = re.sub(r"[^\w .,+-]+", "_", domain).strip(" ._")[:40]
-    return domain or Path(path).stem
+    return _file_name(domain) or Path(path).stem
+
+
+def _file_name(name: str) -> str:
+    """``name`` as a library entry that is also a file name: no path separators or other odd characters."""
+    return re.sub(r"[^\w .,+()-]+", "_", name).strip(" ._")[:40]
+
+
+def glob_escape(name: str) -> str:
+    import glob
+    return glob.escape(name)
 
 
 def folder_message(added: list[str], skipped: list[tuple[str, str]]) -> str:
@@ -429,6 +448,14 @@ def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iter
                    _png(run / "before_after.png"), str(out))
 
 
+def _shown_path(path: Path) -> str:
+    """A path as shown on the page: relative to the project when inside it (not the server's absolute path)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _png(path: Path):
     """An image file as a uint8 array [H, W, 3] for the UI."""
     import numpy as np
@@ -544,7 +571,8 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
 
     # the bundled directions belong to the bundled generator: offered only when the app starts on it
     on_bundled = not default_ckpt or Path(default_ckpt).resolve() == BUNDLED_G.resolve()
-    library = Library(folders, bundled=on_bundled)
+    # uploads and adapted results are kept in runs/app/library: read again at the next start
+    library = Library(folders, bundled=on_bundled, store=APP_RUNS / "library")
     default_ckpt = default_ckpt or (str(BUNDLED_G) if BUNDLED_G.exists() else "")
     ddpm = ddpm or (str(BUNDLED_DDPM) if BUNDLED_DDPM.exists() else "")
     cancel = threading.Event()
@@ -572,10 +600,11 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
 
     def library_updates():
         """New choices for every control that lists the library: Mix's slots, Morph's keyframes, Real photo's
-        domains (their chosen values stay)."""
+        domains (their chosen values stay), and Mix's list of the entries' files to download. Also sent when a
+        page loads, so a reloaded page lists what the library holds now."""
         names = library.names()
         return ([gr.update(choices=[""] + names) for _ in range(SLOTS)]
-                + [gr.update(choices=[SOURCE] + names), gr.update(choices=names)])
+                + [gr.update(choices=[SOURCE] + names), gr.update(choices=names), library.paths()])
 
     def on_add_folder(folder):
         added, skipped = library.add_folder(folder)
@@ -614,7 +643,11 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     seeds = gr.Textbox(label="seeds", value="0-3", elem_id="seeds")
                     truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="truncation", elem_id="truncation")
                     go = gr.Button("Render", elem_id="go")
-                out = result_image("samples", type="numpy", elem_id="out")
+                with gr.Column(scale=2):
+                    out = result_image("samples", type="numpy", elem_id="out")
+                    lib_files = gr.File(library.paths(), label=f"the library's direction files (uploads and "
+                                        f"Adapt results are kept in {_shown_path(library.store)})",
+                                        file_count="multiple", interactive=False, elem_id="library-files")
 
             def on_mix(ck, sd, tr, *slots):
                 return mix_render(ck, library, list(slots[:SLOTS]), list(slots[SLOTS:]), sd, tr)
@@ -657,7 +690,8 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     status = gr.Textbox(label="status", interactive=False, elem_id="adapt-status")
                 with gr.Column(scale=2):
                     progress_img = result_image("source (top) and adapted (bottom)", type="numpy", elem_id="adapt-grid")
-                    result = gr.File(label="direction file", elem_id="adapt-file")
+                    result = gr.File(label="direction file (after training)", interactive=False,
+                                     elem_id="adapt-file")
                     add_btn = gr.Button("Add to the library", elem_id="adapt-add")
 
             def on_train(ck, im, pr, pa, it):
@@ -686,11 +720,12 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             def on_photo(ck, im, ds, s, st, progress=gr.Progress()):
                 return photo_in_domains(ck, library, im, ds or [], s, int(st), progress)
             pgo.click(guard(on_photo), [ckpt, photo, pdirs, pstrength, psteps], pout, api_name="photo")
-            library_views.append(pdirs)
+            library_views += [pdirs, lib_files]
             # Every way into the library refreshes every list of it (Mix, Morph, Real photo).
             folder.submit(guard(on_add_folder), folder, library_views, api_name="add_folder")
             upload_dir.upload(guard(on_add_file), upload_dir, library_views, api_name="add_direction")
             add_btn.click(add_result, result, library_views, api_name="add_result")
+            demo.load(library_updates, None, library_views)  # a reloaded page lists the library as it is now
 
         with gr.Tab("Diffusion", elem_id="tab-diffusion"):
             with gr.Row():

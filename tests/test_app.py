@@ -1,5 +1,6 @@
 """The app's callbacks (plain functions; the UI itself is driven in a browser by the app issue's tests)."""
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,13 @@ from gan_adapt.formats import StyleGANCheckpoint, save_checkpoint
 from gan_adapt.networks import Generator
 from gan_adapt.parameterizations import Parameterization
 from conftest import TINY
+
+
+@pytest.fixture(autouse=True)
+def app_runs(tmp_path, monkeypatch):
+    """The app's run folder (and its library store) in the test's own folder, never the project's runs/."""
+    monkeypatch.setattr(app, "APP_RUNS", tmp_path / "runs" / "app")
+    return tmp_path / "runs" / "app"
 
 
 @pytest.fixture
@@ -398,16 +406,17 @@ def test_library_keeps_files_of_one_name_apart(world, tiny_generator):
     updates = [add_result.fn(str(f)) for f in files]
     # Every list of the library is refreshed: Mix's slots, Morph's keyframes, Real photo's domains.
     outputs = [b.elem_id for b in add_result.outputs]
-    assert outputs == [f"dir{i}" for i in range(app.SLOTS)] + ["morph-keys", "photo-domains"]
+    assert outputs == [f"dir{i}" for i in range(app.SLOTS)] + ["morph-keys", "photo-domains", "library-files"]
     last = dict(zip(outputs, updates[-1]))
     assert {"pencil sketch", "pop art"} <= set(last["morph-keys"]["choices"])
     assert {"pencil sketch", "pop art"} <= set(last["photo-domains"]["choices"])
     assert {"pencil sketch", "pop art"} <= set(last["dir0"]["choices"])
-    # ... and each name holds its own file (the second did not overwrite the first).
+    # ... and each name holds its own file (the second did not overwrite the first), named by its domain (not
+    # "direction", "direction (2)"); one domain twice is two entries.
     lib2 = app.Library(bundled=False)
-    a, b = lib2.add_file(str(files[0])), lib2.add_file(str(files[1]))
-    assert (a, b) == ("direction", "direction (2)")
-    for name, f in ((a, files[0]), (b, files[1])):
+    a, b, c = lib2.add_file(str(files[0])), lib2.add_file(str(files[1])), lib2.add_file(str(files[0]))
+    assert (a, b, c) == ("pencil sketch", "pop art", "pencil sketch (2)")
+    for name, f in ((a, files[0]), (b, files[1]), (c, files[0])):
         torch.testing.assert_close(lib2.get(name).delta, Direction.from_pretrained(f).delta)
     assert not torch.equal(lib2.get(a).delta, lib2.get(b).delta)
 
@@ -555,3 +564,38 @@ def test_a_cancelled_adapt_run_resumes_with_the_cli_to_the_uninterrupted_result(
     assert main(["train", "--config", str(run / "config.yaml"), "--resume"]) == 0
     a, b = _tensors(whole[-1][2]), _tensors(run / "direction.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The library across reloads and restarts, sessions (issue 20)
+
+
+def test_library_survives_a_reload_and_a_restart(world, tiny_generator, app_runs):
+    """An adapted result and an uploaded file added in one app are in a new app started on the same run folder
+    (a server restart), under the same names and with the same tensors, in a user-visible folder under the run
+    folder; a page load lists them in every view of the library, with a file to download per entry. The Adapt
+    tab's result box takes no uploads."""
+    ckpt, lib, tmp_path = world
+    files = _two_adapt_results(tmp_path, tiny_generator)
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    _registered(demo, "add_result").fn(str(files[0]))
+    _registered(demo, "add_direction").fn(str(files[1]))
+    (box,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "adapt-file"]
+    assert box.interactive is False
+    demo.close()
+
+    store = app_runs / "library"
+    assert sorted(p.name for p in store.iterdir()) == ["pencil sketch.safetensors", "pop art.safetensors"]
+    restarted = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    (load,) = [f for f in restarted.fns.values() if any(t[1] == "load" for t in f.targets)]
+    views = dict(zip([b.elem_id for b in load.outputs], load.fn()))
+    for view in ("dir0", "morph-keys", "photo-domains"):
+        assert {"sketch", "popart", "pencil sketch", "pop art"} <= set(views[view]["choices"]), view
+    downloads = {Path(p).name: p for p in views["library-files"]}
+    assert set(downloads) == {"sketch.safetensors", "popart.safetensors", "pencil sketch.safetensors",
+                              "pop art.safetensors"}
+    for name, f in (("pencil sketch", files[0]), ("pop art", files[1])):
+        mine, theirs = _tensors(downloads[f"{name}.safetensors"]), _tensors(f)
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    restarted.close()
+

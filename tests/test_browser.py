@@ -27,6 +27,13 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-quic", "--no-first-run", "--disable-sync"]
 
 
+@pytest.fixture(autouse=True)
+def app_runs(tmp_path, monkeypatch):
+    """The app's run folder (and its library store) in the test's own folder, never the project's runs/."""
+    monkeypatch.setattr(app, "APP_RUNS", tmp_path / "runs" / "app")
+    return tmp_path / "runs" / "app"
+
+
 def _src(page, selector):
     page.wait_for_selector(f"{selector} img", timeout=60_000)
     return page.locator(f"{selector} img").first.get_attribute("src")
@@ -89,6 +96,14 @@ def test_app_in_a_real_browser(tmp_path, tiny_generator):
             dl.value.save_as(saved)
             expected = Parameterization("stylespace", tiny_generator).num_trainable()
             assert Direction.from_pretrained(saved).size == expected
+            # Added to the library it is named after the reference image and, after a reload, still listed with
+            # a file to download (the page's own lists were built when the server started).
+            page.locator("#adapt-add").click()
+            _toast_with(page, "added 'ref'")
+            page.reload(wait_until="networkidle")
+            page.wait_for_function("[...document.querySelectorAll('#library-files a')].some("
+                                   "a => a.getAttribute('download') === 'ref.safetensors')", timeout=60_000)
+            assert (app.APP_RUNS / "library" / "ref.safetensors").is_file()
             if shots:
                 page.screenshot(path=f"{shots}/app_adapt.png", full_page=True)
                 for tab in ("Morph", "Real photo", "Diffusion"):
