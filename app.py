@@ -575,7 +575,8 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
     library = Library(folders, bundled=on_bundled, store=APP_RUNS / "library")
     default_ckpt = default_ckpt or (str(BUNDLED_G) if BUNDLED_G.exists() else "")
     ddpm = ddpm or (str(BUNDLED_DDPM) if BUNDLED_DDPM.exists() else "")
-    cancel = threading.Event()
+    # One Cancel per page (Gradio's session hash): a visitor's Cancel stops that visitor's training, never another's.
+    cancels: dict[str, threading.Event] = {}
 
     def result_image(label, **kwargs):
         """An output image shown DISPLAY_PX tall with sharp pixels (see CSS), sent as PNG (exact pixels; Gradio's
@@ -694,16 +695,29 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                                      elem_id="adapt-file")
                     add_btn = gr.Button("Add to the library", elem_id="adapt-add")
 
-            def on_train(ck, im, pr, pa, it):
-                cancel.clear()
+            def on_train(ck, im, pr, pa, it, request=None):
+                session = getattr(request, "session_hash", None) or ""
+                cancel = cancels[session] = threading.Event()
                 try:
                     for st, grid, f in adapt(ck, im, pr, pa, int(it), cancel=cancel):
                         yield st, (grid if grid is not None else gr.update()), (f if f else gr.update())
                 except (ValueError, OSError) as e:
                     raise gr.Error(user_message(str(e))) from e
+                finally:
+                    if cancels.get(session) is cancel:
+                        del cancels[session]
+
+            def on_cancel(request=None):
+                cancel = cancels.get(getattr(request, "session_hash", None) or "")
+                if cancel is not None:
+                    cancel.set()
+            # Gradio passes the gr.Request to a parameter annotated with its class (this module's annotations are
+            # strings, which Gradio cannot resolve to a local import)
+            on_train.__annotations__["request"] = on_cancel.__annotations__["request"] = gr.Request
+            # two visitors may train at once (Gradio's default is one run of an event at a time for everyone)
             train_btn.click(on_train, [ckpt, ref, prompt, param, iters], [status, progress_img, result],
-                            api_name="adapt")
-            stop_btn.click(lambda: cancel.set(), None, None)
+                            api_name="adapt", concurrency_limit=2)
+            stop_btn.click(on_cancel, None, None, api_name="cancel")
             add_result = guard(lambda f: on_add_file(f, adapted_name(f) if f else None))
 
         with gr.Tab("Real photo", elem_id="tab-photo"):

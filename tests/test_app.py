@@ -599,3 +599,46 @@ def test_library_survives_a_reload_and_a_restart(world, tiny_generator, app_runs
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     restarted.close()
 
+
+
+def _first_output(job):
+    """Wait (without a time limit of its own: the test's timeout bounds it) until a job has yielded once."""
+    import time
+    while not job.outputs():
+        if job.done():
+            raise AssertionError(f"the job ended before its first output: {job.result()}")
+        time.sleep(0.1)
+    return job.outputs()[0]
+
+
+@pytest.mark.timeout(240)
+def test_one_sessions_cancel_does_not_stop_anothers_training(world, monkeypatch):
+    """Two visitors (two gradio_client sessions) train at once; the first presses Cancel: its training sees its
+    cancel set, the second's does not and completes (before, one Event for the whole server stopped both)."""
+    ckpt, _, tmp_path = world
+    release_b = threading.Event()
+    seen = {}
+
+    def fake_adapt(ck, im, pr, pa, it, cancel=None):  # the real one checks its Event between steps the same way
+        seen[pr] = cancel
+        yield f"training {pr}", None, None
+        (cancel if pr == "a" else release_b).wait(120)
+        yield ("cancelled " if cancel.is_set() else "done ") + pr, None, None
+    monkeypatch.setattr(app, "adapt", fake_adapt)
+    from gradio_client import Client
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    client_a = _launched(demo)
+    client_b = Client(demo.local_url, verbose=False)
+    try:
+        job_a = client_a.submit(ckpt, None, "a", "stylespace", 10, api_name="/adapt")
+        assert _first_output(job_a)[0] == "training a"
+        job_b = client_b.submit(ckpt, None, "b", "stylespace", 10, api_name="/adapt")
+        assert _first_output(job_b)[0] == "training b"
+        assert seen["a"] is not seen["b"]
+        client_a.predict(api_name="/cancel")
+        assert job_a.result(timeout=120)[0] == "cancelled a"
+        assert not seen["b"].is_set()
+        release_b.set()
+        assert job_b.result(timeout=120)[0] == "done b"
+    finally:
+        demo.close()
