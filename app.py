@@ -44,6 +44,10 @@ DISPLAY_PX = 420
 CSS = (".da-result img { width: 100% !important; height: 100% !important; object-fit: contain !important; "
        "image-rendering: pixelated; }")
 MAX_IMAGE_SIDE = 4096
+#: The smallest photo Real photo projects: a few pixels hold no face to invert.
+MIN_PHOTO_SIDE = 16
+#: The GIF and MP4 of a morph show each tile at least this many pixels tall (integer nearest-neighbour scaling).
+MOVIE_TILE_PX = 192
 SOURCE = "(source)"
 #: Image uploads the file boxes accept (the reader itself decides by content, not by name).
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"]
@@ -105,11 +109,15 @@ def check_upload(path: str | None, what: str = "image") -> str:
     return str(p)
 
 
-def read_upload(path: str | None, size: int | None = None):
+def read_upload(path: str | None, size: int | None = None, min_side: int = 1):
     """An uploaded image as the tools read it ([1, 3, H, W] in [-1, 1]; ``size``: cropped and resized), or a
-    ValueError naming the upload."""
-    from adapt_common.image_io import ImageReadError, load_image
+    ValueError naming the upload (also for an image under ``min_side`` px a side)."""
+    from adapt_common.image_io import ImageReadError, load_image, peek_image
     p = Path(check_upload(path))
+    _, (w, h) = peek_image(p)
+    if min(w, h) < min_side:
+        raise ValueError(f"{p.name}: {w}x{h} pixels is too small to work with; upload an image at least "
+                         f"{min_side} pixels on each side (a photo of a face, cropped around it, works best)")
     try:
         return load_image(p, size=size)
     except ImageReadError as e:  # header fine, data damaged (truncated, bad values)
@@ -150,6 +158,55 @@ def _seeds(text: str) -> list[int]:
 def _grid(images, nrow):
     from adapt_common.image_io import make_grid, to_uint8
     return to_uint8(make_grid(images.detach().float().cpu(), nrow=nrow))[0]
+
+
+def label_columns(grid, labels: list[str], tile: int, pad: int = 2, min_scale: int = 2):
+    """A grid of ``tile`` px images (``pad`` px apart and around, as _grid makes them) with a label over each
+    column: the grid scaled by a whole number k >= ``min_scale`` (nearest neighbour, so each pixel stays one
+    colour) until the widest label fits its column, under a white band with the labels (lines split at "\n")
+    centred over their columns. Returns uint8 [band + k·H, k·W, 3]."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+    font = ImageFont.load_default(size=12)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [measure.multiline_textbbox((0, 0), t, font=font, spacing=2) for t in labels]
+    widest = max((b[2] - b[0] for b in boxes), default=0)
+    k = max(min_scale, -(-(widest + 6) // (tile + pad)))
+    band = max((b[3] for b in boxes), default=0) + 8
+    big = np.repeat(np.repeat(np.asarray(grid), k, axis=0), k, axis=1)
+    out = Image.new("RGB", (big.shape[1], big.shape[0] + band), "white")
+    out.paste(Image.fromarray(big), (0, band))
+    draw = ImageDraw.Draw(out)
+    for j, text in enumerate(labels):
+        centre = (pad + j * (tile + pad) + tile / 2) * k
+        draw.multiline_text((centre, 4), text, fill="black", font=font, anchor="ma", align="center", spacing=2)
+    return np.asarray(out)
+
+
+def photo_labels(names: list[str], strength: float) -> list[str]:
+    """The column labels of Real photo's row: photo, reconstruction, each domain at its weight, their mix."""
+    names = [n for n in names if n]
+    labels = ["photo", "reconstruction"] + [f"{n}\n{float(strength):.2f}" for n in names]
+    if len(names) > 1:
+        labels.append(f"mix\n{float(strength) / len(names):.2f} each")
+    return labels
+
+
+def morph_labels(keys: list[str], strength: float, frames: int) -> list[str]:
+    """The column labels of a morph strip: each frame's domains and weights (as gan_adapt.morphing.morph blends
+    them: linearly from one keyframe to the next, ``frames`` per step, the last keyframe once)."""
+    import numpy as np
+    keys = [k for k in keys if k]
+    labels = []
+    for i, (a, b) in enumerate(zip(keys[:-1], keys[1:])):
+        ts = np.linspace(0, 1, int(frames))
+        for t in ts if i == len(keys) - 2 else ts[:-1]:
+            weights: dict[str, float] = {}
+            for key, w in ((a, 1 - t), (b, t)):
+                if key != SOURCE and w > 0:
+                    weights[key] = weights.get(key, 0.0) + w * float(strength)
+            labels.append("\n".join(f"{k} {w:.2f}" for k, w in weights.items()) or SOURCE)
+    return labels
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -310,8 +367,12 @@ def mix_render(ckpt: str, library: Library | None, names: list[str], weights: li
 
 def morph_files(ckpt: str, library: Library, keys: list[str], strength: float, frames: int, seeds: str,
                 out_dir: str | None = None) -> tuple[str, str, str]:
-    """Frames through the keyframes (``(source)`` or a library name each): strip PNG, GIF, MP4 paths."""
+    """Frames through the keyframes (``(source)`` or a library name each): strip PNG (each frame's domains and
+    weights over its column, see label_columns), GIF and MP4 (scaled up, nearest neighbour, to tiles at least
+    MOVIE_TILE_PX tall) paths."""
+    import numpy as np
     import torch
+    from PIL import Image
 
     from gan_adapt.morphing import Keyframe, morph, save_gif, save_mp4, save_strip
     from gan_adapt.seeds import z_from_seeds
@@ -325,8 +386,13 @@ def morph_files(ckpt: str, library: Library, keys: list[str], strength: float, f
     with torch.no_grad():
         frames_t = morph(kf, z_from_seeds(_seeds(seeds), g.style_dim), int(frames))
     out = Path(out_dir or tempfile.mkdtemp(prefix="morph_"))
-    return (str(save_strip(frames_t, out / "strip.png")), str(save_gif(frames_t, out / "morph.gif")),
-            str(save_mp4(frames_t, out / "morph.mp4")))
+    strip = save_strip(frames_t, out / "strip.png")
+    with Image.open(strip) as im:
+        plain = np.asarray(im.convert("RGB"))
+    Image.fromarray(label_columns(plain, morph_labels(keys, strength, int(frames)), g.size)).save(strip)
+    up = max(2, -(-MOVIE_TILE_PX // frames_t.shape[-1]))
+    big = frames_t.repeat_interleave(up, dim=-2).repeat_interleave(up, dim=-1)
+    return str(strip), str(save_gif(big, out / "morph.gif")), str(save_mp4(big, out / "morph.mp4"))
 
 
 def app_run_folder(domain: str, root: Path | None = None) -> Path:
@@ -472,12 +538,13 @@ def photo_in_domains(ckpt: str, library: Library, image: str, names: list[str], 
     from gan_adapt.directions import DomainEdit
     from gan_adapt.inversion import invert
     g = generator(ckpt)
-    target = read_upload(image, size=g.size)
+    target = read_upload(image, size=g.size, min_side=MIN_PHOTO_SIDE)
     if not 10 <= int(steps) <= 2000:
         raise ValueError("inversion steps must be between 10 and 2000")
+    def tick(step, loss) -> None:  # returns None: a true return stops the inversion (gr.Progress outside a
+        progress((step + 1) / steps, desc="inverting")  # Gradio event returns its fraction)
     # "is None", not truthiness: a gr.Progress has a length (of its tracked iterables), 0 here, so it is falsy
-    res = invert(g, target, steps=int(steps),
-                 callback=None if progress is None else (lambda s, loss: progress((s + 1) / steps, desc="inverting")))
+    res = invert(g, target, steps=int(steps), callback=None if progress is None else tick)
     dirs = [library.get(n) for n in names if n]
     with torch.no_grad():
         row = [target, res.image]
@@ -666,10 +733,11 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                 frames = gr.Slider(2, 16, value=6, step=1, label="frames per step", elem_id="morph-frames")
                 mseeds = gr.Textbox(label="seeds", value="0-3", elem_id="morph-seeds")
             mgo = gr.Button("Morph", elem_id="morph-go")
-            strip = result_image("strip (rows: seeds, columns: frames)", type="filepath", elem_id="morph-strip")
+            strip = result_image("strip (rows: seeds, columns: frames, each labelled with its domains and weights)",
+                                 type="filepath", elem_id="morph-strip")
             with gr.Row():
                 gif = result_image("GIF", type="filepath", elem_id="morph-gif")
-                mp4 = gr.File(label="MP4", elem_id="morph-mp4")
+                mp4 = gr.Video(label="MP4", autoplay=True, loop=True, elem_id="morph-mp4")
             mgo.click(guard(lambda ck, k, s, f, sd: morph_files(ck, library, k, s, f, sd)),
                       [ckpt, keys, strength, frames, mseeds], [strip, gif, mp4], api_name="morph")
             library_views.append(keys)
@@ -729,10 +797,13 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     pstrength = gr.Slider(0.0, 1.5, value=0.8, step=0.05, label="strength", elem_id="photo-strength")
                     psteps = gr.Slider(20, 600, value=150, step=10, label="inversion steps", elem_id="photo-steps")
                     pgo = gr.Button("Invert and stylise", elem_id="photo-go")
-                pout = result_image("photo, reconstruction, each domain, mix", type="numpy", elem_id="photo-out")
+                pout = result_image("photo, reconstruction, each domain, mix (labelled above each)", type="numpy",
+                                    elem_id="photo-out")
 
             def on_photo(ck, im, ds, s, st, progress=gr.Progress()):
-                return photo_in_domains(ck, library, im, ds or [], s, int(st), progress)
+                ds = [d for d in ds or [] if d]
+                grid = photo_in_domains(ck, library, im, ds, s, int(st), progress)
+                return label_columns(grid, photo_labels(ds, s), generator(ck).size)
             pgo.click(guard(on_photo), [ckpt, photo, pdirs, pstrength, psteps], pout, api_name="photo")
             library_views += [pdirs, lib_files]
             # Every way into the library refreshes every list of it (Mix, Morph, Real photo).

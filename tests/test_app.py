@@ -333,7 +333,10 @@ def test_16bit_and_float_uploads_keep_their_values(world, tmp_path):
     client = _launched(demo)
     try:
         out = client.predict(ckpt, handle_file(str(tmp_path / "g16.png")), ["sketch"], 0.8, 20, api_name="/photo")
-        tile = np.asarray(Image.open(out).convert("RGB"))[2:34, 2:34].astype(float)
+        shown = np.asarray(Image.open(out).convert("RGB"))  # photo, reconstruction, sketch: 3 x 34 + 2 px wide
+        k = shown.shape[1] // (3 * 34 + 2)  # scaled by k under a band of labels
+        band = shown.shape[0] - 36 * k
+        tile = shown[band + 2 * k:band + 34 * k, 2 * k:34 * k].astype(float)
         assert np.abs(tile - v16 / 65535 * 255).max() <= 1, (tile.min(), tile.max())
     finally:
         demo.close()
@@ -642,3 +645,72 @@ def test_one_sessions_cancel_does_not_stop_anothers_training(world, monkeypatch)
         assert job_b.result(timeout=120)[0] == "done b"
     finally:
         demo.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Labelled strips, a larger GIF, tiny photos (issue 20)
+
+
+def _header_and_scale(labelled, plain):
+    """(band height, k) of a labelled grid: k from the widths, the band is what is left above k·H rows."""
+    k = labelled.shape[1] // plain.shape[1]
+    assert labelled.shape[1] == k * plain.shape[1] and k >= 2, (labelled.shape, plain.shape)
+    band = labelled.shape[0] - k * plain.shape[0]
+    assert band > 0
+    return band, k
+
+
+def _column_headers(labelled, band, k, n, tile=32, pad=2):
+    return [labelled[:band, (pad + j * (tile + pad)) * k:(pad + j * (tile + pad) + tile) * k] for j in range(n)]
+
+
+def test_morph_strip_labels_and_a_larger_gif(world):
+    """The strip is the plain strip (gan_adapt.morphing's own, from the same frames) scaled by a whole number under
+    a band of labels, one per frame column, each different where the weights differ; the GIF's tiles are at least
+    twice the generator's size."""
+    from gan_adapt.morphing import Keyframe, morph, save_strip
+    from gan_adapt.seeds import z_from_seeds
+    ckpt, lib, tmp_path = world
+    strip, gif, mp4 = app.morph_files(ckpt, lib, [app.SOURCE, "sketch", "popart"], 0.8, 3, "0-1", str(tmp_path / "m"))
+    g = app.generator(ckpt)
+    kf = [Keyframe(g, []), Keyframe(g, [(lib.get("sketch"), 0.8)]), Keyframe(g, [(lib.get("popart"), 0.8)])]
+    with torch.no_grad():
+        frames = morph(kf, z_from_seeds([0, 1], g.style_dim), 3)
+    plain = np.asarray(Image.open(save_strip(frames, tmp_path / "plain.png")).convert("RGB"))
+    labelled = np.asarray(Image.open(strip).convert("RGB"))
+    band, k = _header_and_scale(labelled, plain)
+    np.testing.assert_array_equal(labelled[band:], np.repeat(np.repeat(plain, k, 0), k, 1))
+    heads = _column_headers(labelled, band, k, 5)
+    assert all((h < 128).any() for h in heads)  # dark text over every column
+    assert len({h.tobytes() for h in heads}) == 5  # five frames, five different blends
+    # the labels themselves: the weights morph() blends at t = 0, 0.5, 1 per step
+    assert app.morph_labels([app.SOURCE, "sketch", "popart"], 0.8, 3) == [
+        "(source)", "sketch 0.40", "sketch 0.80", "sketch 0.40\npopart 0.40", "popart 0.80"]
+    with Image.open(gif) as im:
+        assert im.size[1] >= 2 * g.size and im.size == (2 * im.size[1], im.size[1])  # two seeds side by side
+    assert Path(mp4).stat().st_size > 0
+
+
+def test_real_photo_labels_and_a_tiny_photo(world):
+    """The Real photo tab's image is photo_in_domains' row scaled by a whole number under a label per column
+    (photo, reconstruction, each domain with its weight, the mix); a 1x1 photo is refused in words that say what
+    is wrong and what to do."""
+    ckpt, lib, tmp_path = world
+    Image.new("RGB", (64, 48), (120, 80, 60)).save(tmp_path / "me.jpg")
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    torch.manual_seed(0)  # the inversion draws its noise maps from torch's generator: the same draws for both
+    shown = _registered(demo, "photo").fn(ckpt, str(tmp_path / "me.jpg"), ["sketch", "popart"], 0.8, 10)
+    torch.manual_seed(0)
+    plain = app.photo_in_domains(ckpt, lib, str(tmp_path / "me.jpg"), ["sketch", "popart"], 0.8, steps=10)
+    band, k = _header_and_scale(shown, plain)
+    np.testing.assert_array_equal(shown[band:], np.repeat(np.repeat(plain, k, 0), k, 1))
+    heads = _column_headers(shown, band, k, 5)
+    assert all((h < 128).any() for h in heads) and len({h.tobytes() for h in heads}) == 5
+    assert app.photo_labels(["sketch", "popart"], 0.8) == ["photo", "reconstruction", "sketch\n0.80",
+                                                            "popart\n0.80", "mix\n0.40 each"]
+    Image.new("RGB", (1, 1), (1, 2, 3)).save(tmp_path / "dot.png")
+    with pytest.raises(ValueError) as err:
+        app.photo_in_domains(ckpt, lib, str(tmp_path / "dot.png"), ["sketch"], 0.8, steps=10)
+    msg = str(err.value)
+    assert msg.startswith("dot.png: 1x1 pixels is too small") and f"at least {app.MIN_PHOTO_SIDE} pixels" in msg
+    demo.close()

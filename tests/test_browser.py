@@ -80,6 +80,16 @@ def test_app_in_a_real_browser(tmp_path, tiny_generator):
             if shots:
                 page.screenshot(path=f"{shots}/app_mix.png", full_page=True)
 
+            # Morph: the MP4 plays in an inline player; the GIF's tiles are at least twice the generator's 32 px.
+            page.get_by_role("tab", name="Morph").click()
+            page.locator("#morph-go").click()
+            page.wait_for_selector("#morph-mp4 video[src]", timeout=120_000)
+            page.wait_for_function("document.querySelector('#morph-gif img') && "
+                                   "document.querySelector('#morph-gif img').naturalHeight > 0", timeout=60_000)
+            gif = page.evaluate("(() => { const i = document.querySelector('#morph-gif img'); "
+                                "return [i.naturalWidth, i.naturalHeight]; })()")
+            assert gif[1] >= 2 * 32 and gif[0] == 4 * gif[1], gif  # four seeds side by side
+
             # Adapt: upload one image, train 10 iterations, download the direction file.
             page.get_by_role("tab", name="Adapt").click()
             page.set_input_files("#adapt-image input[type=file]", str(tmp_path / "ref.png"))
@@ -139,6 +149,7 @@ def test_bad_uploads_get_words_and_real_photo_shows_progress(tmp_path, tiny_gene
     p = Parameterization("stylespace", tiny_generator)
     Direction.from_parameterization(p, domain="sketch").save_pretrained(lib / "sketch.safetensors")
     (tmp_path / "notes.png").write_text("not an image")
+    Image.new("RGB", (1, 1), (1, 2, 3)).save(tmp_path / "dot.png")
     Image.new("RGB", (40, 40), (120, 80, 60)).save(tmp_path / "me.png")
     damaged = bytearray((tmp_path / "me.png").read_bytes())
     damaged[20] ^= 0xFF  # inside IHDR: its CRC no longer matches
@@ -162,6 +173,13 @@ def test_bad_uploads_get_words_and_real_photo_shows_progress(tmp_path, tiny_gene
             page.locator("#photo-go").click()
             text = _toast_with(page, "damaged.png")
             assert "not a readable image" in text, text
+            # A 1x1 image reads fine but holds no face: refused in words that say what to upload instead.
+            page.reload(wait_until="networkidle")
+            page.get_by_role("tab", name="Real photo").click()
+            page.set_input_files("#photo input[type=file]", str(tmp_path / "dot.png"))
+            page.locator("#photo-go").click()
+            text = _toast_with(page, "dot.png")
+            assert "1x1 pixels is too small" in text and "at least 16 pixels" in text, text
 
             # A good photo: Gradio's progress bar (drawn only from progress updates) appears while it inverts.
             page.reload(wait_until="networkidle")
