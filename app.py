@@ -395,6 +395,28 @@ def morph_files(ckpt: str, library: Library, keys: list[str], strength: float, f
     return str(strip), str(save_gif(big, out / "morph.gif")), str(save_mp4(big, out / "morph.mp4"))
 
 
+#: The Adapt tab's bundled examples: SynthFaces domains whose first few-shot face is offered as the reference, and
+#: prompts (with the parameterization each example picks).
+EXAMPLE_DOMAINS = ("sketch", "popart", "watercolor")
+EXAMPLE_PROMPTS = (("a sepia photo of a face", "direction"), ("a thermal image of a face", "dommod"))
+EXAMPLE_ITERS = 60
+
+
+def adapt_examples(folder: str | Path) -> list[list]:
+    """The Adapt tab's examples as rows of (reference image or None, prompt, parameterization, iterations): the
+    1-shot reference of each EXAMPLE_DOMAINS domain (adapt_common.synthfaces.data.fewshot_set, the image
+    ``target.image=synthfaces:<domain>`` trains on), written as ``<domain>.png`` into ``folder`` so the run and the
+    library entry are named after the domain; then EXAMPLE_PROMPTS."""
+    from adapt_common.image_io import save_image
+    from adapt_common.synthfaces.data import fewshot_set
+    folder = Path(folder)
+    rows = []
+    for domain in EXAMPLE_DOMAINS:
+        image, _ = fewshot_set(domain, 1, size=128)
+        rows.append([str(save_image(image, folder / f"{domain}.png")), "", "stylespace", EXAMPLE_ITERS])
+    return rows + [[None, text, param, EXAMPLE_ITERS] for text, param in EXAMPLE_PROMPTS]
+
+
 def app_run_folder(domain: str, root: Path | None = None) -> Path:
     """A new folder ``runs/app/<domain>`` (``_2``, ``_3``, ... when taken) for one Adapt-tab run: a run folder like
     the CLI's, kept where the user can find, resume or export it."""
@@ -723,6 +745,16 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             go.click(guard(on_mix), mix_inputs, out, api_name="mix")
             for comp in [*weights, truncation, *names]:  # the grid follows the controls as they move
                 comp.change(guard(on_mix), mix_inputs, out, trigger_mode="always_last")
+
+            def on_seeds(ck, sd, tr, *slots):
+                """A seed edit re-renders; a list still being typed ("0-") keeps the grid (Render names it)."""
+                try:
+                    _seeds(sd)
+                except ValueError:
+                    return gr.update()
+                return on_mix(ck, sd, tr, *slots)
+            seeds.change(guard(on_seeds), mix_inputs, out, trigger_mode="always_last")
+            demo.load(guard(on_mix), mix_inputs, out)  # the grid is there when the page opens
             library_views = list(names)  # Morph's keyframes and Real photo's domains join below
 
         with gr.Tab("Morph", elem_id="tab-morph"):
@@ -762,6 +794,9 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     result = gr.File(label="direction file (after training)", interactive=False,
                                      elem_id="adapt-file")
                     add_btn = gr.Button("Add to the library", elem_id="adapt-add")
+            gr.Examples(adapt_examples(tempfile.mkdtemp(prefix="domain_adapt_app_")), [ref, prompt, param, iters],
+                        label=f"examples: a SynthFaces reference ({', '.join(EXAMPLE_DOMAINS)}) or a prompt; "
+                              "click one, then Train", elem_id="adapt-examples")
 
             def on_train(ck, im, pr, pa, it, request=None):
                 session = getattr(request, "session_hash", None) or ""

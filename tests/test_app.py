@@ -590,7 +590,8 @@ def test_library_survives_a_reload_and_a_restart(world, tiny_generator, app_runs
     store = app_runs / "library"
     assert sorted(p.name for p in store.iterdir()) == ["pencil sketch.safetensors", "pop art.safetensors"]
     restarted = app.build_app(ckpt, [str(tmp_path / "dirs")])
-    (load,) = [f for f in restarted.fns.values() if any(t[1] == "load" for t in f.targets)]
+    (load,) = [f for f in restarted.fns.values() if any(t[1] == "load" for t in f.targets)
+               and "library-files" in [b.elem_id for b in f.outputs]]
     views = dict(zip([b.elem_id for b in load.outputs], load.fn()))
     for view in ("dir0", "morph-keys", "photo-domains"):
         assert {"sketch", "popart", "pencil sketch", "pop art"} <= set(views[view]["choices"]), view
@@ -714,3 +715,61 @@ def test_real_photo_labels_and_a_tiny_photo(world):
     msg = str(err.value)
     assert msg.startswith("dot.png: 1x1 pixels is too small") and f"at least {app.MIN_PHOTO_SIDE} pixels" in msg
     demo.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# First load, seed edits, examples (issue 20)
+
+
+def _fn_for(demo, elem_id, event):
+    """The function registered for ``event`` of the block ``elem_id`` (or of the page itself: elem_id None)."""
+    ids = {b._id for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id} if elem_id else {demo._id}
+    return [f for f in demo.fns.values() if any(t[0] in ids and t[1] == event for t in f.targets)]
+
+
+def test_mix_renders_on_load_and_follows_seed_edits(world):
+    """The page's load event renders the Mix grid from the controls' first values (the first directions at weight 0:
+    the plain generator at truncation 0.7, seeds 0-3); a seed edit re-renders for the new seeds; a seed list still
+    being typed keeps the grid instead of raising."""
+    import gradio as gr
+    ckpt, lib, tmp_path = world
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    (load,) = [f for f in _fn_for(demo, None, "load") if [b.elem_id for b in f.outputs] == ["out"]]
+    values = [b.value for b in load.inputs]
+    assert values[:3] == [ckpt, "0-3", 0.7]
+    np.testing.assert_array_equal(load.fn(*values), app.render(ckpt, "0-3", 0.7))
+    (edit,) = _fn_for(demo, "seeds", "change")
+    np.testing.assert_array_equal(edit.fn(ckpt, "5,7", 0.7, *values[3:]), app.render(ckpt, "5,7", 0.7))
+    kept = edit.fn(ckpt, "5-", 0.7, *values[3:])
+    assert isinstance(kept, dict) and "value" not in kept  # an empty update: the grid stays
+    with pytest.raises(gr.Error, match="bad seed list"):  # the Render button still says what is wrong
+        _registered(demo, "mix").fn(ckpt, "5-", 0.7, *values[3:])
+    demo.close()
+
+
+@pytest.mark.timeout(300)
+def test_adapt_examples_are_the_synthfaces_references_and_train(world, tiny_ckpt_clip):
+    """The Adapt tab offers SynthFaces' 1-shot reference of each example domain (the pixels of the few-shot set,
+    rendered independently here) and prompts; each row is one the trainer takes (an image or a prompt, a
+    parameterization the tab offers), and an image example trains a direction named after its domain."""
+    from adapt_common.image_io import to_uint8
+    from adapt_common.synthfaces.data import fewshot_set
+    ckpt, _, tmp_path = world
+    _, clip_path = tiny_ckpt_clip
+    rows = app.adapt_examples(tmp_path / "examples")
+    images = [r for r in rows if r[0]]
+    assert [Path(r[0]).stem for r in images] == ["sketch", "popart", "watercolor"]
+    for path, prompt, param, iters in images:
+        expected = to_uint8(fewshot_set(Path(path).stem, 1, size=128)[0])[0]
+        np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), expected)
+    for path, prompt, param, iters in rows:
+        assert bool(path) != bool(prompt.strip()) and param in app.adapt_parameterizations() and iters >= 10
+    assert len(rows) - len(images) == 2
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    (dataset,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "adapt-examples"]
+    assert len(dataset.samples) == len(rows)
+    demo.close()
+    path, prompt, param, _ = rows[0]
+    steps = list(app.adapt(ckpt, path, prompt, param, 2, every=1, run_dir=str(tmp_path / "run"),
+                           clip=str(clip_path)))
+    assert steps[-1][0].startswith("done") and app.adapted_name(steps[-1][2]) == "sketch"

@@ -62,12 +62,18 @@ def test_app_in_a_real_browser(tmp_path, tiny_generator):
             page.on("request", lambda r: requests.append(r.url))
             page.goto(demo.local_url, wait_until="networkidle")
 
-            # Mix: render, then move the first direction's slider; the grid changes without pressing a button.
-            page.locator("#go").click()
+            # Mix: the grid is rendered when the page opens (no button pressed); moving the first direction's
+            # slider, then editing the seeds, each changes it without pressing a button.
             before = _src(page, "#out")
             num = page.locator("#w0 input[type=number]")
             num.fill("1.2")
             num.press("Enter")
+            deadline = time.time() + 60
+            while _src(page, "#out") == before and time.time() < deadline:
+                time.sleep(0.5)
+            assert _src(page, "#out") != before
+            before = _src(page, "#out")
+            page.locator("#seeds textarea, #seeds input").first.fill("4-5")
             deadline = time.time() + 60
             while _src(page, "#out") == before and time.time() < deadline:
                 time.sleep(0.5)
@@ -110,10 +116,14 @@ def test_app_in_a_real_browser(tmp_path, tiny_generator):
             # a file to download (the page's own lists were built when the server started).
             page.locator("#adapt-add").click()
             _toast_with(page, "added 'ref'")
-            page.reload(wait_until="networkidle")
+            page.reload(wait_until="load")
             page.wait_for_function("[...document.querySelectorAll('#library-files a')].some("
                                    "a => a.getAttribute('download') === 'ref.safetensors')", timeout=60_000)
             assert (app.APP_RUNS / "library" / "ref.safetensors").is_file()
+            # An example fills the Adapt tab: the SynthFaces sketch reference, shown as the tools read it.
+            page.get_by_role("tab", name="Adapt").click()
+            page.locator("#adapt-examples").get_by_text("sketch.png").first.click()
+            page.wait_for_selector("#adapt-image-preview img", timeout=60_000)
             if shots:
                 page.screenshot(path=f"{shots}/app_adapt.png", full_page=True)
                 for tab in ("Morph", "Real photo", "Diffusion"):
