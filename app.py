@@ -765,8 +765,9 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                 frames = gr.Slider(2, 16, value=6, step=1, label="frames per step", elem_id="morph-frames")
                 mseeds = gr.Textbox(label="seeds", value="0-3", elem_id="morph-seeds")
             mgo = gr.Button("Morph", elem_id="morph-go")
-            strip = result_image("strip (rows: seeds, columns: frames, each labelled with its domains and weights)",
-                                 type="filepath", elem_id="morph-strip")
+            # the strip's own labels are its top rows: Gradio's label box would cover the first ones
+            gr.Markdown("Strip: one row per seed, one column per frame, each labelled with its domains and weights.")
+            strip = result_image("strip", type="filepath", show_label=False, elem_id="morph-strip")
             with gr.Row():
                 gif = result_image("GIF", type="filepath", elem_id="morph-gif")
                 mp4 = gr.Video(label="MP4", autoplay=True, loop=True, elem_id="morph-mp4")
@@ -832,8 +833,10 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     pstrength = gr.Slider(0.0, 1.5, value=0.8, step=0.05, label="strength", elem_id="photo-strength")
                     psteps = gr.Slider(20, 600, value=150, step=10, label="inversion steps", elem_id="photo-steps")
                     pgo = gr.Button("Invert and stylise", elem_id="photo-go")
-                pout = result_image("photo, reconstruction, each domain, mix (labelled above each)", type="numpy",
-                                    elem_id="photo-out")
+                with gr.Column(scale=2):
+                    gr.Markdown("The photo, its reconstruction by the generator, the photo in each domain and in "
+                                "their mix, each labelled above.")
+                    pout = result_image("photo in each domain", type="numpy", show_label=False, elem_id="photo-out")
 
             def on_photo(ck, im, ds, s, st, progress=gr.Progress()):
                 ds = [d for d in ds or [] if d]
