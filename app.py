@@ -260,14 +260,16 @@ class Library:
         return added, skipped
 
     def add_file(self, path: str, name: str | None = None) -> str:
-        """Add an uploaded or trained file under ``name`` (default: its domain, the reference image's name or the
-        prompt it was trained on, else the file's name), copied into the store under that unique name (two files of
-        one name are two entries); refuses non-direction files."""
+        """Add an uploaded or trained file under ``name`` (default: the file's name, or for the trainer's generic
+        ``direction.safetensors`` its domain: the reference image's name or the prompt it was trained on), copied
+        into the store under that unique name (two files of one name are two entries); refuses non-direction
+        files."""
         p = Path(check_upload(path, "direction file"))
         why = _not_a_direction(p)
         if why:
             raise ValueError(f"{p.name}: not a direction file ({why})")
-        key = self._unique(_file_name(name) if name else adapted_name(str(p)), new_file=True)
+        default = adapted_name(str(p)) if p.stem == "direction" else p.stem
+        key = self._unique(_file_name(name or default) or "direction", new_file=True)
         dst = self.store / f"{key}{p.suffix}"
         if p.resolve() != dst.resolve():
             shutil.copy(p, dst)

@@ -422,6 +422,9 @@ def test_library_keeps_files_of_one_name_apart(world, tiny_generator):
     for name, f in ((a, files[0]), (b, files[1]), (c, files[0])):
         torch.testing.assert_close(lib2.get(name).delta, Direction.from_pretrained(f).delta)
     assert not torch.equal(lib2.get(a).delta, lib2.get(b).delta)
+    # a file the user named keeps its name (its domain is "pencil sketch")
+    (tmp_path / "my_style.safetensors").write_bytes(files[0].read_bytes())
+    assert lib2.add_file(str(tmp_path / "my_style.safetensors")) == "my_style"
 
 
 def test_a_bad_file_does_not_stop_a_folder(world, monkeypatch):
