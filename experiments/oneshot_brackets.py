@@ -152,11 +152,42 @@ def write_report(results: list[dict], out: Path, command: str) -> Path:
     return path
 
 
+def compare(first: tuple[Path, str], second: tuple[Path, str], margin: float) -> list[str]:
+    """Paired verdicts "first beats second by more than ``margin`` of the gap", per style and pooled over styles,
+    from two results files of the same family, references, seeds and latents (rows ``key`` of each)."""
+    import numpy as np
+
+    from adapt_common.metrics.stats import paired_difference, verdict_better
+    (fa, ka), (fb, kb) = first, second
+    ra, rb = json.loads(Path(fa).read_text()), json.loads(Path(fb).read_text())
+    if [s["style"] for s in ra["styles"]] != [s["style"] for s in rb["styles"]] or ra["n"] != rb["n"] \
+            or ra.get("held_out_seed") != rb.get("held_out_seed"):
+        raise ValueError(f"{fa} and {fb} are not paired: other styles or latents")
+    lines = [f"| style | {ROW_NAMES.get(ka, ka)} − {ROW_NAMES.get(kb, kb)} (gap closed) | verdict at margin "
+             f"{margin:g} |", "|---|---|---|"]
+    pooled_a, pooled_b = [], []
+    for sa, sb in zip(ra["styles"], rb["styles"]):
+        ident = float(np.mean(sa["identity_error"][0]))
+        a = [1 - np.asarray(e) / ident for e in sa["errors"][ka]]
+        b = [1 - np.asarray(e) / ident for e in sb["errors"][kb]]
+        d = paired_difference(a, b)
+        lines.append(f"| {sa['style']} | {d} | {verdict_better(d, margin)} |")
+        pooled_a += a
+        pooled_b += b
+    d = paired_difference(pooled_a, pooled_b)
+    lines.append(f"| **pooled** ({len(pooled_a)} runs) | {d} | {verdict_better(d, margin)} |")
+    return lines
+
+
 def main(argv=None) -> int:
     from adapt_common import synthfaces as sf
     from adapt_common.files import atomic_path
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", choices=["train", "validation", "test"], required=True)
+    ap.add_argument("--family", choices=["train", "validation", "test"])
+    ap.add_argument("--compare", nargs=2, metavar="RESULTS.json:ROW",
+                    help="instead of running: paired verdicts of the first row over the second (e.g. "
+                         "reports/a/results.json:analogy reports/b/results.json:clip), printed as a table")
+    ap.add_argument("--margin", type=float, default=0.05, help="--compare: the margin of gap closed")
     ap.add_argument("--refs", type=int, default=2)
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--generator", default="checkpoints/synthfaces_stylegan2.safetensors")
@@ -170,6 +201,14 @@ def main(argv=None) -> int:
     ap.add_argument("--styles", default="", help="comma-separated subset of the family's styles (default: all)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.compare:
+        pairs = [tuple(c.rsplit(":", 1)) for c in args.compare]
+        if any(len(p) != 2 for p in pairs):
+            ap.error("--compare takes RESULTS.json:ROW twice")
+        print("\n".join(compare(pairs[0], pairs[1], args.margin)))
+        return 0
+    if not args.family:
+        ap.error("--family is required (or --compare)")
     from adapt_common import synthfaces as sf
     methods = tuple(m for m in args.methods.split(",") if m)
     unknown = [m for m in methods if m not in METHODS]

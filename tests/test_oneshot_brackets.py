@@ -47,3 +47,31 @@ def test_trained_methods_are_scored_on_the_same_latents(tmp_path):
         ob.main(["--family", "validation", "--methods", "nope", "--out", str(out)])
     with pytest.raises(SystemExit):
         ob.main(["--family", "validation", "--styles", "duotone", "--out", str(out)])
+
+
+def test_compare_gives_paired_verdicts_with_a_margin(tmp_path, capsys):
+    """Two results files whose method B errs by exactly 0.1 x the identity error more than A on every latent: A − B
+    is 0.1 of the gap with no spread (holds at margin 0.05, does not hold at 0.2); files of other latents are refused."""
+    rng = np.random.default_rng(0)
+    ident = rng.uniform(0.1, 0.3, 8).tolist()
+
+    def results(key, extra, n=8):
+        errs = [[e + extra * np.mean(ident) for e in rng.uniform(0.05, 0.1, n).tolist()] for _ in range(2)]
+        return {"n": n, "held_out_seed": 100000, "styles": [{"style": "tritone", "identity_error": [ident, ident],
+                                                                "errors": {key: errs}}]}
+    rng = np.random.default_rng(1)
+    a = results("analogy", 0.0)
+    rng = np.random.default_rng(1)  # the same draws: B = A + 0.1 x mean identity error, latent by latent
+    b = results("clip", 0.1)
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    pair = [f"{tmp_path / 'a.json'}:analogy", f"{tmp_path / 'b.json'}:clip"]
+    assert ob.main(["--compare", *pair, "--margin", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "| tritone | 0.1 [0.1, 0.1] | holds |" in out and "| **pooled** (2 runs) | 0.1 [0.1, 0.1] | holds |" in out
+    assert ob.main(["--compare", *pair, "--margin", "0.2"]) == 0
+    assert "does not hold" in capsys.readouterr().out
+    b["n"] = 9
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    with pytest.raises(ValueError, match="not paired"):
+        ob.main(["--compare", *pair])
