@@ -496,12 +496,14 @@ def _fit_in_steps(trainer, every: int, cancel: threading.Event | None):
 
 
 def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iters: int, every: int = 25,
-          cancel: threading.Event | None = None, run_dir: str | None = None, clip: str = "synthfaces"):
+          cancel: threading.Event | None = None, run_dir: str | None = None, clip: str = "synthfaces",
+          progress=None):
     """One-shot training through the CLI's trainer and loop (ClipTrainer.fit) into a run folder like the CLI's
     (``run_dir``, default a new ``runs/app/<domain>``: config.yaml, log.csv, checkpoint.pt, samples/,
     before_after.png, direction.safetensors); yields (status, before/after grid or None, direction file or None)
     every ``every`` steps. ``cancel`` stops it before the next step, leaving a checkpoint that
-    ``python -m gan_adapt train --config <run>/config.yaml --resume`` continues."""
+    ``python -m gan_adapt train --config <run>/config.yaml --resume`` continues. ``progress`` (a gr.Progress)
+    gets 0 before anything loads, then the fraction of steps done at each shown step, and 1 at the end."""
     from gan_adapt.training.clip_guided import ClipTrainer
     prompt = (prompt or "").strip()
     if image:
@@ -518,6 +520,7 @@ def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iter
                          f"{', '.join(choices)}")
     if int(every) < 1:
         raise ValueError("progress must be shown every 1 or more steps")
+    _report(progress, 0.0, "loading the generator and CLIP")  # at once: loading takes seconds
     generator(ckpt)  # a clear message for a bad checkpoint before anything else
     run = Path(run_dir) if run_dir else app_run_folder(Path(image).stem if image else prompt)
     cfg = adapt_config(ckpt, image, prompt, parameterization, iters, run, clip)
@@ -527,15 +530,25 @@ def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iter
     for event in _fit_in_steps(trainer, int(every), cancel):
         if event[0] == "step":
             _, step, stats = event
+            _report(progress, step / cfg.training.iters, "training")
             yield (f"step {step}/{cfg.training.iters}: direction loss {stats.get('direction', 0):.3f}",
                    _png(run / "samples" / f"step{step:06d}.png"), None)
         elif event[1]["stopped"]:
+            _report(progress, 1.0, "cancelled")
             yield (f"cancelled at step {trainer.step}; {run} holds its checkpoint (continue it with python -m "
                    f"gan_adapt train --config {run / 'config.yaml'} --resume)"), None, None
         else:
             out = Path(event[1]["result"])
+            _report(progress, 1.0, "done")
             yield (f"done: {out.name} ({trainer.param.num_trainable():,} values) in {run}",
                    _png(run / "before_after.png"), str(out))
+
+
+def _report(progress, fraction: float, desc: str) -> None:
+    """One progress update (a gr.Progress or any callable taking (fraction, desc=...)); nothing when None. Returns
+    None whatever the tracker returns (outside a Gradio event a gr.Progress returns its fraction)."""
+    if progress is not None:
+        progress(float(fraction), desc=desc)
 
 
 def _shown_path(path: Path) -> str:
@@ -561,6 +574,7 @@ def photo_in_domains(ckpt: str, library: Library, image: str, names: list[str], 
 
     from gan_adapt.directions import DomainEdit
     from gan_adapt.inversion import invert
+    _report(progress, 0.0, "loading the generator")  # at once, before anything loads
     g = generator(ckpt)
     target = read_upload(image, size=g.size, min_side=MIN_PHOTO_SIDE)
     if not 10 <= int(steps) <= 2000:
@@ -624,32 +638,64 @@ def parse_scales(text: str, n_files: int, default: float) -> list[float]:
     return values
 
 
-def diffusion_samples(model_dir: str, shift_files: list[str], scales: list[float], seeds: str, steps: int):
-    """DDIM samples of the model with the shift files at their scales: a uint8 grid."""
+def diffusion_samples(model_dir: str, shift_files: list[str], scales: list[float], seeds: str, steps: int,
+                      progress=None):
+    """DDIM samples of the model with the shift files at their scales: a uint8 grid. ``progress`` gets 0 before
+    the model loads, then the fraction of DDIM steps done after each step."""
     from diffusion_adapt.sampling import ddim_sample, noise_from_seeds
+    _report(progress, 0.0, "loading the diffusion model")
     unet, sched, steps = _ddpm_and_steps(model_dir, steps)
     unet = _shifted(unet, shift_files, scales)
     seed_list = _seeds(seeds)
     size = unet.config.sample_size
-    images = ddim_sample(unet, sched, noise_from_seeds(seed_list, (3, size, size)), steps)
+    images = ddim_sample(unet, sched, noise_from_seeds(seed_list, (3, size, size)), steps,
+                         callback=lambda i, n: _report(progress, (i + 1) / n, "sampling"))
     return _grid(images, min(4, len(seed_list)))
 
 
-def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scales: list[float], steps: int):
+class _CountedUNet:
+    """A UNet that calls ``on_call()`` after each forward pass (everything else is the UNet's): the progress of
+    sampling functions without a callback of their own (ddim_invert)."""
+
+    def __init__(self, unet, on_call):
+        self._unet, self._on_call = unet, on_call
+
+    def __call__(self, *args, **kwargs):
+        out = self._unet(*args, **kwargs)
+        self._on_call()
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._unet, name)
+
+
+def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scales: list[float], steps: int,
+                        progress=None):
     """DDIB translation of an uploaded image: DDIM inversion with the plain model, decoding with the shifted one.
-    Returns a uint8 strip: the input (at the model's size), its plain reconstruction, the translation."""
+    Returns a uint8 strip: the input (at the model's size), its plain reconstruction, the translation.
+    ``progress`` gets 0 before the model loads, then the fraction of the 3 x ``steps`` model evaluations done
+    (inversion, plain decoding, shifted decoding) after each, and 1 at the end."""
     import torch
 
     from diffusion_adapt.sampling import ddim_decode, ddim_invert
+    _report(progress, 0.0, "loading the diffusion model")
     source, sched, steps = _ddpm_and_steps(model_dir, steps)
     if not any(shift_files):
         raise ValueError("translation needs at least one shift file (the target domain)")
     x = read_upload(image, size=source.config.sample_size)
     target = _shifted(source, shift_files, scales)
+    done = [0]
+
+    def counted(unet, desc):
+        def on_call():
+            done[0] += 1
+            _report(progress, min(done[0] / (3 * steps), 1.0), desc)
+        return unet if progress is None else _CountedUNet(unet, on_call)
     with torch.no_grad():
-        noise = ddim_invert(source, sched, x, steps)
-        recon = ddim_decode(source, sched, noise, steps)
-        out = ddim_decode(target, sched, noise, steps)
+        noise = ddim_invert(counted(source, "inverting"), sched, x, steps)
+        recon = ddim_decode(counted(source, "plain reconstruction"), sched, noise, steps)
+        out = ddim_decode(counted(target, "translating"), sched, noise, steps)
+    _report(progress, 1.0, "done")
     return _grid(torch.cat([x, recon, out]), 3)
 
 
@@ -801,11 +847,11 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                         label=f"examples: a SynthFaces reference ({', '.join(EXAMPLE_DOMAINS)}) or a prompt; "
                               "click one, then Train", elem_id="adapt-examples")
 
-            def on_train(ck, im, pr, pa, it, request=None):
+            def on_train(ck, im, pr, pa, it, request=None, progress=gr.Progress()):
                 session = getattr(request, "session_hash", None) or ""
                 cancel = cancels[session] = threading.Event()
                 try:
-                    for st, grid, f in adapt(ck, im, pr, pa, int(it), cancel=cancel):
+                    for st, grid, f in adapt(ck, im, pr, pa, int(it), cancel=cancel, progress=progress):
                         yield st, (grid if grid is not None else gr.update()), (f if f else gr.update())
                 except (ValueError, OSError) as e:
                     raise gr.Error(user_message(str(e))) from e
@@ -874,13 +920,13 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             def _files(files):
                 return [f if isinstance(f, str) else f.name for f in (files or [])]
 
-            def on_sample(md, files, sc, sct, sd, st):
+            def on_sample(md, files, sc, sct, sd, st, progress=gr.Progress()):
                 files = _files(files)
-                return diffusion_samples(md, files, parse_scales(sct, len(files), sc), sd, int(st))
+                return diffusion_samples(md, files, parse_scales(sct, len(files), sc), sd, int(st), progress)
 
-            def on_translate(md, im, files, sc, sct, st):
+            def on_translate(md, im, files, sc, sct, st, progress=gr.Progress()):
                 files = _files(files)
-                return diffusion_translate(md, im, files, parse_scales(sct, len(files), sc), int(st))
+                return diffusion_translate(md, im, files, parse_scales(sct, len(files), sc), int(st), progress)
             tgo.click(guard(on_translate), [model, timage, shifts, scale, scales_text, dsteps], tout,
                       api_name="translate")
             dgo.click(guard(on_sample), [model, shifts, scale, scales_text, dseeds, dsteps], dout, api_name="diffusion")

@@ -626,7 +626,7 @@ def test_one_sessions_cancel_does_not_stop_anothers_training(world, monkeypatch)
     release_b = threading.Event()
     seen = {}
 
-    def fake_adapt(ck, im, pr, pa, it, cancel=None):  # the real one checks its Event between steps the same way
+    def fake_adapt(ck, im, pr, pa, it, cancel=None, progress=None):  # the real one checks its Event between steps the same way
         seen[pr] = cancel
         yield f"training {pr}", None, None
         (cancel if pr == "a" else release_b).wait(120)
@@ -776,3 +776,96 @@ def test_adapt_examples_are_the_synthfaces_references_and_train(world, tiny_ckpt
     steps = list(app.adapt(ckpt, path, prompt, param, 2, every=1, run_dir=str(tmp_path / "run"),
                            clip=str(clip_path)))
     assert steps[-1][0].startswith("done") and app.adapted_name(steps[-1][2]) == "sketch"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Progress through Gradio's progress API (issue 20)
+
+
+class _Recorder:
+    """A stand-in for gr.Progress: each call appended to ``log`` as ("progress", fraction, desc); it returns a
+    true value, as gr.Progress returns its fraction outside an event (a handler must not pass that on)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __call__(self, fraction, desc=None):
+        self.log.append(("progress", fraction, desc))
+        return fraction or 1.0
+
+
+def _check_progress(log, loads=1):
+    """The first entry is a progress call made before any model loaded; the fractions never go back and end at 1."""
+    assert log[0][0] == "progress" and log[0][1] == 0.0, log[:3]
+    assert sum(e[0] == "load" for e in log) >= loads
+    fractions = [e[1] for e in log if e[0] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
+    return fractions
+
+
+def _record_loads(monkeypatch, log, name):
+    original = getattr(app, name)
+
+    def loading(*args, **kwargs):
+        log.append(("load", name))
+        return original(*args, **kwargs)
+    monkeypatch.setattr(app, name, loading)
+
+
+@pytest.mark.timeout(300)
+def test_adapt_reports_progress_per_step_from_the_start(world, tiny_ckpt_clip, monkeypatch):
+    ckpt, clip_path = tiny_ckpt_clip
+    log = []
+    _record_loads(monkeypatch, log, "generator")
+    out = list(app.adapt(str(ckpt), None, "a sepia photo of a face", "direction", 4, every=2,
+                         run_dir=str(world[2] / "prog"), clip=str(clip_path), progress=_Recorder(log)))
+    assert out[-1][0].startswith("done") and Path(out[-1][2]).is_file()  # the recorder's return stopped nothing
+    # 0 at once, then steps 2 and 4 of 4 (independently: step / iters at each shown step), and 1 at the end
+    assert _check_progress(log) == [0.0, 2 / 4, 4 / 4, 1.0]
+
+
+def test_real_photo_reports_progress_per_inversion_step(world, monkeypatch):
+    ckpt, lib, tmp_path = world
+    Image.new("RGB", (40, 40), (120, 80, 60)).save(tmp_path / "me.png")
+    log = []
+    _record_loads(monkeypatch, log, "generator")
+    torch.manual_seed(0)
+    grid = app.photo_in_domains(ckpt, lib, str(tmp_path / "me.png"), ["sketch"], 0.8, steps=12,
+                                progress=_Recorder(log))
+    assert _check_progress(log) == [0.0] + [(i + 1) / 12 for i in range(12)]  # every step ran: True stops nothing
+    torch.manual_seed(0)
+    np.testing.assert_array_equal(grid, app.photo_in_domains(ckpt, lib, str(tmp_path / "me.png"), ["sketch"], 0.8,
+                                                             steps=12))
+
+
+def test_diffusion_sampling_and_translation_report_progress_per_ddim_step(tmp_path, monkeypatch):
+    folder, shift = tiny_ddpm_and_shift(tmp_path)
+    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
+    plain_samples = app.diffusion_samples(str(folder), [str(shift)], [1.0], "0-1", 3)
+    plain_strip = app.diffusion_translate(str(folder), str(tmp_path / "x.png"), [str(shift)], [1.0], 3)
+    log = []
+    _record_loads(monkeypatch, log, "_ddpm_and_steps")
+    samples = app.diffusion_samples(str(folder), [str(shift)], [1.0], "0-1", 3, progress=_Recorder(log))
+    assert _check_progress(log) == [0.0, 1 / 3, 2 / 3, 1.0]
+    np.testing.assert_array_equal(samples, plain_samples)  # counting changes nothing
+    log.clear()
+    strip = app.diffusion_translate(str(folder), str(tmp_path / "x.png"), [str(shift)], [1.0], 3,
+                                    progress=_Recorder(log))
+    # 3 model evaluations each for the inversion, the plain decoding and the shifted one, then 1
+    assert _check_progress(log) == [0.0] + [(i + 1) / 9 for i in range(9)] + [1.0]
+    assert [e[2] for e in log if e[0] == "progress"][1:10] == ["inverting"] * 3 + ["plain reconstruction"] * 3 + \
+        ["translating"] * 3
+    np.testing.assert_array_equal(strip, plain_strip)
+
+
+def test_long_handlers_take_gradios_progress(world):
+    """Gradio fills a progress tracker only into a registered function whose signature has one."""
+    import inspect
+
+    import gradio as gr
+    ckpt, _, tmp_path = world
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    for name in ("adapt", "photo", "diffusion", "translate"):
+        p = inspect.signature(_registered(demo, name).fn).parameters.get("progress")
+        assert p is not None and isinstance(p.default, gr.Progress), name
+    demo.close()
