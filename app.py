@@ -65,8 +65,17 @@ def _generator(path: str, mtime: float):
     return load_generator(path)
 
 
+def project_path(text: str) -> str:
+    """A path typed in the page: ``~`` expanded; a relative path that names nothing from the working directory
+    but does from the project root (how the page shows the bundled models, see _shown_path) taken from there."""
+    path = os.path.expanduser((text or "").strip())
+    if path and not os.path.isabs(path) and not os.path.exists(path) and (ROOT / path).exists():
+        return str(ROOT / path)
+    return path
+
+
 def generator(path: str):
-    path = os.path.expanduser((path or "").strip())
+    path = project_path(path)
     if not path:
         raise ValueError("enter the path of a generator checkpoint (.pt, .pkl or .safetensors)")
     if not os.path.isfile(path):
@@ -444,7 +453,7 @@ def adapt_config(ckpt: str, image: str | None, prompt: str, parameterization: st
     cfg = load_config(OneShotConfig, [ROOT / "configs" / "oneshot_sketch_image.yaml"], overrides)
     # The user's strings go onto the loaded config as they are: through a key=value override OmegaConf would read
     # them as YAML and interpolations ("${oc.env:HOME}" the home path, "null" None, "a: b" a mapping).
-    cfg.base = os.path.abspath(os.path.expanduser(ckpt.strip()))
+    cfg.base = os.path.abspath(project_path(ckpt))
     cfg.exp.run_dir = str(run)
     cfg.training.parameterization = parameterization
     cfg.loss.clip = [clip]
@@ -601,7 +610,7 @@ def _ddpm(path: str, mtime: float):
 
 def _ddpm_and_steps(model_dir: str, steps) -> tuple:
     """The (cached) model of a model folder, its scheduler and the checked number of DDIM steps."""
-    path = os.path.expanduser((model_dir or "").strip())
+    path = project_path(model_dir)
     if not os.path.isdir(path):
         raise ValueError(f"{path or '(empty)'}: not a model folder")
     if not 1 <= int(steps) <= 200:
@@ -702,6 +711,37 @@ def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scal
 # ----------------------------------------------------------------------------------------------------------
 # The UI
 
+#: The explanation at the top of each tab (Adapt's is adapt_help()). Times: the bundled models, measured on one
+#: CPU core beside training jobs (see docs/usage/app.md).
+TAB_HELP = {
+    "Mix": "**Mix** adds trained domain directions to the generator, each at its own weight (negative weights push "
+           "away from a domain), and shows the same faces (one per seed) in the mixed domain. The grid follows the "
+           "sliders: a re-render takes well under a second.",
+    "Morph": "**Morph** renders frames that blend from one keyframe to the next (the source generator or a library "
+             "direction at the chosen strength): a labelled strip, a GIF and an MP4. Two keyframes, 6 frames, "
+             "4 seeds took 4 s on one loaded CPU core.",
+    "Real photo": "**Real photo** projects an uploaded photo into the generator (W+ inversion: the latent whose "
+                  "image matches the photo, optimised step by step), then renders that latent in each chosen domain "
+                  "and in their mix. The bar counts inversion steps; 50 steps took 4 s on one loaded CPU core.",
+    "Diffusion": "**Diffusion** samples the DDPM with SVDiff spectral-shift files (a few-shot domain, learnt as "
+                 "small shifts of the weights' singular values), and translates an upload: DDIM inversion with the "
+                 "plain model, then decoding with the shifted one. The plain reconstruction shows what the "
+                 "inversion keeps of the input (not exact: the DDIM steps only approximate the ODE). The bar "
+                 "counts DDIM steps; 4 seeds at 25 steps took 10 s on one loaded CPU core (22 s with loading the "
+                 "model).",
+}
+
+
+def adapt_help() -> str:
+    """The Adapt tab's explanation: what it does, each parameterization it offers (gan_adapt.parameterizations.SPECS:
+    what trains, the trainable count on config-f 1024), and how long it takes."""
+    kinds = "\n".join(f"- `{n}`: {s.trains} ({s.count_1024:,} values on a 1024 px StyleGAN2)"
+                       for n, s in adapt_parameterizations().items())
+    return ("**Adapt** trains a new domain from one reference image or a text prompt: CLIP-guided, only a small "
+            "set of values trains while the generator stays frozen, and the result is a direction file for the "
+            "library. What trains:\n" + kinds + "\n\nThe bar counts training steps; 20 iterations took 16 s on "
+            "one loaded CPU core, loading CLIP included. Cancel keeps a checkpoint in the run folder.")
+
 
 def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
     import gradio as gr
@@ -764,8 +804,11 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
     with gr.Blocks(title="domain-adapt") as demo:
         gr.Markdown("## domain-adapt: one-shot and few-shot domain adaptation\nGenerator: any rosinality `.pt`, "
                     "NVIDIA `.pkl` or native `.safetensors`; directions: ours or official StyleDomain/HyperDomainNet.")
-        ckpt = gr.Textbox(label="generator checkpoint", value=default_ckpt, elem_id="ckpt")
+        # shown relative to the project root when inside it: the page never shows the server's absolute path
+        ckpt = gr.Textbox(label="generator checkpoint", value=_shown_path(default_ckpt) if default_ckpt else "",
+                          elem_id="ckpt")
         with gr.Tab("Mix", elem_id="tab-mix"):
+            gr.Markdown(TAB_HELP["Mix"], elem_id="help-mix")
             with gr.Row():
                 with gr.Column(scale=1):
                     folder = gr.Textbox(label="add direction files from a folder", elem_id="folder")
@@ -806,6 +849,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             library_views = list(names)  # Morph's keyframes and Real photo's domains join below
 
         with gr.Tab("Morph", elem_id="tab-morph"):
+            gr.Markdown(TAB_HELP["Morph"], elem_id="help-morph")
             keys = gr.Dropdown([SOURCE] + library.names(), value=[SOURCE] + library.names()[:1], multiselect=True,
                                label="keyframes, in order", elem_id="morph-keys")
             with gr.Row():
@@ -824,6 +868,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             library_views.append(keys)
 
         with gr.Tab("Adapt", elem_id="tab-adapt"):
+            gr.Markdown(adapt_help(), elem_id="help-adapt")
             with gr.Row():
                 with gr.Column(scale=1):
                     ref = image_input("one reference image", "adapt-image")
@@ -873,6 +918,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             add_result = guard(lambda f: on_add_file(f, adapted_name(f) if f else None))
 
         with gr.Tab("Real photo", elem_id="tab-photo"):
+            gr.Markdown(TAB_HELP["Real photo"], elem_id="help-photo")
             with gr.Row():
                 with gr.Column(scale=1):
                     photo = image_input("a photo", "photo")
@@ -899,9 +945,11 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             demo.load(library_updates, None, library_views)  # a reloaded page lists the library as it is now
 
         with gr.Tab("Diffusion", elem_id="tab-diffusion"):
+            gr.Markdown(TAB_HELP["Diffusion"], elem_id="help-diffusion")
             with gr.Row():
                 with gr.Column(scale=1):
-                    model = gr.Textbox(label="diffusion model folder", value=ddpm, elem_id="ddpm")
+                    model = gr.Textbox(label="diffusion model folder", value=_shown_path(ddpm) if ddpm else "",
+                                       elem_id="ddpm")
                     shifts = gr.File(label="spectral-shift files", file_count="multiple", file_types=[".safetensors"],
                                      elem_id="shifts")
                     scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="shift scale", elem_id="shift-scale")

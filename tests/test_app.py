@@ -626,7 +626,8 @@ def test_one_sessions_cancel_does_not_stop_anothers_training(world, monkeypatch)
     release_b = threading.Event()
     seen = {}
 
-    def fake_adapt(ck, im, pr, pa, it, cancel=None, progress=None):  # the real one checks its Event between steps the same way
+    def fake_adapt(ck, im, pr, pa, it, cancel=None, progress=None):  # the real one checks its Event between
+        # steps the same way
         seen[pr] = cancel
         yield f"training {pr}", None, None
         (cancel if pr == "a" else release_b).wait(120)
@@ -869,3 +870,52 @@ def test_long_handlers_take_gradios_progress(world):
         p = inspect.signature(_registered(demo, name).fn).parameters.get("progress")
         assert p is not None and isinstance(p.default, gr.Progress), name
     demo.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Explanations and paths as shown (issue 20)
+
+
+def _value_of(demo, elem_id):
+    (block,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id]
+    return block.value
+
+
+def test_model_paths_are_shown_relative_to_the_project_and_still_load(world, monkeypatch):
+    """The generator and DDPM fields show a path inside the project relative to its root (never the server's
+    absolute path), and that text loads the same model from any working directory; a path outside the project is
+    shown as it was given."""
+    ckpt, _, tmp_path = world
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    inside = project / "models" / "g.safetensors"
+    inside.write_bytes(Path(ckpt).read_bytes())
+    folder, _ = tiny_ddpm_and_shift(project / "models")
+    monkeypatch.setattr(app, "ROOT", project)
+    demo = app.build_app(str(inside), ddpm=str(folder))
+    shown, shown_ddpm = _value_of(demo, "ckpt"), _value_of(demo, "ddpm")
+    assert shown == str(inside.relative_to(project)) and not Path(shown).is_absolute()
+    assert shown_ddpm == str(Path(folder).relative_to(project))
+    demo.close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    np.testing.assert_array_equal(app.render(shown, "0-1", 0.7), app.render(ckpt, "0-1", 0.7))
+    np.testing.assert_array_equal(app.diffusion_samples(shown_ddpm, [], [], "0", 2),
+                                  app.diffusion_samples(str(folder), [], [], "0", 2))
+    assert app.project_path(shown) == str(inside)  # what adapt_config makes the run's base (made absolute)
+    outside = app.build_app(ckpt)  # the world's checkpoint lies outside the project
+    assert _value_of(outside, "ckpt") == ckpt
+    outside.close()
+
+
+def test_each_tab_explains_itself_and_adapt_names_each_parameterization(world):
+    from gan_adapt.parameterizations import SPECS
+    ckpt, _, tmp_path = world
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
+    texts = {i: _value_of(demo, f"help-{i}") for i in ("mix", "morph", "adapt", "photo", "diffusion")}
+    demo.close()
+    assert all(t.startswith("**") and " s on one loaded CPU core" in t for k, t in texts.items() if k != "mix")
+    for name in ("stylespace", "direction", "dommod"):  # the tab's choices, each with its spec's words
+        assert f"`{name}`: {SPECS[name].trains} ({SPECS[name].count_1024:,} values" in texts["adapt"]
+    assert "`full`" not in texts["adapt"]  # an adapter-file parameterization is not offered
