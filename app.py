@@ -662,22 +662,6 @@ def diffusion_samples(model_dir: str, shift_files: list[str], scales: list[float
     return _grid(images, min(4, len(seed_list)))
 
 
-class _CountedUNet:
-    """A UNet that calls ``on_call()`` after each forward pass (everything else is the UNet's): the progress of
-    sampling functions without a callback of their own (ddim_invert)."""
-
-    def __init__(self, unet, on_call):
-        self._unet, self._on_call = unet, on_call
-
-    def __call__(self, *args, **kwargs):
-        out = self._unet(*args, **kwargs)
-        self._on_call()
-        return out
-
-    def __getattr__(self, name):
-        return getattr(self._unet, name)
-
-
 def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scales: list[float], steps: int,
                         progress=None):
     """DDIB translation of an uploaded image: DDIM inversion with the plain model, decoding with the shifted one.
@@ -693,17 +677,15 @@ def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scal
         raise ValueError("translation needs at least one shift file (the target domain)")
     x = read_upload(image, size=source.config.sample_size)
     target = _shifted(source, shift_files, scales)
-    done = [0]
 
-    def counted(unet, desc):
-        def on_call():
-            done[0] += 1
-            _report(progress, min(done[0] / (3 * steps), 1.0), desc)
-        return unet if progress is None else _CountedUNet(unet, on_call)
+    def part(k, desc):  # the k-th of the three DDIM passes reports its share of the bar
+        if progress is None:
+            return None
+        return lambda i, n: _report(progress, min((k * n + i + 1) / (3 * n), 1.0), desc)
     with torch.no_grad():
-        noise = ddim_invert(counted(source, "inverting"), sched, x, steps)
-        recon = ddim_decode(counted(source, "plain reconstruction"), sched, noise, steps)
-        out = ddim_decode(counted(target, "translating"), sched, noise, steps)
+        noise = ddim_invert(source, sched, x, steps, callback=part(0, "inverting"))
+        recon = ddim_decode(source, sched, noise, steps, callback=part(1, "plain reconstruction"))
+        out = ddim_decode(target, sched, noise, steps, callback=part(2, "translating"))
     _report(progress, 1.0, "done")
     return _grid(torch.cat([x, recon, out]), 3)
 

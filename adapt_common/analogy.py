@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .colour_map import ColourMap, _monomials
+from .colour_map import ColourMap
 
 
 def _coordinates(n: int, h: int, w: int, device) -> torch.Tensor:
@@ -54,12 +53,7 @@ class ImageAnalogy(nn.Module):
         if depth < 1 or width < 1:
             raise ValueError(f"depth and width must be >= 1, got {depth} and {width}")
         self.degree = degree
-        exps = _monomials(degree)
-        coef = torch.zeros(len(exps), 3, dtype=torch.float64)  # the identity map until fitted
-        for c, e in enumerate(((1, 0, 0), (0, 1, 0), (0, 0, 1))):
-            if e in exps:
-                coef[exps.index(e), c] = 1
-        self.register_buffer("colour_coef", coef)
+        self.register_buffer("colour_coef", ColourMap.identity(degree).coef)  # until fitted
         layers, c = [], 3 + 3 + (2 if coordinates else 0)
         for _ in range(depth - 1):
             layers += [nn.Conv2d(c, width, 3, padding=1, padding_mode="replicate"), nn.LeakyReLU(0.2)]

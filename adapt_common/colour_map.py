@@ -38,6 +38,16 @@ class ColourMap:
     coef: torch.Tensor
 
     @classmethod
+    def identity(cls, degree: int = 3) -> "ColourMap":
+        """The map that leaves every colour as it is."""
+        exps = _monomials(degree)
+        coef = torch.zeros(len(exps), 3, dtype=torch.float64)
+        for c, e in enumerate(((1, 0, 0), (0, 1, 0), (0, 0, 1))):
+            if e in exps:
+                coef[exps.index(e), c] = 1
+        return cls(degree=degree, coef=coef)
+
+    @classmethod
     def fit(cls, source: torch.Tensor, target: torch.Tensor, degree: int = 3, ridge: float = 1e-4) -> "ColourMap":
         """Least squares from the pixels of ``source`` to the same pixels of ``target`` (same shape, [-1, 1])."""
         if source.shape != target.shape or source.ndim != 4 or source.shape[1] != 3:
@@ -50,10 +60,7 @@ class ColourMap:
         y = ((target.detach().double().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).reshape(-1, 3)
         # The ridge pulls towards the identity map, not towards zero: colours the pair does not show (one image has
         # few) keep their value instead of collapsing. It is scaled by the pixel count (the same at any size).
-        ident = torch.zeros(len(exps), 3, dtype=torch.float64)
-        for c, e in enumerate(((1, 0, 0), (0, 1, 0), (0, 0, 1))):
-            if e in exps:
-                ident[exps.index(e), c] = 1
+        ident = cls.identity(degree).coef
         reg = torch.eye(len(exps), dtype=torch.float64) * ridge * x.shape[0]
         delta = torch.linalg.solve(x.T @ x + reg, x.T @ (y - x @ ident))
         return cls(degree=degree, coef=ident + delta)

@@ -120,15 +120,19 @@ def save_t2i(model: T2IModel, path: str | Path) -> Path:
 @torch.no_grad()
 def t2i_sample(model: T2IModel, prompts: list[str], noise: torch.Tensor, steps: int = 50,
                guidance: float = 5.0) -> torch.Tensor:
-    """DDIM with classifier-free guidance (the unconditional branch is the empty prompt); images in [-1, 1]."""
+    """DDIM with classifier-free guidance (the unconditional branch is the empty prompt; guidance 1 runs the
+    conditional model alone); images in [-1, 1]."""
     sched = _ddim(model.scheduler, steps)
     cond = model.encode_prompts(prompts)
-    uncond = model.encode_prompts([""] * len(prompts))
+    uncond = model.encode_prompts([""] * len(prompts)) if guidance != 1.0 else None  # 1: no guidance needed
     x = noise.to(cond.device)
     for t in sched.timesteps:
-        both = model.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-        e_u, e_c = both.chunk(2)
-        x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
+        if uncond is None:
+            eps = model.unet(x, t, encoder_hidden_states=cond).sample
+        else:
+            e_u, e_c = model.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
+            eps = e_u + guidance * (e_c - e_u)
+        x = sched.step(eps, t, x).prev_sample
     return model.to_images(x).clamp(-1, 1)
 
 
@@ -179,13 +183,6 @@ def t2i_decode(model: T2IModel, latents: torch.Tensor, prompt: str, steps: int =
                guidance: float = 1.0) -> torch.Tensor:
     """Images in [-1, 1] from x_T by the DDIM ODE conditioned on ``prompt``, with classifier-free ``guidance``
     (1: none, the exact inverse of :func:`t2i_invert`)."""
-    if guidance == 1.0:
-        sched = _ddim(model.scheduler, steps)
-        cond = model.encode_prompts([prompt] * latents.shape[0])
-        x = latents
-        for t in sched.timesteps:
-            x = sched.step(model.unet(x, t, encoder_hidden_states=cond).sample, t, x).prev_sample
-        return model.to_images(x).clamp(-1, 1)
     return t2i_sample(model, [prompt] * latents.shape[0], latents, steps, guidance)
 
 

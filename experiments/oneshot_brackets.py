@@ -63,9 +63,9 @@ def held_out_source(g, n: int) -> torch.Tensor:
 
 
 def run_method(method: str, style: str, ref: int, seed: int, generator: str, work_dir: Path, z: torch.Tensor,
-               truth: torch.Tensor, overrides: list[str] = ()) -> dict[str, list[float]]:
-    """One one-shot run of ``method`` for reference ``ref`` of ``style``: per-latent errors of its generator (and of
-    its analogy applied directly, for the analogy method)."""
+               source: torch.Tensor, truth: torch.Tensor, overrides: list[str] = ()) -> dict[str, list[float]]:
+    """One one-shot run of ``method`` for reference ``ref`` of ``style``: per-latent errors of its generator on latents
+    ``z`` (and of its analogy applied directly to ``source`` = G_s(z), for the analogy method)."""
     import tempfile
 
     from adapt_common.config import load_config
@@ -81,7 +81,7 @@ def run_method(method: str, style: str, ref: int, seed: int, generator: str, wor
         out = {method: per_latent_error(render(tr.param.generator.eval(), z), truth).tolist()}
         if tr.analogy is not None:
             with torch.no_grad():
-                out["analogy_direct"] = per_latent_error(tr.analogy(render(tr.source, z)), truth).tolist()
+                out["analogy_direct"] = per_latent_error(tr.analogy(source), truth).tolist()
     return out
 
 
@@ -109,7 +109,7 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
         rows["identity"].append(identity)
         for method in methods:
             for s in range(seeds):
-                for key, errs in run_method(method, style, r, s, generator, work_dir, z, truth, overrides).items():
+                for key, errs in run_method(method, style, r, s, generator, work_dir, z, source, truth, overrides).items():
                     rows.setdefault(key, []).append(torch.tensor(errs))
     return {"style": style, "family": sf.family_of(style), "kind": sf.STYLE_KIND.get(style, "train"), "refs": refs,
             "n": n, "identity_error": [r.tolist() for r in rows["identity"]],
@@ -209,7 +209,6 @@ def main(argv=None) -> int:
         return 0
     if not args.family:
         ap.error("--family is required (or --compare)")
-    from adapt_common import synthfaces as sf
     methods = tuple(m for m in args.methods.split(",") if m)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

@@ -27,6 +27,26 @@ def perturb_zero_inits(module: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
     return module
 
 
+def tiny_sd_parts(**text_config):
+    """A tiny Stable-Diffusion-layout model's parts, seeded: (UNet2DConditionModel, CLIPTextModel, AutoencoderKL),
+    8 px latents of 16 px images, a 49,408-token text encoder (CLIP's vocabulary)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(32, 64), norm_num_groups=8,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=8)
+    te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                      num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+                                      **text_config))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        layers_per_block=1, norm_num_groups=8, sample_size=16)
+    return unet, te, vae
+
+
 @pytest.fixture
 def tiny_generator():
     from gan_adapt.networks import Generator

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTokenizer
 
-from conftest import perturb_zero_inits
+from conftest import perturb_zero_inits, tiny_sd_parts
 from diffusion_adapt import svdiff
 from diffusion_adapt.cli import main
 from diffusion_adapt.models import new_scheduler
@@ -39,19 +39,8 @@ def _tokenizer(folder):
 
 @pytest.fixture
 def sd_dir(tmp_path):
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(32, 64), norm_num_groups=8,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8)
+    unet, te, vae = tiny_sd_parts(eos_token_id=49407)
     perturb_zero_inits(unet)  # a fresh UNet's output convs are zero: every prompt would give the same image
-    te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                      num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
-                                      eos_token_id=49407))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        layers_per_block=1, norm_num_groups=8, sample_size=16)
     tok = _tokenizer(tmp_path / "tok")
     # the scheduler as Stable Diffusion 1.x ships it: scaled-linear betas, steps_offset 1
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,

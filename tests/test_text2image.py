@@ -3,10 +3,9 @@ without a saved tokenizer, CFG sampling, SVDiff on UNet and text encoder with pr
 DomainStudio terms, the public two-file export, exact resume and the train dispatch."""
 import pytest
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from adapt_common.config import load_config
+from conftest import tiny_sd_parts
 from diffusion_adapt import svdiff
 from diffusion_adapt.models import ModelLoadError, new_scheduler
 from diffusion_adapt.text2image import T2IConfig, T2IModel, T2ITrainer, load_t2i, save_t2i, t2i_sample, train
@@ -19,17 +18,7 @@ def svd_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def pipe_dir(tmp_path):
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(32, 64), norm_num_groups=8,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8)
-    te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                      num_attention_heads=4, max_position_embeddings=77, projection_dim=32))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        layers_per_block=1, norm_num_groups=8, sample_size=16)
+    unet, te, vae = tiny_sd_parts()
     return save_t2i(T2IModel(unet=unet, text_encoder=te, scheduler=new_scheduler(), vae=vae), tmp_path / "sd_tiny")
 
 
