@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -55,9 +55,10 @@ def _blend(a: Sequence[tuple[Direction, float]], b: Sequence[tuple[Direction, fl
 
 @torch.no_grad()
 def morph(keyframes: Sequence[Keyframe], z: torch.Tensor, steps: int = 8, *, truncation: float = 1.0,
-          noise_mode: str = "const") -> torch.Tensor:
+          noise_mode: str = "const", callback: Callable[[int, int], object] | None = None) -> torch.Tensor:
     """Frames [F, B, 3, H, W] along the keyframes for latents z [B, D]: ``steps`` frames per segment, the
-    last keyframe included once (F = (K − 1)·(steps − 1) + 1)."""
+    last keyframe included once (F = (K − 1)·(steps − 1) + 1). ``callback(done, F)``, when given, is called after
+    each frame with the number of frames rendered so far (1 .. F); its return value is ignored."""
     if len(keyframes) < 2:
         raise ValueError("a morph needs at least two keyframes")
     if steps < 2:
@@ -65,6 +66,7 @@ def morph(keyframes: Sequence[Keyframe], z: torch.Tensor, steps: int = 8, *, tru
     for k in keyframes:  # refuse misfits (and note transfers) once, not per frame
         DomainEdit(k.generator, k.directions)
     frames = []
+    total = (len(keyframes) - 1) * (steps - 1) + 1
     for i, (ka, kb) in enumerate(zip(keyframes[:-1], keyframes[1:])):
         ts = torch.linspace(0, 1, steps).tolist()
         for t in ts if i == len(keyframes) - 2 else ts[:-1]:
@@ -73,6 +75,8 @@ def morph(keyframes: Sequence[Keyframe], z: torch.Tensor, steps: int = 8, *, tru
             edit = DomainEdit(g, _blend(ka.directions, kb.directions, t), check=False)
             frames.append(edit.generate(z.to(next(g.parameters()).device), truncation=truncation,
                                         noise_mode=noise_mode).float().cpu())
+            if callback is not None:
+                callback(len(frames), total)
     return torch.stack(frames)
 
 

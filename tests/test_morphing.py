@@ -131,3 +131,17 @@ def test_keys_apply_each_adapter_to_the_checkpoint_not_to_another_adapter(world,
     keys = _keyframes([f"a={f1}", f"{tmp_path / 'd1.safetensors'}", f"a={f2}"], str(a), "cpu")
     for key, want in zip(keys, (m1, m1, m2)):  # the direction key stays on adapter 1's generator
         torch.testing.assert_close(key.generator.generate(z), want.generate(z))
+
+
+def test_morph_callback_counts_frames_and_changes_nothing(world):
+    """``callback(done, total)`` is called once per frame, in order, ending at total = F; the frames are the same
+    as without a callback."""
+    g_a, g_b, d1, m2 = world
+    z = torch.randn(2, TINY["style_dim"], generator=torch.Generator().manual_seed(3))
+    keys = [Keyframe(g_a), Keyframe(g_a, [(d1, 0.8)]), Keyframe(g_a, [(d1, 0.8), (m2, 0.5)])]
+    calls = []
+    with_cb = morph(keys, z, steps=4, callback=lambda done, total: calls.append((done, total)) or True)
+    plain = morph(keys, z, steps=4)
+    assert with_cb.shape[0] == 7
+    assert calls == [(i, 7) for i in range(1, 8)]
+    torch.testing.assert_close(with_cb, plain, rtol=0, atol=0)
