@@ -377,10 +377,12 @@ def mix_render(ckpt: str, library: Library | None, names: list[str], weights: li
 
 
 def morph_files(ckpt: str, library: Library, keys: list[str], strength: float, frames: int, seeds: str,
-                out_dir: str | None = None) -> tuple[str, str, str]:
+                out_dir: str | None = None, progress=None) -> tuple[str, str, str]:
     """Frames through the keyframes (``(source)`` or a library name each): strip PNG (each frame's domains and
     weights over its column, see label_columns), GIF and MP4 (scaled up, nearest neighbour, to tiles at least
-    MOVIE_TILE_PX tall) paths."""
+    MOVIE_TILE_PX tall) paths. ``progress`` gets 0 before the generator loads, then the fraction of frames
+    rendered after each (gan_adapt.morphing.morph's callback; rendering is most of the time), and 1 when the
+    files are written."""
     import numpy as np
     import torch
     from PIL import Image
@@ -392,10 +394,13 @@ def morph_files(ckpt: str, library: Library, keys: list[str], strength: float, f
         raise ValueError("choose at least two keyframes (domains) to morph between")
     if not 2 <= int(frames) <= 32:
         raise ValueError("frames per step must be between 2 and 32")
+    _report(progress, 0.0, "loading the generator")  # at once, before anything loads
     g = generator(ckpt)
     kf = [Keyframe(g, [] if k == SOURCE else [(library.get(k), float(strength))], k) for k in keys]
     with torch.no_grad():
-        frames_t = morph(kf, z_from_seeds(_seeds(seeds), g.style_dim), int(frames))
+        frames_t = morph(kf, z_from_seeds(_seeds(seeds), g.style_dim), int(frames),
+                         callback=None if progress is None else
+                         lambda done, total: _report(progress, done / total, "rendering frames"))
     out = Path(out_dir or tempfile.mkdtemp(prefix="morph_"))
     strip = save_strip(frames_t, out / "strip.png")
     with Image.open(strip) as im:
@@ -403,7 +408,9 @@ def morph_files(ckpt: str, library: Library, keys: list[str], strength: float, f
     Image.fromarray(label_columns(plain, morph_labels(keys, strength, int(frames)), g.size)).save(strip)
     up = max(2, -(-MOVIE_TILE_PX // frames_t.shape[-1]))
     big = frames_t.repeat_interleave(up, dim=-2).repeat_interleave(up, dim=-1)
-    return str(strip), str(save_gif(big, out / "morph.gif")), str(save_mp4(big, out / "morph.mp4"))
+    files = str(strip), str(save_gif(big, out / "morph.gif")), str(save_mp4(big, out / "morph.mp4"))
+    _report(progress, 1.0, "done")
+    return files
 
 
 #: The Adapt tab's bundled examples: SynthFaces domains whose first few-shot face is offered as the reference, and
@@ -845,8 +852,9 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             with gr.Row():
                 gif = result_image("GIF", type="filepath", elem_id="morph-gif")
                 mp4 = gr.Video(label="MP4", autoplay=True, loop=True, elem_id="morph-mp4")
-            mgo.click(guard(lambda ck, k, s, f, sd: morph_files(ck, library, k, s, f, sd)),
-                      [ckpt, keys, strength, frames, mseeds], [strip, gif, mp4], api_name="morph")
+            def on_morph(ck, k, s, f, sd, progress=gr.Progress()):
+                return morph_files(ck, library, k, s, f, sd, progress=progress)
+            mgo.click(guard(on_morph), [ckpt, keys, strength, frames, mseeds], [strip, gif, mp4], api_name="morph")
             library_views.append(keys)
 
         with gr.Tab("Adapt", elem_id="tab-adapt"):

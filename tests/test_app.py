@@ -859,6 +859,20 @@ def test_diffusion_sampling_and_translation_report_progress_per_ddim_step(tmp_pa
     np.testing.assert_array_equal(strip, plain_strip)
 
 
+def test_morph_reports_progress_per_frame(world, monkeypatch):
+    ckpt, lib, tmp_path = world
+    plain = app.morph_files(ckpt, lib, [app.SOURCE, "sketch", "popart"], 0.8, 3, "0-1", str(tmp_path / "a"))
+    log = []
+    _record_loads(monkeypatch, log, "generator")
+    files = app.morph_files(ckpt, lib, [app.SOURCE, "sketch", "popart"], 0.8, 3, "0-1", str(tmp_path / "b"),
+                            progress=_Recorder(log))
+    # 0 before loading, then 2 keyframe steps of 3 frames with the middle keyframe once: 5 frames, then 1
+    assert _check_progress(log) == [0.0] + [(i + 1) / 5 for i in range(5)] + [1.0]
+    assert [e[2] for e in log if e[0] == "progress"][1:6] == ["rendering frames"] * 5
+    for a, b in zip(plain[:2], files[:2]):  # strip and GIF: the same pixels with and without the tracker
+        np.testing.assert_array_equal(np.asarray(Image.open(a).convert("RGB")), np.asarray(Image.open(b).convert("RGB")))
+
+
 def test_long_handlers_take_gradios_progress(world):
     """Gradio fills a progress tracker only into a registered function whose signature has one."""
     import inspect
@@ -866,7 +880,7 @@ def test_long_handlers_take_gradios_progress(world):
     import gradio as gr
     ckpt, _, tmp_path = world
     demo = app.build_app(ckpt, [str(tmp_path / "dirs")])
-    for name in ("adapt", "photo", "diffusion", "translate"):
+    for name in ("adapt", "photo", "diffusion", "translate", "morph"):
         p = inspect.signature(_registered(demo, name).fn).parameters.get("progress")
         assert p is not None and isinstance(p.default, gr.Progress), name
     demo.close()
