@@ -1,12 +1,17 @@
-"""FID and KID on precomputed features (float64 numpy [N, D]).
+"""FID and KID on precomputed features (float64 numpy [N, D]), computed by torchmetrics.
 
-- FID (Heusel et al. 2017): ``|mu1 - mu2|² + Tr(S1 + S2 - 2 (S1 S2)^½)``, the matrix square root by
-  ``scipy.linalg.sqrtm`` with pytorch-fid's handling of non-finite results (retry with ``eps·I`` added to both
-  covariances) and of complex results (the imaginary part must be negligible; the real part is used).
+The formulas are torchmetrics' (``FrechetInceptionDistance``, ``KernelInceptionDistance``), one well-kept
+implementation instead of the project's own; the project supplies the features (its feature extractors, named with
+every number) and feeds them through a pass-through module, so the metrics never see images or load Inception:
+
+- FID (Heusel et al. 2017): ``|mu1 - mu2|² + Tr(S1 + S2 - 2 (S1 S2)^½)`` with unbiased covariances, the trace of
+  the matrix square root from the eigenvalues of ``S1 S2`` (torchmetrics' route, in float64).
 - KID (Bińkowski et al. 2018): the unbiased MMD² with the cubic polynomial kernel ``k(x, y) = (x·y/d + 1)³``,
-  averaged over random subsets as in StyleGAN2-ADA's ``kernel_inception_distance.py``; subsets are drawn without
-  replacement by a seeded generator. The subset size is ``subset_size`` clipped to half the smaller set (at least
-  2): a subset as large as the set is the same every time, and its "±" would be 0 however noisy the estimate.
+  mean and standard deviation over random subsets (StyleGAN2-ADA's and torchmetrics' protocol). The subsets are
+  drawn from a seeded generator (torchmetrics draws from torch's global one; :func:`kid` forks and seeds it, so
+  a call is repeatable and leaves the caller's random stream alone). The subset size is ``subset_size`` clipped
+  to half the smaller set (at least 2): a subset as large as the set is the same every time, and its "±" would be
+  0 however noisy the estimate.
 
 Values depend on the feature extractor: report its name with every number.
 """
@@ -15,7 +20,28 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import linalg
+import torch
+from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
+from torchmetrics.image.kid import KernelInceptionDistance
+
+
+class _Precomputed(torch.nn.Module):
+    """The "feature extractor" handed to torchmetrics: the features themselves (``num_features`` tells torchmetrics
+    their size without a dummy forward)."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = int(num_features)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats
+
+
+def _as_features(feats, name: str) -> torch.Tensor:
+    x = np.asarray(feats, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"need features [N, D] for {name}, got shape {x.shape}")
+    return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -26,47 +52,27 @@ def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
-def _trace_sqrt_product_eig(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """Tr((S1 S2)^½) through symmetric eigendecompositions (exact for PSD inputs; the fallback when sqrtm
-    leaves large imaginary parts): the eigenvalues of S1 S2 are those of S1^½ S2 S1^½, which is PSD."""
-    w, v = linalg.eigh(sigma1)
-    s1h = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = s1h @ sigma2 @ s1h
-    ev = linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(np.clip(ev, 0, None)).sum())
-
-
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2)."""
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) (for stored statistics; torchmetrics' formula)."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
         raise ValueError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
-    diff = mu1 - mu2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sqrtm warns on singular matrices; the checks below handle them
-        covmean = linalg.sqrtm(sigma1.dot(sigma2))
-        if not np.isfinite(covmean).all():
-            offset = np.eye(sigma1.shape[0]) * eps
-            covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            # pytorch-fid raises here; the eigenvalue route gives the exact trace instead.
-            tr_covmean = _trace_sqrt_product_eig(sigma1, sigma2)
-        else:
-            tr_covmean = float(np.trace(covmean.real))
-    else:
-        tr_covmean = float(np.trace(covmean))
-    if not np.isfinite(tr_covmean):
-        tr_covmean = _trace_sqrt_product_eig(sigma1, sigma2)
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
+    t = torch.from_numpy
+    return float(_compute_fid(t(mu1), t(sigma1), t(mu2), t(sigma2)))
 
 
 def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """FID between two feature sets [N, D] and [M, D]."""
-    mu1, s1 = feature_stats(feats_a)
-    mu2, s2 = feature_stats(feats_b)
-    return frechet_distance(mu1, s1, mu2, s2)
+    """FID between two feature sets [N, D] and [M, D] (N, M >= 2), by torchmetrics' FrechetInceptionDistance."""
+    a, b = _as_features(feats_a, "the first set"), _as_features(feats_b, "the second set")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"need features of the same size, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError(f"FID needs at least 2 samples in each set, got {a.shape[0]} and {b.shape[0]}")
+    metric = FrechetInceptionDistance(feature=_Precomputed(a.shape[1]))
+    metric.update(a, real=True)
+    metric.update(b, real=False)
+    return float(metric.compute())
 
 
 def kid_subset_size(n_a: int, n_b: int, subset_size: int = 1000) -> int:
@@ -80,23 +86,19 @@ def kid_subset_size(n_a: int, n_b: int, subset_size: int = 1000) -> int:
 
 def kid(feats_a: np.ndarray, feats_b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
         seed: int = 0) -> dict:
-    """KID: ``{"mean", "std", "subsets", "subset_size"}``; the unbiased MMD² per subset with
-    ``k(x, y) = (x·y/d + 1)³``, mean and standard deviation over ``subsets`` seeded random subsets of
-    :func:`kid_subset_size` samples."""
-    a = np.asarray(feats_a, np.float64)
-    b = np.asarray(feats_b, np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"need features [N, D] and [M, D], got {a.shape} and {b.shape}")
-    d = a.shape[1]
+    """KID: ``{"mean", "std", "subsets", "subset_size"}`` by torchmetrics' KernelInceptionDistance: the unbiased
+    MMD² per subset with ``k(x, y) = (x·y/d + 1)³``, mean and standard deviation over ``subsets`` random subsets
+    of :func:`kid_subset_size` samples, drawn from torch's generator seeded with ``seed``."""
+    a, b = _as_features(feats_a, "the first set"), _as_features(feats_b, "the second set")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"need features [N, D] and [M, D], got {tuple(a.shape)} and {tuple(b.shape)}")
     m = kid_subset_size(a.shape[0], b.shape[0], subset_size)
-    rng = np.random.RandomState(seed)
-    vals = np.empty(subsets)
-    for s in range(subsets):
-        x = a[rng.choice(a.shape[0], m, replace=False)]
-        y = b[rng.choice(b.shape[0], m, replace=False)]
-        kxx = (x @ x.T / d + 1) ** 3
-        kyy = (y @ y.T / d + 1) ** 3
-        kxy = (x @ y.T / d + 1) ** 3
-        vals[s] = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) \
-            - 2 * kxy.sum() / (m * m)
-    return {"mean": float(vals.mean()), "std": float(vals.std()), "subsets": subsets, "subset_size": m}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "will save all extracted features in buffer": they are already in memory
+        metric = KernelInceptionDistance(feature=_Precomputed(a.shape[1]), subsets=subsets, subset_size=m)
+    metric.update(a, real=True)
+    metric.update(b, real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return {"mean": float(mean), "std": float(std), "subsets": subsets, "subset_size": m}
