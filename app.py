@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parent
 BUNDLED_G = ROOT / "checkpoints" / "synthfaces_stylegan2.safetensors"
 BUNDLED_DIRECTIONS = ROOT / "checkpoints" / "directions"
 BUNDLED_DDPM = ROOT / "checkpoints" / "synthfaces_ddpm"
+#: The Diffusion tab's bundled shift file: the bundled DDPM adapted to SynthFaces' 10 sketches (SVDiff; see
+#: checkpoints/README.md for the command, configs/ddpm_sketch_svdiff_bundled.yaml).
+BUNDLED_SHIFT = ROOT / "checkpoints" / "shifts" / "sketch_10shot.safetensors"
 #: Where the Adapt tab's runs go, one run folder each (as the CLI writes them): runs/app/<domain>.
 APP_RUNS = ROOT / "runs" / "app"
 MAX_SEEDS = 16
@@ -41,8 +44,21 @@ MAX_UPLOAD_MB = 20
 #: Results are 32-64 px a tile: the callbacks return the exact pixels, the page shows them this tall with sharp
 #: (nearest-neighbour) pixels; Gradio's own style only ever shrinks an image.
 DISPLAY_PX = 420
+#: Phone width (<= PHONE_PX): a tab's row of controls and results becomes one column in which the controls and
+#: results keep their order (the results right after their button), except that a "da-first" result (Mix's grid,
+#: which renders on load and follows the sliders) comes before every control and a "da-last" block after them all;
+#: results take their image's own height instead of DISPLAY_PX.
+PHONE_PX = 600
 CSS = (".da-result img { width: 100% !important; height: 100% !important; object-fit: contain !important; "
-       "image-rendering: pixelated; }")
+       "image-rendering: pixelated; }\n"
+       f"@media (max-width: {PHONE_PX}px) {{\n"
+       "  .da-row { flex-direction: column !important; flex-wrap: nowrap !important; }\n"
+       "  .da-row > .column { display: contents !important; }\n"
+       "  .da-first { order: -1 !important; }\n"
+       "  .da-last { order: 1 !important; }\n"
+       "  .da-result { height: auto !important; }\n"
+       "  .da-result img { height: auto !important; }\n"
+       "}")
 MAX_IMAGE_SIDE = 4096
 #: The smallest photo Real photo projects: a few pixels hold no face to invert.
 MIN_PHOTO_SIDE = 16
@@ -435,6 +451,59 @@ def adapt_examples(folder: str | Path) -> list[list]:
     return rows + [[None, text, param, EXAMPLE_ITERS] for text, param in EXAMPLE_PROMPTS]
 
 
+#: Mix examples on the bundled directions: the weights of each (the other slots at 0) and the seeds.
+MIX_EXAMPLES = (({"sketch": 0.8, "popart": 0.4}, "0-3"), ({"sepia": 1.0}, "4-7"),
+                ({"pixelart": 0.7, "sketch": -0.5}, "8-11"), ({"negative": 0.6, "popart": 0.6}, "0-3"))
+#: Morph examples: (keyframes, strength, frames per step, seeds).
+MORPH_EXAMPLES = (([SOURCE, "sketch"], 0.8, 6, "0-3"), ([SOURCE, "sepia", "popart"], 1.0, 5, "4-7"),
+                  (["sketch", "pixelart"], 0.8, 6, "8-11"))
+#: Real photo examples: (index of the rendered face, domains, strength, inversion steps).
+PHOTO_EXAMPLES = ((0, ["sketch", "popart"], 0.8, 100), (1, ["sepia", "pixelart"], 0.8, 100))
+EXAMPLE_FACES = 2
+
+
+def example_faces(folder: str | Path, n: int = EXAMPLE_FACES) -> list[str]:
+    """``n`` held-out SynthFaces photos (adapt_common.synthfaces.data.eval_set, the project's own renderer) written
+    as ``synthfaces_face_<i>.png`` (128 px) into ``folder``: the example photos of Real photo and Diffusion."""
+    from adapt_common.image_io import save_image
+    from adapt_common.synthfaces.data import eval_set
+    folder = Path(folder)
+    faces, _ = eval_set("photo", n, size=128)
+    return [str(save_image(face, folder / f"synthfaces_face_{i}.png")) for i, face in enumerate(faces)]
+
+
+def mix_examples(slots: list[str]) -> tuple[list[list], list[str]]:
+    """The Mix examples whose directions all sit in ``slots`` (the slot dropdowns' first values): rows of
+    (each slot's name, each slot's weight, seeds), and a label per row ("sketch 0.80 + popart 0.40, seeds 0-3")."""
+    rows, labels = [], []
+    for weights, seeds in MIX_EXAMPLES:
+        if not set(weights) <= set(slots):
+            continue
+        rows.append(list(slots) + [float(weights.get(n, 0.0)) if n else 0.0 for n in slots] + [seeds])
+        labels.append(" + ".join(f"{n} {w:.2f}" for n, w in weights.items()) + f", seeds {seeds}")
+    return rows, labels
+
+
+def morph_examples(names: list[str]) -> list[list]:
+    """The Morph examples whose keyframes are all in the library (``names``) or the source."""
+    return [[list(k), s, f, sd] for k, s, f, sd in MORPH_EXAMPLES if set(k) <= set(names) | {SOURCE}]
+
+
+def photo_examples(faces: list[str], names: list[str]) -> list[list]:
+    """The Real photo examples whose domains are all in the library: (face file, domains, strength, steps)."""
+    return [[faces[i], list(d), s, st] for i, d, s, st in PHOTO_EXAMPLES if i < len(faces) and set(d) <= set(names)]
+
+
+#: Diffusion examples with the bundled shift file: (shift scale, seeds, index of the rendered face to translate).
+DIFFUSION_EXAMPLES = ((1.0, "0-3", 0), (1.5, "4-7", 1), (0.5, "8-11", 0))
+
+
+def diffusion_examples(shift: str, faces: list[str]) -> tuple[list[list], list[str]]:
+    """The Diffusion examples: rows of ([shift file], scale, seeds, face to translate) and a label per row."""
+    rows = [[[shift], sc, sd, faces[i]] for sc, sd, i in DIFFUSION_EXAMPLES if i < len(faces)]
+    return rows, [f"{Path(shift).stem} at {sc:.1f}, seeds {sd}, translate {Path(f).stem}" for _, sc, sd, f in rows]
+
+
 def app_run_folder(domain: str, root: Path | None = None) -> Path:
     """A new folder ``runs/app/<domain>`` (``_2``, ``_3``, ... when taken) for one Adapt-tab run: a run folder like
     the CLI's, kept where the user can find, resume or export it."""
@@ -714,7 +783,9 @@ TAB_HELP = {
                   "and in their mix. The bar counts inversion steps; 50 steps took 4 s on one loaded CPU core.",
     "Diffusion": "**Diffusion** samples the DDPM with SVDiff spectral-shift files (a few-shot domain, learnt as "
                  "small shifts of the weights' singular values), and translates an upload: DDIM inversion with the "
-                 "plain model, then decoding with the shifted one. The plain reconstruction shows what the "
+                 "plain model, then decoding with the shifted one. On the bundled DDPM the tab starts with the "
+                 "bundled 10-shot sketch shift file and a rendered face, so Sample and Translate work at once. The "
+                 "plain reconstruction shows what the "
                  "inversion keeps of the input (not exact: the DDIM steps only approximate the ODE). The bar "
                  "counts DDIM steps; 4 seeds at 25 steps took 10 s on one loaded CPU core (22 s with loading the "
                  "model).",
@@ -741,13 +812,15 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
     library = Library(folders, bundled=on_bundled, store=APP_RUNS / "library")
     default_ckpt = default_ckpt or (str(BUNDLED_G) if BUNDLED_G.exists() else "")
     ddpm = ddpm or (str(BUNDLED_DDPM) if BUNDLED_DDPM.exists() else "")
+    on_bundled_ddpm = bool(ddpm) and Path(ddpm).resolve() == BUNDLED_DDPM.resolve()
     # One Cancel per page (Gradio's session hash): a visitor's Cancel stops that visitor's training, never another's.
     cancels: dict[str, threading.Event] = {}
 
     def result_image(label, **kwargs):
         """An output image shown DISPLAY_PX tall with sharp pixels (see CSS), sent as PNG (exact pixels; Gradio's
         default WebP is lossy)."""
-        return gr.Image(label=label, height=DISPLAY_PX, elem_classes=["da-result"], **{"format": "png", **kwargs})
+        classes = ["da-result"] + kwargs.pop("elem_classes", [])
+        return gr.Image(label=label, height=DISPLAY_PX, elem_classes=classes, **{"format": "png", **kwargs})
 
     def guard(fn):
         """Errors as words in the UI. ``functools.wraps`` keeps ``fn``'s signature visible to Gradio, which looks
@@ -782,14 +855,17 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
         gr.Info(f"added {library.add_file(path, name)!r} to the library")
         return library_updates()
 
-    def image_input(label, elem_id):
+    def image_input(label, elem_id, value=None):
         """An image upload taken as a file (the app's reader opens it, with a message for a bad one) and a
-        preview of the image as the tools read it."""
-        upload = gr.File(label=label, file_types=IMAGE_TYPES, type="filepath", elem_id=elem_id)
-        preview = gr.Image(label="as read", type="numpy", interactive=False, height=160, elem_id=f"{elem_id}-preview")
+        preview of the image as the tools read it (``value``: a file there from the start, previewed)."""
+        upload = gr.File(value=value, label=label, file_types=IMAGE_TYPES, type="filepath", elem_id=elem_id)
+        preview = gr.Image(value=preview_upload(value) if value else None, label="as read", type="numpy",
+                           interactive=False, height=160, elem_id=f"{elem_id}-preview")
         upload.change(guard(preview_upload), upload, preview)
         return upload
 
+    examples_dir = tempfile.mkdtemp(prefix="domain_adapt_app_")
+    faces = example_faces(examples_dir)  # Real photo's and Diffusion's example photos (SynthFaces renders)
     with gr.Blocks(title="domain-adapt") as demo:
         gr.Markdown("## domain-adapt: one-shot and few-shot domain adaptation\nGenerator: any rosinality `.pt`, "
                     "NVIDIA `.pkl` or native `.safetensors`; directions: ours or official StyleDomain/HyperDomainNet.")
@@ -798,7 +874,7 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                           elem_id="ckpt")
         with gr.Tab("Mix", elem_id="tab-mix"):
             gr.Markdown(TAB_HELP["Mix"], elem_id="help-mix")
-            with gr.Row():
+            with gr.Row(elem_classes=["da-row"]):
                 with gr.Column(scale=1):
                     folder = gr.Textbox(label="add direction files from a folder", elem_id="folder")
                     upload_dir = gr.File(label="upload a direction file", file_types=[".safetensors", ".pt"],
@@ -814,10 +890,12 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                     truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="truncation", elem_id="truncation")
                     go = gr.Button("Render", elem_id="go")
                 with gr.Column(scale=2):
-                    out = result_image("samples", type="numpy", elem_id="out")
+                    # at phone width the grid comes first (it is rendered on load and follows the sliders)
+                    out = result_image("samples", type="numpy", elem_id="out", elem_classes=["da-first"])
                     lib_files = gr.File(library.paths(), label=f"the library's direction files (uploads and "
                                         f"Adapt results are kept in {_shown_path(library.store)})",
-                                        file_count="multiple", interactive=False, elem_id="library-files")
+                                        file_count="multiple", interactive=False, elem_id="library-files",
+                                        elem_classes=["da-last"])
 
             def on_mix(ck, sd, tr, *slots):
                 return mix_render(ck, library, list(slots[:SLOTS]), list(slots[SLOTS:]), sd, tr)
@@ -835,6 +913,12 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                 return on_mix(ck, sd, tr, *slots)
             seeds.change(guard(on_seeds), mix_inputs, out, trigger_mode="always_last")
             demo.load(guard(on_mix), mix_inputs, out)  # the grid is there when the page opens
+            mix_rows, mix_labels = mix_examples([n.value for n in names])
+            if mix_rows:  # an example sets every slot's direction and weight and the seeds, then the grid renders
+                mix_ex = gr.Examples(mix_rows, [*names, *weights, seeds], example_labels=mix_labels,
+                                     label="examples: bundled directions at chosen weights; click one",
+                                     elem_id="mix-examples")
+                mix_ex.load_input_event.then(guard(on_mix), mix_inputs, out)
             library_views = list(names)  # Morph's keyframes and Real photo's domains join below
 
         with gr.Tab("Morph", elem_id="tab-morph"):
@@ -854,7 +938,15 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                 mp4 = gr.Video(label="MP4", autoplay=True, loop=True, elem_id="morph-mp4")
             def on_morph(ck, k, s, f, sd, progress=gr.Progress()):
                 return morph_files(ck, library, k, s, f, sd, progress=progress)
-            mgo.click(guard(on_morph), [ckpt, keys, strength, frames, mseeds], [strip, gif, mp4], api_name="morph")
+            morph_inputs, morph_outputs = [ckpt, keys, strength, frames, mseeds], [strip, gif, mp4]
+            mgo.click(guard(on_morph), morph_inputs, morph_outputs, api_name="morph")
+            morph_rows = morph_examples(library.names())
+            if morph_rows:  # an example fills the tab and morphs
+                morph_ex = gr.Examples(morph_rows, [keys, strength, frames, mseeds], elem_id="morph-examples",
+                                       example_labels=[" → ".join(k) + f", strength {s}, seeds {sd}"
+                                                       for k, s, _, sd in morph_rows],
+                                       label="examples: keyframes of the bundled directions; click one to morph")
+                morph_ex.load_input_event.then(guard(on_morph), morph_inputs, morph_outputs)
             library_views.append(keys)
 
         with gr.Tab("Adapt", elem_id="tab-adapt"):
@@ -926,7 +1018,16 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
                 ds = [d for d in ds or [] if d]
                 grid = photo_in_domains(ck, library, im, ds, s, int(st), progress)
                 return label_columns(grid, photo_labels(ds, s), generator(ck).size)
-            pgo.click(guard(on_photo), [ckpt, photo, pdirs, pstrength, psteps], pout, api_name="photo")
+            photo_inputs = [ckpt, photo, pdirs, pstrength, psteps]
+            pgo.click(guard(on_photo), photo_inputs, pout, api_name="photo")
+            photo_rows = photo_examples(faces, library.names())
+            if photo_rows:  # an example fills the tab, then inverts and stylises
+                photo_ex = gr.Examples(photo_rows, [photo, pdirs, pstrength, psteps], elem_id="photo-examples",
+                                       example_labels=[f"{Path(f).stem} in {' + '.join(d)}" for f, d, _, _ in
+                                                       photo_rows],
+                                       label="examples: held-out SynthFaces photos (rendered by the project's "
+                                             "renderer) in bundled domains; click one to run it")
+                photo_ex.load_input_event.then(guard(on_photo), photo_inputs, pout)
             library_views += [pdirs, lib_files]
             # Every way into the library refreshes every list of it (Mix, Morph, Real photo).
             folder.submit(guard(on_add_folder), folder, library_views, api_name="add_folder")
@@ -936,24 +1037,38 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
 
         with gr.Tab("Diffusion", elem_id="tab-diffusion"):
             gr.Markdown(TAB_HELP["Diffusion"], elem_id="help-diffusion")
-            with gr.Row():
+            # on the bundled DDPM the bundled 10-shot sketch shift file and a rendered face are there from the start:
+            # Sample and Translate each work on the first click
+            bundled_shift = [str(BUNDLED_SHIFT)] if on_bundled_ddpm and BUNDLED_SHIFT.is_file() else []
+            with gr.Row(elem_classes=["da-row"]):
                 with gr.Column(scale=1):
                     model = gr.Textbox(label="diffusion model folder", value=_shown_path(ddpm) if ddpm else "",
                                        elem_id="ddpm")
-                    shifts = gr.File(label="spectral-shift files", file_count="multiple", file_types=[".safetensors"],
-                                     elem_id="shifts")
+                    shifts = gr.File(value=bundled_shift or None, label="spectral-shift files", file_count="multiple",
+                                     file_types=[".safetensors"], elem_id="shifts")
                     scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="shift scale", elem_id="shift-scale")
                     scales_text = gr.Textbox(label="per-file scales (e.g. 1.0, -0.5; empty: the slider for all)",
                                              elem_id="shift-scales")
                     dseeds = gr.Textbox(label="seeds", value="0-3", elem_id="ddpm-seeds")
                     dsteps = gr.Slider(5, 100, value=25, step=5, label="DDIM steps", elem_id="ddpm-steps")
-                    dgo = gr.Button("Sample", elem_id="ddpm-go")
-                    timage = image_input("an image to translate", "translate-image")
-                    tgo = gr.Button("Translate (DDIM inversion, then the shifted model)", elem_id="translate-go")
+                    dgo = gr.Button("Sample", variant="primary", elem_id="ddpm-go")
                 with gr.Column(scale=2):
                     dout = result_image("samples", type="numpy", elem_id="ddpm-out")
+            with gr.Row(elem_classes=["da-row"]):  # translation: its own row, so its result follows its button
+                with gr.Column(scale=1):
+                    timage = image_input("an image to translate", "translate-image",
+                                         value=faces[0] if bundled_shift else None)
+                    tgo = gr.Button("Translate (DDIM inversion, then the shifted model)", variant="primary",
+                                    elem_id="translate-go")
+                with gr.Column(scale=2):
                     tout = result_image("input, plain reconstruction, translation", type="numpy",
                                         elem_id="translate-out")
+            if bundled_shift:
+                diff_rows, diff_labels = diffusion_examples(bundled_shift[0], faces)
+                gr.Examples(diff_rows, [shifts, scale, dseeds, timage], example_labels=diff_labels,
+                            label="examples: the bundled 10-shot sketch shift file at a scale, with a rendered "
+                                  "SynthFaces face to translate; click one, then Sample or Translate",
+                            elem_id="diffusion-examples")
 
             def _files(files):
                 return [f if isinstance(f, str) else f.name for f in (files or [])]

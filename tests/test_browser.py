@@ -205,3 +205,74 @@ def test_bad_uploads_get_words_and_real_photo_shows_progress(tmp_path, tiny_gene
             browser.close()
     finally:
         demo.close()
+
+
+def _tops(page, ids):
+    return page.evaluate("(ids) => Object.fromEntries(ids.map(i => { const r = document.getElementById(i)"
+                         ".getBoundingClientRect(); return [i, [r.top, r.left, r.right]]; }))", ids)
+
+
+@pytest.mark.timeout(600)
+def test_phone_width_examples_and_diffusion_on_the_first_click(tmp_path, tiny_generator):
+    """At phone width (390 px) the Mix grid sits above every Mix control and within the first screen, the library's
+    file list after them; Diffusion's samples come after Sample and before the translation controls, the
+    translation right after Translate. At 1200 px the grid is beside the controls, as before. Clicking a Mix example
+    changes the grid, a Morph example morphs, and on the bundled DDPM Sample and Translate work on the first click
+    (the bundled shift file and a face are in the tab from the start)."""
+    ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
+    lib = tmp_path / "dirs"
+    lib.mkdir()
+    for i, name in enumerate(["sketch", "popart"]):
+        p = Parameterization("stylespace", tiny_generator)
+        with torch.no_grad():
+            for q in p.trainable_parameters():
+                q.copy_(0.7 * torch.randn(q.shape, generator=torch.Generator().manual_seed(i)))
+        Direction.from_parameterization(p, domain=name).save_pretrained(lib / f"{name}.safetensors")
+    demo = app.build_app(str(ckpt), [str(lib)])
+    app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
+    controls = ["folder", "upload-direction", *[f"dir{i}" for i in range(app.SLOTS)],
+                *[f"w{i}" for i in range(app.SLOTS)], "seeds", "truncation", "go"]
+    try:
+        with playwright.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            phone = browser.new_page(viewport={"width": 390, "height": 844})
+            phone.goto(demo.local_url, wait_until="networkidle")
+            _src(phone, "#out")
+            tops = _tops(phone, ["out", "library-files", *controls])
+            first_control = min(tops[c][0] for c in controls)
+            last_control = max(tops[c][0] for c in controls)
+            assert tops["out"][0] < first_control and tops["out"][0] < 844, tops
+            assert tops["library-files"][0] > last_control, tops
+            # at phone width Gradio puts the tabs that do not fit under its "More tabs" menu
+            phone.get_by_label("More tabs").click()
+            phone.locator(".overflow-dropdown button", has_text="Diffusion").click()
+            phone.wait_for_selector("#ddpm-go", state="visible")
+            t = {k: v[0] for k, v in _tops(phone, ["ddpm-go", "ddpm-out", "translate-image", "translate-go",
+                                                   "translate-out"]).items()}
+            assert t["ddpm-go"] < t["ddpm-out"] < t["translate-image"] < t["translate-go"] < t["translate-out"], t
+            phone.close()
+
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(demo.local_url, wait_until="networkidle")
+            before = _src(page, "#out")
+            tops = _tops(page, ["out", "go"])
+            assert tops["out"][1] >= tops["go"][2] and tops["out"][0] < tops["go"][0], tops  # beside, as before
+            page.locator("#mix-examples").get_by_text("sketch 0.80 + popart 0.40").click()
+            deadline = time.time() + 60
+            while _src(page, "#out") == before and time.time() < deadline:
+                time.sleep(0.5)
+            assert _src(page, "#out") != before
+            assert page.locator("#w1 input[type=number]").input_value() == "0.8"  # sketch's slot (name order)
+
+            page.get_by_role("tab", name="Morph").click()
+            page.locator("#morph-examples").get_by_text("(source) → sketch").click()
+            page.wait_for_selector("#morph-strip img", timeout=180_000)
+
+            page.get_by_role("tab", name="Diffusion").click()
+            page.locator("#ddpm-go").click()
+            page.wait_for_selector("#ddpm-out img", timeout=300_000)
+            page.locator("#translate-go").click()
+            page.wait_for_selector("#translate-out img", timeout=300_000)
+            browser.close()
+    finally:
+        demo.close()
