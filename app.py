@@ -611,7 +611,8 @@ def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iter
     cfg = adapt_config(ckpt, image, prompt, parameterization, iters, run, clip)
     cfg.logging.sample_every = int(every)  # the grids shown are the run's samples/stepNNNNNN.png
     trainer = ClipTrainer(cfg, quiet=True)
-    yield f"training {trainer.param.describe()} in {run}", None, None
+    shown = _shown_path(run)  # the status never shows the server's absolute path (runs/app/<domain>)
+    yield f"training {trainer.param.describe()} in {shown}", None, None
     for event in _fit_in_steps(trainer, int(every), cancel):
         if event[0] == "step":
             _, step, stats = event
@@ -620,12 +621,12 @@ def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iter
                    _png(run / "samples" / f"step{step:06d}.png"), None)
         elif event[1]["stopped"]:
             _report(progress, 1.0, "cancelled")
-            yield (f"cancelled at step {trainer.step}; {run} holds its checkpoint (continue it with python -m "
-                   f"gan_adapt train --config {run / 'config.yaml'} --resume)"), None, None
+            yield (f"cancelled at step {trainer.step}; {shown} holds its checkpoint (continue it with python -m "
+                   f"gan_adapt train --config {Path(shown) / 'config.yaml'} --resume)"), None, None
         else:
             out = Path(event[1]["result"])
             _report(progress, 1.0, "done")
-            yield (f"done: {out.name} ({trainer.param.num_trainable():,} values) in {run}",
+            yield (f"done: {out.name} ({trainer.param.num_trainable():,} values) in {shown}",
                    _png(run / "before_after.png"), str(out))
 
 

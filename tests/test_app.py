@@ -1028,3 +1028,23 @@ def test_bundled_shift_file_moves_samples_towards_the_true_sketch():
     print(f"L1 to the true sketch: plain {before.mean():.4f}, shifted {after.mean():.4f}, gap closed {closed:.3f}, "
           f"closer: {(after < before).sum()}/8")
     assert closed > 0.05 and (after < before).sum() >= 5, (before, after)
+
+
+@pytest.mark.timeout(300)
+def test_adapt_status_shows_the_run_folder_relative_to_the_project(world, tiny_ckpt_clip, monkeypatch):
+    """The Adapt status names the run folder as runs/app/<domain> (what the page shows), never the server's absolute
+    path; a cancelled run's resume command names its config the same way."""
+    ckpt, _, tmp_path = world
+    _, clip_path = tiny_ckpt_clip
+    (tmp_path / "configs").symlink_to(app.ROOT / "configs")  # the one-shot config the run starts from
+    monkeypatch.setattr(app, "ROOT", tmp_path)  # app_runs put APP_RUNS at tmp_path/runs/app
+    lines = [st for st, _, _ in app.adapt(ckpt, None, "a sepia photo", "direction", 2, every=1, clip=str(clip_path))]
+    assert lines[0].endswith(" in runs/app/a_sepia_photo") and lines[-1].startswith("done")
+    assert lines[-1].endswith(" in runs/app/a_sepia_photo") and not any(str(tmp_path) in st for st in lines), lines
+    cancel = threading.Event()
+    gen = app.adapt(ckpt, None, "a sepia photo", "direction", 5, every=1, cancel=cancel, clip=str(clip_path))
+    next(gen)
+    cancel.set()
+    stopped = [st for st, _, _ in gen][-1]
+    assert stopped.startswith("cancelled") and "--config runs/app/a_sepia_photo_2/config.yaml" in stopped, stopped
+    assert str(tmp_path) not in stopped
