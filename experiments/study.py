@@ -1,10 +1,16 @@
 """The study: StyleDomain's findings reproduced on SynthFaces, judged by ground truth, in one command.
 
-    python -m experiments.study --config configs/study/quick.yaml [key=value ...] [--report-only]
+    python -m experiments.study --config configs/study/quick.yaml [key=value ...] [--report-only | --from-results]
 
-Runs a grid of training cells and writes ``reports/<name>/``: ``results.json`` (every cell, every seed),
-``README.md`` (tables with mean ± spread over seeds, and the paper's claims checked one by one), ``plots/*.png``
-(loss curves, domain error against iterations, sparsity sweep) and ``grids/*.png`` (samples of each cell).
+Runs a grid of training cells and writes ``reports/<name>/``: ``results.json`` (every cell, every seed, with the
+per-latent ground-truth errors the paired comparisons need), ``README.md`` (tables with means and 95 % bootstrap
+intervals, and the paper's claims checked one by one as paired comparisons against stated margins),
+``plots/*.png`` (loss curves, domain error against iterations, sparsity sweep) and ``grids/*.png`` (samples).
+
+Every ground-truth number is scored on the same evaluation latents (the seeds ``exp.eval_seed ..``), so two cells
+of one comparison are paired latent by latent: the report bootstraps the difference over runs (seeds x domains)
+and latents (``adapt_common.metrics.stats``). ``--report-only`` rebuilds the report from the cells in the work
+folder; ``--from-results`` rebuilds it from the committed ``reports/<name>/results.json`` alone.
 
 The grid (each part can be switched off in the config):
 - one-shot, similar domains (image- and text-guided): full, StyleSpace direction, its sparse form, HyperDomainNet
@@ -133,12 +139,36 @@ class PropertiesGrid:
 
 
 @dataclass
+class ReportSettings:
+    """How the report judges the claims (experiments/study_report.py). Each claim is a paired difference with a 95 %
+    bootstrap interval over runs (seeds x domains) and evaluation latents, read against a margin:
+
+    - ``gap_closed`` (0.05): "≈" and "loses little" claims on the ground truth, in units of the gap between doing
+      nothing and the truth (1 = the whole gap). Two methods within 1/20 of that distance are called the same; the
+      value is a convention fixed before these results, not fitted to them;
+    - ``l1`` (0.005): "beats" / "better than doing nothing" claims on the ground-truth pixel L1 (0..1 scale): half a
+      percent of the pixel range, on average over the image; below it a difference is not called a win;
+    - ``presence`` (0.05): a mixed direction "shows" a style when the small CLIP's probability of that style on the
+      mixed images exceeds its probability under the other direction alone by more than this;
+    - ``diversity`` (0.01): "more diverse" for the diffusion cells (intra-cluster diversity, compared per seed).
+
+    ``student``: Student's interval with the bootstrap's standard error instead of the percentile interval, which is
+    too narrow with a few runs (3 seeds of a few-shot or diffusion comparison; adapt_common.metrics.stats)."""
+    margins: dict = field(default_factory=lambda: {"gap_closed": 0.05, "l1": 0.005, "presence": 0.05,
+                                                   "diversity": 0.01})
+    level: float = 0.95
+    n_boot: int = 2000
+    student: bool = True
+
+
+@dataclass
 class StudyConfig:
     exp: StudyExp = field(default_factory=StudyExp)
     oneshot: OneShotGrid = field(default_factory=OneShotGrid)
     fewshot: FewShotGrid = field(default_factory=FewShotGrid)
     diffusion: DiffusionGrid = field(default_factory=DiffusionGrid)
     properties: PropertiesGrid = field(default_factory=PropertiesGrid)
+    report: ReportSettings = field(default_factory=ReportSettings)
 
 
 def _per_parameterization(values: dict, name: str, key: str):
@@ -178,6 +208,19 @@ def log_columns(path: Path, columns: tuple[str, ...]) -> dict[str, list[float]]:
     return out
 
 
+def compact(values) -> list[float]:
+    """Per-latent scores as a short list: floats rounded to 5 significant digits."""
+    return [float(f"{float(v):.5g}") for v in values]
+
+
+@torch.no_grad()
+def per_latent_l1(images: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Mean |images − truth| per image on the 0..1 scale, both clamped to [-1, 1]: the per-latent terms whose mean is
+    ``adapt_common.metrics.domain.domain_error``'s ``pixel_l1`` (same definition, one value per latent)."""
+    d = (images.detach().double().cpu().clamp(-1, 1) - truth.detach().double().cpu().clamp(-1, 1)).abs() / 2
+    return d.flatten(1).mean(1)
+
+
 def pick(report: dict) -> dict:
     """The numbers the tables use from a shared-metrics report."""
     de = report.get("domain_error") or {}
@@ -189,7 +232,7 @@ def pick(report: dict) -> dict:
             "clip_accuracy": acc.get("accuracy"), "domain_l1": de.get("pixel_l1"),
             "identity_l1": (de.get("identity_baseline") or {}).get("pixel_l1"),
             "gap_closed": (de.get("gap_closed") or {}).get("pixel_l1"),
-            "source_fid": (report.get("source") or {}).get("fid")}
+            "source_fid": (report.get("source") or {}).get("fid"), "per_latent": report.get("per_latent")}
 
 
 def synthfaces_truth(names: list[str]):
@@ -263,25 +306,68 @@ class Study:
     def evaluate_gan(self, generate, domain: str, n: int, out_dir: Path, settings: dict | None = None) -> dict:
         """Shared-metrics report of a GAN sampler ``generate(z)`` against ``domain`` on the study's latents."""
         from adapt_common.metrics.evaluate import evaluate, gan_sampler
+        seen: dict[str, list] = {"z": [], "target": [], "source": []}
+
         with torch.random.fork_rng(devices=[]):  # measuring never moves a training run's random stream
             make_batch, source = gan_sampler(self.source)
-            return evaluate(generate, domain, sample_source=source, make_batch=make_batch, n=n, clip=self.clip,
-                            features=self.cfg.exp.features, out_dir=out_dir, seed=self.cfg.exp.eval_seed,
-                            settings=settings, quiet=True)
+
+            def target(z):  # the images evaluate scores, kept for the per-latent errors
+                x = generate(z)
+                seen["z"].append(z.detach().cpu())
+                seen["target"].append(x.detach().float().cpu())
+                return x
+
+            def source_kept(z):
+                x = source(z)
+                seen["source"].append(x.detach().float().cpu())
+                return x
+            report = evaluate(target, domain, sample_source=source_kept, make_batch=make_batch, n=n, clip=self.clip,
+                              features=self.cfg.exp.features, out_dir=out_dir, seed=self.cfg.exp.eval_seed,
+                              settings=settings, quiet=True)
+            report["per_latent"] = self.per_latent_errors(domain, seen)
+        return report
+
+    def per_latent_errors(self, domain: str, seen: dict) -> dict | None:
+        """Per-latent ground-truth L1 of the evaluated images and of the unadapted source (doing nothing), on the
+        evaluation latents in order, or None when the domain has no ground truth for them. The truth is what
+        ``evaluate`` uses: T(source) for a similar domain, the renderer's image of z's face parameters for cat/robot."""
+        from adapt_common.metrics.evaluate import _fit, _latent_truth, synthfaces_domain
+        dom = synthfaces_domain(domain)
+        target, source = torch.cat(seen["target"]), torch.cat(seen["source"])
+        size = int(target.shape[-1])
+        target, source = _fit(target, size), _fit(source, size)
+        if dom.transform is not None:
+            truth = _fit(dom.transform(source), size)
+        elif dom.latent_truth is not None:
+            truth, _ = _latent_truth(dom, seen["z"], source, size)
+            if truth is None:
+                return None
+        else:
+            return None
+        return {"domain_l1": compact(per_latent_l1(target, truth)),
+                "identity_l1": compact(per_latent_l1(source, truth))}
 
     @torch.no_grad()
-    def quick_error(self, generate, names: list[str], n: int, g_source=None) -> dict:
-        """Ground-truth pixel L1 (and gap closed) of ``generate`` against T(source) on n fixed latents. It runs
-        between training steps: loading the source generator here (the first time) draws random numbers, which
-        would change the rest of the run depending on which cells ran before in this process, so the global
-        random state is saved and restored around it."""
+    def quick_error(self, generate, names: list[str], n: int, g_source=None, per_latent: bool = False) -> dict:
+        """Ground-truth pixel L1 (and gap closed) of ``generate`` against T(source) on n fixed latents (the first n
+        evaluation latents); with ``per_latent`` also each latent's L1 and that of doing nothing. It runs between
+        training steps: loading the source generator here (the first time) draws random numbers, which would
+        change the rest of the run depending on which cells ran before in this process, so the global random state
+        is saved and restored around it."""
         from adapt_common.metrics.domain import domain_error
         with torch.random.fork_rng(devices=[]):
             z = self.z(n)
             src = (g_source or self.source).generate(z)
-            err = domain_error(generate(z), src, synthfaces_truth(names))
-        return {"domain_l1": err["pixel_l1"], "identity_l1": err["identity_baseline"]["pixel_l1"],
-                "gap_closed": err["gap_closed"]["pixel_l1"]}
+            tgt = generate(z)
+            truth = synthfaces_truth(names)
+            err = domain_error(tgt, src, truth)
+        out = {"domain_l1": err["pixel_l1"], "identity_l1": err["identity_baseline"]["pixel_l1"],
+               "gap_closed": err["gap_closed"]["pixel_l1"]}
+        if per_latent:
+            ref = truth(src.clamp(-1, 1))
+            out["per_latent"] = {"domain_l1": compact(per_latent_l1(tgt, ref)),
+                                 "identity_l1": compact(per_latent_l1(src, ref))}
+        return out
 
     # -- one-shot ------------------------------------------------------------------------------------------
 
@@ -412,14 +498,17 @@ class Study:
         return Direction.from_pretrained(cell["file"])
 
     @torch.no_grad()
-    def domain_probs(self, images: torch.Tensor, names: list[str]) -> dict[str, float]:
+    def domain_probs(self, images: torch.Tensor, names: list[str], per_latent: bool = False) -> dict:
         """The small CLIP's mean probability of each SynthFaces domain (softmax over all similar domains and
-        photo, at CLIP's logit scale)."""
+        photo, at CLIP's logit scale); with ``per_latent`` each image's probabilities (lists) instead."""
         from adapt_common import synthfaces as sf
         doms = ["photo"] + [n for n, d in sf.DOMAINS.items() if d.kind == "similar"]
         emb = torch.nn.functional.normalize(self.clip.encode_images(images).float(), dim=-1)
         txt = torch.nn.functional.normalize(self.clip.encode_texts([sf.domain_prompt(d) for d in doms]).float(), dim=-1)
-        p = (100.0 * emb @ txt.T).softmax(dim=-1).mean(0)
+        p = (100.0 * emb @ txt.T).softmax(dim=-1)
+        if per_latent:
+            return {n: compact(p[:, doms.index(n)].tolist()) for n in names}
+        p = p.mean(0)
         return {n: float(p[doms.index(n)]) for n in names}
 
     def run_mixing(self, key: str, a: str, b: str, seed: int) -> dict:
@@ -432,8 +521,13 @@ class Study:
             for label, edit in (("source", []), (a, [(da, 1.0)]), (b, [(db, 1.0)]),
                                 (f"{a}+{b}", [(mix([da, db], [1.0, 1.0]), 1.0)])):
                 gen = DomainEdit(self.source, edit).generate
-                rows[label] = {"probs": self.domain_probs(gen(z), ["photo", a, b]),
-                               "error_vs_composed": self.quick_error(gen, [a, b], n)}
+                images = gen(z)
+                probs = self.domain_probs(images, ["photo", a, b], per_latent=True)
+                err = self.quick_error(gen, [a, b], n, per_latent=True)
+                rows[label] = {"probs": {k: sum(v) / len(v) for k, v in probs.items()},
+                               "per_latent_probs": {k: probs[k] for k in (a, b)},
+                               "error_vs_composed": {k: v for k, v in err.items() if k != "per_latent"},
+                               "per_latent_l1": err["per_latent"]["domain_l1"]}
         return {"part": "mixing", "pair": [a, b], "seed": seed, "rows": rows}
 
     def run_transfer(self, key: str, domain: str, seed: int) -> dict:
@@ -460,9 +554,9 @@ class Study:
         n = self.cfg.properties.n
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TransferNote)  # the transfer is the point here, not an accident
-            on_source = self.quick_error(DomainEdit(self.source, [(d, 1.0)]).generate, [domain], n)
+            on_source = self.quick_error(DomainEdit(self.source, [(d, 1.0)]).generate, [domain], n, per_latent=True)
             edited = DomainEdit(target_g, [(d, 1.0)]).generate
-            on_target = self.quick_error(edited, [domain], n, g_source=target_g)
+            on_target = self.quick_error(edited, [domain], n, g_source=target_g, per_latent=True)
             grid = self.work / "grids" / f"transfer_{domain}_to_{other}_s{seed}.png"
             with torch.no_grad():
                 z = self.z(8)
@@ -584,15 +678,18 @@ class Study:
                               f"(log {job.paths.stderr})")
             bar.update(1)
 
+        # the job function by its module's name: run as `python -m experiments.study` this file is __main__, and a
+        # function pickled from there cannot rebuild its config classes in the job's process
+        from experiments.study import run_cell_job as job_fn
         if self.cfg.exp.engine == "slurm":  # one array; Slurm keeps `jobs` of it running
-            for key, job in zip(keys, ex.map_array(run_cell_job, [cfg_path] * len(keys), keys)):
+            for key, job in zip(keys, ex.map_array(job_fn, [cfg_path] * len(keys), keys)):
                 finish(key, job)
         else:  # a pool of `jobs` processes on this machine
             pending, running = list(keys), []
             while pending or running:
                 while pending and len(running) < max(1, self.cfg.exp.jobs):
                     key = pending.pop(0)
-                    running.append((key, ex.submit(run_cell_job, cfg_path, key)))
+                    running.append((key, ex.submit(job_fn, cfg_path, key)))
                 time.sleep(0.5)
                 for item in [r for r in running if r[1].done()]:
                     running.remove(item)
@@ -606,9 +703,28 @@ class Study:
         keys = [k for k, _, _ in self.plan()]
         return [r for r in (self.done(k) for k in keys) if r is not None]
 
-    def write_report(self) -> dict:
+    def write_report(self, results: list[dict] | None = None, cfg: StudyConfig | None = None) -> dict:
         from .study_report import write_report
-        return write_report(self.cfg, self.results(), self.report_dir)
+        return write_report(cfg or self.cfg, self.results() if results is None else results, self.report_dir)
+
+    def write_report_from_results(self, path: str | Path | None = None) -> dict:
+        """Rebuild the report from a results file (default: the committed ``reports/<name>/results.json``), with
+        no cell in the work folder needed. The grid's settings are those the results were made with (saved in the
+        file); how they are judged (``report``) and where the report goes are this config's."""
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+        path = Path(path) if path else self.report_dir / "results.json"
+        data = json.loads(Path(path).read_text())
+        cfg = self.cfg
+        if data.get("config"):
+            try:
+                cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StudyConfig),
+                                                          OmegaConf.create(data["config"])))
+            except OmegaConfBaseException:  # saved by an older layout: this config's grid stands in
+                cfg = self.cfg
+            cfg.report = self.cfg.report
+            cfg.exp.name, cfg.exp.report_dir = self.cfg.exp.name, self.cfg.exp.report_dir
+        return self.write_report(data["cells"], cfg)
 
 
 def run_cell_job(config_path: str, key: str) -> str:
@@ -622,13 +738,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="configs/study/<name>.yaml")
     ap.add_argument("--report-only", action="store_true", help="rebuild reports/<name>/ from the finished cells")
+    ap.add_argument("--from-results", action="store_true",
+                    help="rebuild reports/<name>/ from its results.json alone (no cell files needed)")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args(argv)
     cfg = load_config(StudyConfig, [args.config], args.overrides)
     if cfg.exp.engine not in ("local", "slurm", "inline"):
         ap.error(f"exp.engine={cfg.exp.engine!r}: use local, slurm or inline")
     study = Study(cfg)
-    out = study.write_report() if args.report_only else study.run()
+    if args.from_results:
+        out = study.write_report_from_results()
+    else:
+        out = study.write_report() if args.report_only else study.run()
     print(f"wrote {out['readme']}")
     return 0
 
