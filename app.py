@@ -638,11 +638,15 @@ def _report(progress, fraction: float, desc: str) -> None:
 
 
 def _shown_path(path: Path) -> str:
-    """A path as shown on the page: relative to the project when inside it (not the server's absolute path)."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    """A path as shown on the page: relative to the project when inside it (not the server's absolute path), also
+    when a folder on the way is a link to somewhere else (runs/ may link to a larger disk): the path as given
+    (absolute, links kept) is tried before the path with its links resolved."""
+    for candidate in (Path(os.path.abspath(path)), Path(path).resolve()):
+        try:
+            return str(candidate.relative_to(ROOT))
+        except ValueError:
+            pass
+    return str(path)
 
 
 def _png(path: Path):

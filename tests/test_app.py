@@ -1048,3 +1048,15 @@ def test_adapt_status_shows_the_run_folder_relative_to_the_project(world, tiny_c
     stopped = [st for st, _, _ in gen][-1]
     assert stopped.startswith("cancelled") and "--config runs/app/a_sepia_photo_2/config.yaml" in stopped, stopped
     assert str(tmp_path) not in stopped
+
+
+def test_a_project_folder_that_links_elsewhere_is_shown_inside_the_project(tmp_path, monkeypatch):
+    """runs/ may be a link to another disk: the library folder under it is still shown as runs/app/library, not as
+    the link's target; a path outside the project stays as given."""
+    project, disk = tmp_path / "project", tmp_path / "disk"
+    project.mkdir()
+    (disk / "runs" / "app" / "library").mkdir(parents=True)
+    (project / "runs").symlink_to(disk / "runs")
+    monkeypatch.setattr(app, "ROOT", project)
+    assert app._shown_path(project / "runs" / "app" / "library") == "runs/app/library"
+    assert app._shown_path(disk / "runs" / "app") == str(disk / "runs" / "app")
