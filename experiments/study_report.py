@@ -381,6 +381,10 @@ def claims(cfg, parts: dict) -> list[str]:
     one = parts.get("oneshot", [])
     for guidance in cfg.oneshot.guidance:
         rs = [r for r in one if r["guidance"] == guidance]
+        if rs and not any(r.get("per_latent") for r in rs):
+            lines.append(f"- One-shot claims ({guidance}-guided): no per-latent scores in these results (written before "
+                         f"the cells stored them) → **{stats.CANNOT_TELL}**.")
+            continue
         full = _oneshot_runs(rs, "full")
         for n in ("stylespace", "direction"):  # with and without the toRGB styles
             s = _oneshot_runs(rs, n)
@@ -396,9 +400,8 @@ def claims(cfg, parts: dict) -> list[str]:
                      f"({guidance}-guided)")
             pre = j.part("the dense one's gap closed", interval(list(dense.values()), cfg), m["gap_closed"], "better")
             if pre[1] != stats.HOLDS:  # nothing to lose: the claim says nothing
-                lines.append(f"- {claim}: {pre[0]}, so there is no gap closed to keep → "
-                             f"**{stats.CANNOT_TELL}** (precondition: the dense direction must close more than the "
-                             "margin).")
+                lines.append(f"- {claim}: {pre[0]}: the dense one is not shown to close more than the margin, so "
+                             f"there is nothing shown to keep → **{stats.CANNOT_TELL}** (precondition).")
                 continue
             lines.append(line(claim, [j.part("sparse − dense gap closed", j.diff(sp, dense), m["gap_closed"],
                                              "noninferior")]))
@@ -480,9 +483,8 @@ def claims(cfg, parts: dict) -> list[str]:
         tgt = {r["seed"]: gap_terms(r["on_target"]["per_latent"]) for r in rs}
         pre = j.part("gap closed on the source", interval(list(src.values()), cfg), m["gap_closed"], "better")
         if pre[1] != stats.HOLDS:
-            lines.append(f"- {claim}: {pre[0]}, so there is nothing to transfer → "
-                         f"**{stats.CANNOT_TELL}** (precondition: the direction must close more than the margin on "
-                         "the source).")
+            lines.append(f"- {claim}: {pre[0]}: the direction is not shown to close more than the margin on the "
+                         f"source, so there is nothing shown to transfer → **{stats.CANNOT_TELL}** (precondition).")
             continue
         lines.append(line(claim, [j.part("gap closed on the fine-tuned G − on the source", j.diff(tgt, src),
                                          m["gap_closed"], "noninferior")]))

@@ -237,7 +237,8 @@ def test_paired_oneshot_claims_against_independent_arithmetic():
     # A dense direction that closes nothing: the sparse claim is not judged (precondition), whatever the sparse does.
     none = _oneshot_cells("stylespace", lambda i, r: i + 0.0, sparse_l1_of=lambda i, r: i + 0.0)
     sp = _claim(claims(cfg, {"oneshot": full + none}), "- A sparse StyleSpace")
-    assert "so there is no gap closed to keep → **cannot tell at this n** (precondition" in sp
+    assert "the dense one is not shown to close more than the margin, so there is nothing shown to keep → " \
+        "**cannot tell at this n** (precondition)." in sp
 
 
 def _fewshot_cells(name, l1_of, seeds=(0, 1, 2), n=64, fid=1.5):
@@ -311,7 +312,11 @@ def test_transfer_and_diffusion_preconditions():
                 "on_target": {"per_latent": {"identity_l1": list(ident), "domain_l1": list((1 - gap_tgt) * ident)}}})
         return out
     nothing = _claim(claims(cfg, {"transfer": tr(0.01, 0.3)}), "- A direction transfers")
-    assert "so there is nothing to transfer → **cannot tell at this n** (precondition" in nothing
+    assert "so there is nothing shown to transfer → **cannot tell at this n** (precondition)." in nothing
+    # old results without per-latent scores: every one-shot claim says so instead of disappearing
+    old = [{k: v for k, v in c.items() if k != "per_latent"} for c in _oneshot_cells("full", lambda i, r: 0.7 * i)]
+    assert _claim(claims(cfg, {"oneshot": old}), "- One-shot claims (image-guided)").endswith(
+        "no per-latent scores in these results (written before the cells stored them) → **cannot tell at this n**.")
     assert _claim(claims(cfg, {"transfer": tr(0.3, 0.29)}), "- A direction transfers").endswith(": **holds**.")
     assert _claim(claims(cfg, {"transfer": tr(0.3, 0.1)}), "- A direction transfers").endswith(
         ": **does not hold**.")
