@@ -46,8 +46,9 @@ MAX_UPLOAD_MB = 20
 DISPLAY_PX = 420
 #: Phone width (<= PHONE_PX): a tab's row of controls and results becomes one column in which the controls and
 #: results keep their order (the results right after their button), except that a "da-first" result (Mix's grid,
-#: which renders on load and follows the sliders) comes before every control and a "da-last" block after them all;
-#: results take their image's own height instead of DISPLAY_PX.
+#: which renders on load and follows the sliders) comes before every control and "da-last" blocks (Mix's ways to add
+#: directions and its file list) after them all; results take their image's own height instead of DISPLAY_PX (below
+#: their label).
 PHONE_PX = 600
 CSS = (".da-result img { width: 100% !important; height: 100% !important; object-fit: contain !important; "
        "image-rendering: pixelated; }\n"
@@ -58,6 +59,7 @@ CSS = (".da-result img { width: 100% !important; height: 100% !important; object
        "  .da-last { order: 1 !important; }\n"
        "  .da-result { height: auto !important; }\n"
        "  .da-result img { height: auto !important; }\n"
+       "  .da-result .image-container { padding-top: 2.2em; }\n"
        "}")
 MAX_IMAGE_SIDE = 4096
 #: The smallest photo Real photo projects: a few pixels hold no face to invert.
@@ -881,9 +883,10 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             gr.Markdown(TAB_HELP["Mix"], elem_id="help-mix")
             with gr.Row(elem_classes=["da-row"]):
                 with gr.Column(scale=1):
-                    folder = gr.Textbox(label="add direction files from a folder", elem_id="folder")
-                    upload_dir = gr.File(label="upload a direction file", file_types=[".safetensors", ".pt"],
-                                         elem_id="upload-direction")
+                    with gr.Column(elem_classes=["da-last"]):  # at phone width after the sliders and Render
+                        folder = gr.Textbox(label="add direction files from a folder", elem_id="folder")
+                        upload_dir = gr.File(label="upload a direction file", file_types=[".safetensors", ".pt"],
+                                             elem_id="upload-direction")
                     names, weights = [], []
                     for i in range(SLOTS):
                         with gr.Row():

@@ -1,20 +1,20 @@
 """The app pictures of the documentation (docs/usage/app.md): the app on the bundled models, one real action per
-tab, in headless Chromium.
+tab through the tab's own examples, in headless Chromium.
 
     python docs/screenshots.py [--out docs] [--shifts FILE.safetensors]
 
-Mix: sketch 0.8 + pop art 0.4 from the bundled library. Morph: source -> sketch -> pop art. Adapt: 60 steps from one
-SynthFaces sketch. Real photo: a rendered SynthFaces face projected and shown in two domains. Diffusion: the bundled
-DDPM with a spectral-shift file (``--shifts``, e.g. a few-shot run's ``spectral_shifts.safetensors``) and the
-translation of a rendered face. Needs Debian's
-chromium and Playwright, as tests/test_browser.py does; a few minutes on 2 CPU cores.
+Mix: the example sketch 0.8 + pop art 0.4. Morph: the example source -> sepia -> pop art. Adapt: the SynthFaces
+sketch example, 60 steps. Real photo: the example of a rendered SynthFaces face in sketch and pop art. Diffusion:
+the bundled DDPM with the bundled 10-shot sketch shift file (or ``--shifts``) sampled, and the translation of the
+rendered face the tab starts with. Phone: the Mix tab's first screen at 390 px. A picture whose page shows the
+server's project path or a temporary path (text or field values) is refused. Needs Debian's chromium and
+Playwright, as tests/test_browser.py does; a few minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,26 +35,40 @@ def _wait_image(page, elem_id: str, timeout_s: float) -> None:
     page.wait_for_timeout(500)
 
 
+#: The examples clicked (their labels on the page).
+MIX_EXAMPLE = "sketch 0.80 + popart 0.40, seeds 0-3"
+MORPH_EXAMPLE = "(source) → sepia → popart"
+PHOTO_EXAMPLE = "synthfaces_face_0 in sketch + popart"
+
+
+def _src(page, elem_id: str) -> str:
+    page.wait_for_selector(f"#{elem_id} img", timeout=120_000)
+    return page.locator(f"#{elem_id} img").first.get_attribute("src")
+
+
+def _no_server_paths(page, name: str) -> None:
+    """Refuse a picture whose page shows the server's absolute project path or a temporary path, in its text or in
+    any field's value."""
+    text = page.evaluate("document.body.innerText + '\\n' + [...document.querySelectorAll('input, textarea')]"
+                         ".map(e => e.value).join('\\n')")
+    for bad in (str(ROOT), "/tmp/"):
+        if bad in text:
+            line = next(t for t in text.splitlines() if bad in t)
+            raise SystemExit(f"app_{name}.png would show {bad!r}: {line!r}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "docs"))
-    ap.add_argument("--shifts", default="", help="a spectral-shift file for the Diffusion tab")
+    ap.add_argument("--shifts", default="", help="a spectral-shift file for the Diffusion tab instead of the "
+                    "bundled checkpoints/shifts/sketch_10shot.safetensors")
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     import app
-    from adapt_common import synthfaces as sf
-    from adapt_common.image_io import save_image
 
     out = Path(args.out)
-    tmp = Path(tempfile.mkdtemp(prefix="screens_"))
-    sketch, _ = sf.fewshot_set("sketch", 1, size=256)
-    save_image(sketch[0], tmp / "sketch_reference.png")
-    face, _ = sf.eval_set("photo", 1, size=256)
-    save_image(face[0], tmp / "face.png")
-
     demo = app.build_app()
-    names = app.Library().names()
     app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     try:
@@ -63,54 +77,59 @@ def main(argv=None) -> int:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(demo.local_url, wait_until="networkidle")
 
-            # Mix: the library fills the slots in name order; weight the sketch and pop-art slots.
-            for name, w in (("sketch", 0.8), ("popart", 0.4)):
-                _set_number(page, f"w{names.index(name)}", w)
-            page.locator("#go").click()
-            _wait_image(page, "out", 120)
-            page.screenshot(path=str(out / "app_mix.png"), full_page=True)
+            def shot(name: str) -> None:
+                _no_server_paths(page, name)
+                page.screenshot(path=str(out / f"app_{name}.png"), full_page=True)
+
+            # Mix: the grid rendered on load, then an example (every slot's weight, the seeds) renders again.
+            first = _src(page, "out")
+            page.locator("#mix-examples").get_by_text(MIX_EXAMPLE).click()
+            page.wait_for_function(f"document.querySelector('#out img').src !== {first!r}", timeout=120_000)
+            page.wait_for_timeout(500)
+            shot("mix")
 
             page.get_by_role("tab", name="Morph").click()
-            keys = page.locator("#morph-keys input")
-            keys.click()
-            page.get_by_role("option", name="popart").click()
-            page.keyboard.press("Escape")
-            page.locator("#morph-go").click()
+            page.locator("#morph-examples").get_by_text(MORPH_EXAMPLE).click()  # fills the tab and morphs
             _wait_image(page, "morph-strip", 300)
-            page.screenshot(path=str(out / "app_morph.png"), full_page=True)
+            page.wait_for_selector("#morph-mp4 video[src]", timeout=120_000)
+            shot("morph")
 
             page.get_by_role("tab", name="Adapt").click()
-            page.set_input_files("#adapt-image input[type=file]", str(tmp / "sketch_reference.png"))
-            _set_number(page, "adapt-iters", 60)
+            page.locator("#adapt-examples").get_by_text("sketch.png").first.click()
+            page.wait_for_selector("#adapt-image-preview img", timeout=60_000)
             page.locator("#adapt-go").click()
             page.wait_for_function("document.querySelector('#adapt-status textarea') && "
                                    "document.querySelector('#adapt-status textarea').value.startsWith('done')",
-                                   timeout=600_000)
+                                   timeout=900_000)
             page.wait_for_timeout(1000)
-            page.screenshot(path=str(out / "app_adapt.png"), full_page=True)
+            shot("adapt")
 
             page.get_by_role("tab", name="Real photo").click()
-            page.set_input_files("#photo input[type=file]", str(tmp / "face.png"))
-            _set_number(page, "photo-steps", 100)
-            page.locator("#photo-go").click()
+            page.locator("#photo-examples").get_by_text(PHOTO_EXAMPLE).click()  # fills the tab and runs
             _wait_image(page, "photo-out", 600)
-            page.screenshot(path=str(out / "app_real_photo.png"), full_page=True)
+            shot("real_photo")
 
             page.get_by_role("tab", name="Diffusion").click()
-            if args.shifts:
+            if args.shifts:  # the tab starts with the bundled shift file; --shifts replaces it
                 page.set_input_files("#shifts input[type=file]", args.shifts)
                 page.wait_for_timeout(1500)
             page.locator("#ddpm-go").click()
             _wait_image(page, "ddpm-out", 600)
-            if args.shifts:
-                page.set_input_files("#translate-image input[type=file]", str(tmp / "face.png"))
-                page.locator("#translate-go").click()
-                _wait_image(page, "translate-out", 600)
-            page.screenshot(path=str(out / "app_diffusion.png"), full_page=True)
+            page.locator("#translate-go").click()
+            _wait_image(page, "translate-out", 600)
+            shot("diffusion")
+
+            # Phone width: the Mix tab's first screen (the grid above the controls).
+            phone = browser.new_page(viewport={"width": 390, "height": 844})
+            phone.goto(demo.local_url, wait_until="networkidle")
+            _src(phone, "out")
+            phone.wait_for_timeout(500)
+            _no_server_paths(phone, "phone")
+            phone.screenshot(path=str(out / "app_phone.png"))
             browser.close()
     finally:
         demo.close()
-    print(f"wrote {out}/app_{{mix,morph,adapt,real_photo,diffusion}}.png")
+    print(f"wrote {out}/app_{{mix,morph,adapt,real_photo,diffusion,phone}}.png")
     return 0
 
 

@@ -214,8 +214,8 @@ def _tops(page, ids):
 
 @pytest.mark.timeout(600)
 def test_phone_width_examples_and_diffusion_on_the_first_click(tmp_path, tiny_generator):
-    """At phone width (390 px) the Mix grid sits above every Mix control and within the first screen, the library's
-    file list after them; Diffusion's samples come after Sample and before the translation controls, the
+    """At phone width (390 px) the Mix grid sits above every Mix control and within the first screen, the first
+    slider close under it, the ways to add directions and the library's file list after Render; Diffusion's samples come after Sample and before the translation controls, the
     translation right after Translate. At 1200 px the grid is beside the controls, as before. Clicking a Mix example
     changes the grid, a Morph example morphs, and on the bundled DDPM Sample and Translate work on the first click
     (the bundled shift file and a face are in the tab from the start)."""
@@ -243,6 +243,9 @@ def test_phone_width_examples_and_diffusion_on_the_first_click(tmp_path, tiny_ge
             last_control = max(tops[c][0] for c in controls)
             assert tops["out"][0] < first_control and tops["out"][0] < 844, tops
             assert tops["library-files"][0] > last_control, tops
+            # the ways to add directions come after the sliders and Render, the sliders right under the grid
+            assert tops["go"][0] < tops["folder"][0] < tops["upload-direction"][0], tops
+            assert tops["dir0"][0] - tops["out"][0] < 844 / 2, tops
             # at phone width Gradio puts the tabs that do not fit under its "More tabs" menu
             phone.get_by_label("More tabs").click()
             phone.locator(".overflow-dropdown button", has_text="Diffusion").click()
