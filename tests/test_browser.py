@@ -124,6 +124,16 @@ def test_app_in_a_real_browser(tmp_path, tiny_generator):
             page.get_by_role("tab", name="Adapt").click()
             page.locator("#adapt-examples").get_by_text("sketch.png").first.click()
             page.wait_for_selector("#adapt-image-preview img", timeout=60_000)
+            # ... and Train, with the example's own settings (60 iterations), gives a direction named after it
+            assert page.locator("#adapt-iters input[type=number]").input_value() == str(app.EXAMPLE_ITERS)
+            started = time.time()
+            page.locator("#adapt-go").click()
+            page.wait_for_function("document.querySelector('#adapt-status textarea') && "
+                                   "document.querySelector('#adapt-status textarea').value.startsWith('done')",
+                                   timeout=240_000)
+            print(f"the Adapt example trained in {time.time() - started:.0f} s")
+            example_run = app.APP_RUNS / "sketch" / "direction.safetensors"
+            assert Direction.from_pretrained(example_run).meta["domain"] == "sketch"
             if shots:
                 page.screenshot(path=f"{shots}/app_adapt.png", full_page=True)
                 for tab in ("Morph", "Real photo", "Diffusion"):
