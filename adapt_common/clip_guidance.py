@@ -44,17 +44,25 @@ def _cosine_loss(x: torch.Tensor, y: torch.Tensor, floor: float = 1e-8) -> torch
 
 
 class ClipGuide:
-    def __init__(self, clips: Sequence[ClipModel | str], device: str | torch.device = "cpu"):
+    """``fast``: vision transformers encode images through :func:`adapt_common.clip_models.vit_cls_features` (the
+    package's embeddings bit for bit, with fewer copies); ``cls_only_last``: also its class-token-only last block
+    (faster, equal within float rounding). See :meth:`adapt_common.clip_models.ClipModel.encode_images`."""
+
+    def __init__(self, clips: Sequence[ClipModel | str], device: str | torch.device = "cpu", *, fast: bool = False,
+                 cls_only_last: bool = False):
         if not clips:
             raise ValueError("CLIP guidance needs at least one CLIP model")
         self.clips = [load_clip(c, device) if isinstance(c, str) else c.to(device).eval().requires_grad_(False)
                       for c in clips]
         self.names = [c.name for c in self.clips]
+        self.fast, self.cls_only_last = fast, cls_only_last
 
     # -- embeddings ------------------------------------------------------------------------------------------
 
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Normalised embeddings of [-1, 1] images, one [N, D] tensor per CLIP (gradients flow)."""
+        if self.fast or self.cls_only_last:
+            return [c.encode_images(images, fast=True, cls_only_last=self.cls_only_last) for c in self.clips]
         return [c.encode_images(images) for c in self.clips]
 
     @torch.no_grad()
