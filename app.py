@@ -508,13 +508,19 @@ def diffusion_examples(shift: str, faces: list[str]) -> tuple[list[list], list[s
 
 def app_run_folder(domain: str, root: Path | None = None) -> Path:
     """A new folder ``runs/app/<domain>`` (``_2``, ``_3``, ... when taken) for one Adapt-tab run: a run folder like
-    the CLI's, kept where the user can find, resume or export it."""
+    the CLI's, kept where the user can find, resume or export it. The folder is created here, by one ``mkdir``
+    that fails when the name is taken, so two visitors training from references of the same name at once get two
+    folders (an exists() check, then creating it later, gave both the same folder and the second a locked run)."""
     root = Path(root or APP_RUNS)
+    root.mkdir(parents=True, exist_ok=True)
     base = re.sub(r"[^\w.+-]+", "_", domain).strip("._")[:40] or "run"
     name, i = base, 2
-    while (root / name).exists():
-        name, i = f"{base}_{i}", i + 1
-    return root / name
+    while True:
+        try:
+            (root / name).mkdir()
+            return root / name
+        except FileExistsError:
+            name, i = f"{base}_{i}", i + 1
 
 
 def adapt_config(ckpt: str, image: str | None, prompt: str, parameterization: str, iters: int, run: Path,

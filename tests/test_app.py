@@ -1060,3 +1060,13 @@ def test_a_project_folder_that_links_elsewhere_is_shown_inside_the_project(tmp_p
     monkeypatch.setattr(app, "ROOT", project)
     assert app._shown_path(project / "runs" / "app" / "library") == "runs/app/library"
     assert app._shown_path(disk / "runs" / "app") == str(disk / "runs" / "app")
+
+
+def test_two_runs_started_together_get_two_run_folders(tmp_path):
+    """The Adapt tab's run folder is claimed when it is chosen: two visitors starting from references of the same
+    name before either has written anything get ref and ref_2 (before, both got ref, and the second run stopped on
+    the first's lock)."""
+    first = app.app_run_folder("ref", root=tmp_path)
+    second = app.app_run_folder("ref", root=tmp_path)
+    assert (first.name, second.name) == ("ref", "ref_2")
+    assert first.is_dir() and second.is_dir()

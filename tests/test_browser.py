@@ -289,3 +289,61 @@ def test_phone_width_examples_and_diffusion_on_the_first_click(tmp_path, tiny_ge
             browser.close()
     finally:
         demo.close()
+
+
+def _status(page) -> str:
+    return page.evaluate("(() => { const t = document.querySelector('#adapt-status textarea'); "
+                         "return t ? t.value : ''; })()")
+
+
+def _wait_status(page, test, what: str, timeout_s: float = 240) -> str:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        s = _status(page)
+        if test(s):
+            return s
+        time.sleep(0.3)
+    raise AssertionError(f"the Adapt status never showed {what}; it shows {_status(page)!r}")
+
+
+@pytest.mark.timeout(600)
+def test_two_visitors_cancel_only_their_own_training(tmp_path, tiny_generator):
+    """Two browser contexts (two visitors, two Gradio sessions) train at once; the second presses Cancel: its run
+    stops, the first's goes on to later steps and stops only at its own Cancel (before, one Event for the whole
+    server stopped both)."""
+    ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
+    lib = tmp_path / "dirs"
+    lib.mkdir()
+    Image.new("RGB", (64, 64), (200, 180, 160)).save(tmp_path / "ref.png")
+    demo = app.build_app(str(ckpt), [str(lib)])
+    app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        with playwright.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            pages = []
+            for _ in range(2):
+                page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+                page.goto(demo.local_url, wait_until="networkidle")
+                page.get_by_role("tab", name="Adapt").click()
+                page.set_input_files("#adapt-image input[type=file]", str(tmp_path / "ref.png"))
+                it = page.locator("#adapt-iters input[type=number]")
+                it.fill("600")
+                it.press("Enter")
+                page.locator("#adapt-go").click()
+                pages.append(page)
+            first, second = pages
+            for page in pages:
+                _wait_status(page, lambda s: s.startswith("step "), "a training step")
+            second.locator("#adapt-cancel").click()
+            _wait_status(second, lambda s: s.startswith("cancelled"), "'cancelled'")
+            seen = _status(first)
+            assert seen.startswith("step "), seen
+            # the first visitor's training goes on: a later step is shown, never a cancellation
+            later = _wait_status(first, lambda s: s != seen, "a later step")
+            assert later.startswith(("step ", "done")), later
+            if later.startswith("step "):  # still training: its own Cancel stops it
+                first.locator("#adapt-cancel").click()
+                _wait_status(first, lambda s: s.startswith(("cancelled", "done")), "the end of its run")
+            browser.close()
+    finally:
+        demo.close()
