@@ -40,7 +40,8 @@ def _src(page, selector):
 
 
 @pytest.mark.timeout(600)
-def test_app_in_a_real_browser(tmp_path, tiny_generator):
+def _generator_and_library(tmp_path, tiny_generator):
+    """The tiny generator saved as a checkpoint, and a folder with two random directions (sketch, popart)."""
     ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
     lib = tmp_path / "dirs"
     lib.mkdir()
@@ -50,6 +51,11 @@ def test_app_in_a_real_browser(tmp_path, tiny_generator):
             for q in p.trainable_parameters():
                 q.copy_(0.7 * torch.randn(q.shape, generator=torch.Generator().manual_seed(i)))
         Direction.from_parameterization(p, domain=name).save_pretrained(lib / f"{name}.safetensors")
+    return ckpt, lib
+
+
+def test_app_in_a_real_browser(tmp_path, tiny_generator):
+    ckpt, lib = _generator_and_library(tmp_path, tiny_generator)
     Image.new("RGB", (80, 60), (230, 230, 230)).save(tmp_path / "ref.png")
     shots = os.environ.get("DOMAIN_ADAPT_SCREENSHOTS")
     demo = app.build_app(str(ckpt), [str(lib)])
@@ -229,15 +235,7 @@ def test_phone_width_examples_and_diffusion_on_the_first_click(tmp_path, tiny_ge
     translation right after Translate. At 1200 px the grid is beside the controls, as before. Clicking a Mix example
     changes the grid, a Morph example morphs, and on the bundled DDPM Sample and Translate work on the first click
     (the bundled shift file and a face are in the tab from the start)."""
-    ckpt = save_checkpoint(StyleGANCheckpoint(g_ema=tiny_generator), tmp_path / "g.safetensors")
-    lib = tmp_path / "dirs"
-    lib.mkdir()
-    for i, name in enumerate(["sketch", "popart"]):
-        p = Parameterization("stylespace", tiny_generator)
-        with torch.no_grad():
-            for q in p.trainable_parameters():
-                q.copy_(0.7 * torch.randn(q.shape, generator=torch.Generator().manual_seed(i)))
-        Direction.from_parameterization(p, domain=name).save_pretrained(lib / f"{name}.safetensors")
+    ckpt, lib = _generator_and_library(tmp_path, tiny_generator)
     demo = app.build_app(str(ckpt), [str(lib)])
     app.launch(demo, server_port=None, prevent_thread_lock=True, quiet=True)
     controls = ["folder", "upload-direction", *[f"dir{i}" for i in range(app.SLOTS)],
