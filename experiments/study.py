@@ -81,6 +81,9 @@ class OneShotGrid:
     config: str = "configs/oneshot_sketch_image.yaml"  # the recipe every cell starts from
     domains: list = field(default_factory=lambda: ["sketch", "sepia", "negative", "popart", "pixelart"])
     guidance: list = field(default_factory=lambda: ["image", "text"])
+    # image-guided cells: which reference image of each domain, as indices of its few-shot stream
+    # (``synthfaces:<domain>/<index>``); every index is one more run per seed, so a result is not one picture's luck
+    refs: list = field(default_factory=lambda: [0])
     parameterizations: list = field(default_factory=lambda: ["full", "stylespace", "dommod", "affine_plus"])
     # learning rate and Adam betas per parameterization: the papers' values, from gan_adapt.parameterizations.SPECS
     # (a config may set any of them: oneshot.lr.<name>=...)
@@ -372,19 +375,23 @@ class Study:
     # -- one-shot ------------------------------------------------------------------------------------------
 
     def oneshot_cells(self):
+        """Keys ``oneshot/<guidance>/<domain>/<name>/s<seed>`` (image-guided, reference 0) and
+        ``oneshot/image/<domain>/<name>/ref<i>/s<seed>`` for the other references of ``oneshot.refs``."""
         g = self.cfg.oneshot
         for guidance in g.guidance:
             for domain in g.domains:
                 for name in g.parameterizations:
-                    for seed in self.cfg.exp.seeds:
-                        yield f"oneshot/{guidance}/{domain}/{name}/s{seed}", guidance, domain, name, int(seed)
+                    for ref in ([int(r) for r in g.refs] if guidance == "image" else [0]):
+                        for seed in self.cfg.exp.seeds:
+                            where = f"{domain}/{name}" + (f"/ref{ref}" if ref else "")
+                            yield f"oneshot/{guidance}/{where}/s{seed}", guidance, domain, name, int(seed), ref
 
-    def run_oneshot(self, key: str, guidance: str, domain: str, name: str, seed: int) -> dict:
+    def run_oneshot(self, key: str, guidance: str, domain: str, name: str, seed: int, ref: int = 0) -> dict:
         from adapt_common import synthfaces as sf
         from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
         g, exp = self.cfg.oneshot, self.cfg.exp
         run = self.run_dir(key)
-        target = ([f"target.image=synthfaces:{domain}"] if guidance == "image"
+        target = ([f"target.image=synthfaces:{domain}/{ref}"] if guidance == "image"
                   else ["target.image=''", f"target.text={sf.domain_prompt(domain)}"])
         lr = _per_parameterization(g.lr, name, "oneshot.lr")
         betas = list(g.betas.get(name, [0.9, 0.999]))
@@ -409,6 +416,7 @@ class Study:
         grid = self.work / "grids" / (key.replace("/", "_") + ".png")
         tr.before_after(grid, z=self.z(8))
         result = {"part": "oneshot", "guidance": guidance, "domain": domain, "parameterization": name, "seed": seed,
+                  "ref": ref if guidance == "image" else None,
                   "trainable": tr.param.num_trainable(), "file_bytes": file_size(out), "file": str(out),
                   "wall_s": round(wall, 1), "iters": g.iters, **pick(report), "curve": curve,
                   "loss": log_columns(run / "log.csv", ("loss",)), "grid": str(grid)}

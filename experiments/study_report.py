@@ -161,10 +161,14 @@ def oneshot_section(cfg, rows: list[dict]) -> list[str]:
         ident = ([r["per_latent"]["identity_l1"] for r in first if r.get("per_latent")]
                  or cell_runs(first, "identity_l1"))
         n_seeds = len({r["seed"] for r in rs})
+        refs = sorted({r.get("ref") or 0 for r in rs})
+        per = (f"{n_seeds} seed(s) × {len(refs)} reference images (indices {', '.join(map(str, refs))})"
+               if guidance == "image" else f"{n_seeds} seed(s)")
+        runs = "domains × seeds × references" if guidance == "image" else "domains × seeds"
         out += [f"### One-shot, similar domains, {guidance}-guided",
-                f"{len(g.domains)} domains ({', '.join(g.domains)}), {g.iters} iterations, {n_seeds} seed(s); "
-                f"metrics on {g.n_eval} latents (the same for every row). Each entry: mean over the runs (domains × "
-                "seeds) and its 95 % interval (Student's, with the bootstrap's standard error: runs resampled, then "
+                f"{len(g.domains)} domains ({', '.join(g.domains)}), {g.iters} iterations, {per}; "
+                f"metrics on {g.n_eval} latents (the same for every row). Each entry: mean over the runs ({runs}) "
+                "and its 95 % interval (Student's, with the bootstrap's standard error: runs resampled, then "
                 "latents; the CLIP scores and FID are one number per run). Domain L1: mean |G_t(w) − T(G_s(w))| "
                 "on the 0..1 scale, clamped images (doing "
                 f"nothing: {ci(ident, 4, cfg)}); gap closed: 1 − L1 / L1(doing nothing), 1 is the ground truth. CLIP "
@@ -350,7 +354,7 @@ def _oneshot_runs(rows: list[dict], name: str, sparse: bool = False) -> dict:
             continue
         pl = (r.get("sparse") or {}).get("per_latent") if sparse else r.get("per_latent")
         if pl:
-            out[(r["domain"], r["seed"])] = gap_terms(pl)
+            out[(r["domain"], r["seed"], r.get("ref") or 0)] = gap_terms(pl)  # a run: domain, seed, reference
     return out
 
 
@@ -361,7 +365,8 @@ def claims(cfg, parts: dict) -> list[str]:
     m = j.m
     lines = ["## The claims, checked", "",
              f"Each claim is a paired difference between two methods scored on the same evaluation latents, with its "
-             f"{cfg.report.level:.0%} interval over runs (seeds × domains) and latents (hierarchical bootstrap; "
+             f"{cfg.report.level:.0%} interval over runs (seeds × domains, × reference images when image-guided) and latents (hierarchical "
+             "bootstrap; "
              f"{'Student' + chr(39) + 's t with its standard error' if cfg.report.student else 'percentile'}), "
              "read against a margin "
              f"set in the config (`report.margins`: gap closed {m['gap_closed']:g}, ground-truth L1 {m['l1']:g}, CLIP "
@@ -639,8 +644,8 @@ def write_report(cfg, results: list[dict], out_dir: Path) -> dict:
     seed0 = cfg.exp.seeds[0] if len(cfg.exp.seeds) else 0
     for g in cfg.oneshot.guidance:
         cells = {(r["domain"], PARAM_NAMES.get(r["parameterization"], r["parameterization"])): r["grid"]
-                 for r in parts["oneshot"] if r["guidance"] == g and r["seed"] == seed0}
-        if montage(f"one-shot, {g}-guided: per cell, source row over adapted row (seed {seed0})", cells,
+                 for r in parts["oneshot"] if r["guidance"] == g and r["seed"] == seed0 and not r.get("ref")}
+        if montage(f"one-shot, {g}-guided: per cell, source row over adapted row (seed {seed0}, first reference)", cells,
                    list(cfg.oneshot.domains), [PARAM_NAMES.get(n, n) for n in cfg.oneshot.parameterizations],
                    plots / f"oneshot_{g}_samples.png"):
             figs.append(f"oneshot_{g}_samples.png")

@@ -186,21 +186,22 @@ def _seed(*parts):
     return zlib.crc32(repr(parts).encode())
 
 
-def _oneshot_cells(name, l1_of, domains=("sketch", "sepia"), seeds=(0, 1, 2), n=64, sparse_l1_of=None):
+def _oneshot_cells(name, l1_of, domains=("sketch", "sepia"), seeds=(0, 1, 2), n=64, sparse_l1_of=None, refs=(0,)):
     """Synthetic one-shot cells: doing nothing scores 0.2 + small per-latent variation, ``l1_of(ident, rng)`` the
     method's per-latent L1 on the same latents."""
     cells = []
     for d in domains:
         for s in seeds:
-            rng = np.random.default_rng(_seed(d, s))
-            ident = 0.2 + rng.uniform(-0.05, 0.05, n)
-            rng_m = np.random.default_rng(_seed(d, s, name))
-            cell = {"part": "oneshot", "guidance": "image", "domain": d, "parameterization": name, "seed": s,
-                    "per_latent": {"domain_l1": list(l1_of(ident, rng_m)), "identity_l1": list(ident)}}
-            if sparse_l1_of is not None:
-                cell["sparse"] = {"per_latent": {"domain_l1": list(sparse_l1_of(ident, rng_m)),
-                                                 "identity_l1": list(ident)}}
-            cells.append(cell)
+            for ref in refs:
+                rng = np.random.default_rng(_seed(d, s))
+                ident = 0.2 + rng.uniform(-0.05, 0.05, n)
+                rng_m = np.random.default_rng(_seed(d, s, ref, name))
+                cell = {"part": "oneshot", "guidance": "image", "domain": d, "parameterization": name, "seed": s,
+                        "ref": ref, "per_latent": {"domain_l1": list(l1_of(ident, rng_m)), "identity_l1": list(ident)}}
+                if sparse_l1_of is not None:
+                    cell["sparse"] = {"per_latent": {"domain_l1": list(sparse_l1_of(ident, rng_m)),
+                                                     "identity_l1": list(ident)}}
+                cells.append(cell)
     return cells
 
 
@@ -239,6 +240,25 @@ def test_paired_oneshot_claims_against_independent_arithmetic():
     sp = _claim(claims(cfg, {"oneshot": full + none}), "- A sparse StyleSpace")
     assert "the dense one is not shown to close more than the margin, so there is nothing shown to keep → " \
         "**cannot tell at this n** (precondition)." in sp
+
+
+def test_each_reference_image_is_a_run_of_its_own():
+    """Image-guided cells of two reference images: the plan has a cell per (reference, seed) and the text-guided
+    cells none; the claims pair runs by (domain, seed, reference), so 2 domains × 3 seeds × 2 references = 12 runs.
+    Keyed by (domain, seed) only, the second reference would overwrite the first: 6 runs."""
+    from experiments.study_report import claims
+    cfg = _cfg("oneshot.refs=[0,1]", "oneshot.guidance=[image,text]", "oneshot.domains=[sketch]",
+               "oneshot.parameterizations=[stylespace]", "exp.seeds=[0,1,2]")
+    keys = [k for k, *_ in st.Study(cfg, quiet=True).oneshot_cells()]
+    assert keys == [f"oneshot/image/sketch/stylespace/s{s}" for s in (0, 1, 2)] + \
+        [f"oneshot/image/sketch/stylespace/ref1/s{s}" for s in (0, 1, 2)] + \
+        [f"oneshot/text/sketch/stylespace/s{s}" for s in (0, 1, 2)]
+    refs = [args[-1] for _, *args in st.Study(cfg, quiet=True).oneshot_cells()]
+    assert refs == [0, 0, 0, 1, 1, 1, 0, 0, 0]
+    full = _oneshot_cells("full", lambda i, r: 0.7 * i + r.normal(0, 0.01, i.size), refs=(0, 1))
+    ss = _oneshot_cells("stylespace", lambda i, r: 0.7 * i + r.normal(0, 0.01, i.size), refs=(0, 1))
+    line = _claim(claims(_cfg(), {"oneshot": full + ss}), "- StyleSpace direction (Δs, toRGB incl.) ≈ Full")
+    assert "(12 runs × 64 latents)" in line
 
 
 def _fewshot_cells(name, l1_of, seeds=(0, 1, 2), n=64, fid=1.5):
