@@ -20,7 +20,9 @@ The grid (each part can be switched off in the config):
 - diffusion (10 shots): full fine-tuning, SVDiff, SVDiff + DomainStudio; parameters, file size, FID, intra-LPIPS,
   domain error;
 - properties of directions: mixing (the small CLIP's domain probabilities and the composed ground truth),
-  transfer (a direction on a generator fine-tuned from the source), sparsity sweep.
+  transfer (a direction on a generator fine-tuned from the source), sparsity sweep;
+- FID floors: real images against other real images of each few-shot / diffusion domain at the sample size and
+  resolution the tables use (the FID a perfect generator gets there).
 
 Each cell's result is written to ``runs/study/<name>/cells/`` as soon as it finishes, so an interrupted study
 picks up where it stopped (the run folders there are scratch). ``--report-only`` rebuilds the report from them.
@@ -582,6 +584,34 @@ class Study:
                                                           self.cfg.properties.n)})
         return {"part": "sparsity", "domain": domain, "seed": seed, "rows": rows}
 
+    def run_floor(self, key: str, domain: str, n: int, size: int) -> dict:
+        """FID/KID of real images against real images of ``domain`` at the sample size and resolution the cells
+        used: the floor under which the tables' FIDs cannot be told apart from a perfect generator's."""
+        from adapt_common.metrics.evaluate import real_vs_real
+        from adapt_common.metrics.features import feature_extractor
+        with torch.random.fork_rng(devices=[]):
+            extractor = feature_extractor(self.cfg.exp.features, self.clip)
+            floor = real_vs_real(domain, n, size, extractor, seed=self.cfg.exp.eval_seed)
+        return {"part": "floor", "domain": domain, "n": n, "size": size, "fid": floor["fid"],
+                "kid": floor["kid"]["mean"], "kid_std": floor["kid"]["std"],
+                "feature_extractor": floor["feature_extractor"]}
+
+    def floor_cells(self):
+        """One floor per (domain, n, size) the few-shot and diffusion tables report FID for."""
+        c, floors = self.cfg, {}
+        if c.fewshot.enabled:
+            with torch.random.fork_rng(devices=[]):  # loading the generator draws numbers; a job's run must not see it
+                size = int(self.source.size)
+            for domain in c.fewshot.domains:
+                floors[(domain, int(c.fewshot.n_eval), size)] = None
+        if c.diffusion.enabled:
+            cfg_path = Path(c.diffusion.model) / "unet" / "config.json"
+            size = json.loads(cfg_path.read_text()).get("sample_size") if cfg_path.is_file() else None
+            if isinstance(size, int):
+                floors[(c.diffusion.domain, int(c.diffusion.n_eval), size)] = None
+        for domain, n, size in floors:
+            yield f"floor/{domain}/n{n}/{size}px", self.run_floor, (domain, n, size)
+
     def property_cells(self):
         p, seeds = self.cfg.properties, self.cfg.exp.seeds
         for a, b in p.mix_pairs:
@@ -607,7 +637,7 @@ class Study:
             cells += [(k, self.run_diffusion, args) for k, *args in self.diffusion_cells()]
         if c.properties.enabled:
             cells += list(self.property_cells())
-        return cells
+        return cells + list(self.floor_cells())
 
     def run(self) -> dict:
         """Run the cells not done yet (training cells through the engine, then the property cells here) and write

@@ -180,7 +180,17 @@ def oneshot_section(cfg, rows: list[dict]) -> list[str]:
     return out
 
 
-def fewshot_section(cfg, rows: list[dict]) -> list[str]:
+def floor_text(floors: list[dict], domain: str, n: int) -> str:
+    """The real-vs-real FID/KID at the tables' sample size, or a note that it was not measured."""
+    f = next((r for r in floors if r["domain"] == domain and r["n"] == n), None)
+    if f is None:
+        return f"FID floor at n = {n}: not measured in these results."
+    return (f"FID floor (real {domain} against other real {domain}, n = {n}, {f['size']} px, same features): "
+            f"**{f['fid']:.2f}**, KID {f['kid']:.4f} (sd over subsets {f['kid_std']:.4f}); a perfect generator scores "
+            "about this, so FIDs closer to each other than the floor is to 0 are not told apart.")
+
+
+def fewshot_section(cfg, rows: list[dict], floors: list[dict] = ()) -> list[str]:
     out = []
     g = cfg.fewshot
     for domain in g.domains:
@@ -208,13 +218,13 @@ def fewshot_section(cfg, rows: list[dict]) -> list[str]:
                 f"seeds (and, for the domain L1, the {g.n_eval} evaluation latents, the same for every row). Domain "
                 f"L1: ground truth ({truth}), 0..1 scale. FID/KID against {domain}'s held-out eval set "
                 f"({g.n_eval} samples, {cfg.exp.features} features); intra-cluster diversity: {metric}. "
-                + regen_line(cfg), "",
+                + floor_text(floors, domain, g.n_eval) + " " + regen_line(cfg), "",
                 table(["parameterization", "trainable", "file", "wall s", "domain L1 (truth)", "FID", "KID",
                        "intra-cluster div."], body), ""]
     return out
 
 
-def diffusion_section(cfg, rows: list[dict]) -> list[str]:
+def diffusion_section(cfg, rows: list[dict], floors: list[dict] = ()) -> list[str]:
     g = cfg.diffusion
     body = [["unadapted DDPM", "0", "–", "–", ci(cell_runs(rows[:1], "source_fid"), 2, cfg), "–", "–", "–"]]
     for v in g.variants:
@@ -228,7 +238,8 @@ def diffusion_section(cfg, rows: list[dict]) -> list[str]:
     return [f"### Diffusion, {g.shots} shots of {g.domain}",
             f"The bundled DDPM, {g.iters} iterations, {len({r['seed'] for r in rows})} seed(s); {g.n_eval} samples by "
             f"DDIM in {g.ddim_steps} steps from the same noises for every row; domain error against T(source sample). "
-            "Mean and 95 % interval over seeds (one number per seed). " + regen_line(cfg), "",
+            "Mean and 95 % interval over seeds (one number per seed). " + floor_text(floors, g.domain, g.n_eval) + " "
+            + regen_line(cfg), "",
             table(["variant", "trainable", "file", "wall s", "FID", "intra-cluster div.", "domain L1", "gap closed"],
                   body), ""]
 
@@ -634,8 +645,8 @@ def write_report(cfg, results: list[dict], out_dir: Path) -> dict:
              f"`python -m experiments.study --config configs/study/{cfg.exp.name}.yaml`. This page, every table and "
              f"claim, is generated from `results.json` beside it: {regenerate(cfg)}.", ""]
     one_lines = oneshot_section(cfg, parts["oneshot"]) if parts["oneshot"] else []
-    few_lines = fewshot_section(cfg, parts["fewshot"]) if parts["fewshot"] else []
-    diff_lines = diffusion_section(cfg, parts["diffusion"]) if parts["diffusion"] else []
+    few_lines = fewshot_section(cfg, parts["fewshot"], parts["floor"]) if parts["fewshot"] else []
+    diff_lines = diffusion_section(cfg, parts["diffusion"], parts["floor"]) if parts["diffusion"] else []
     prop_lines = properties_section(cfg, parts["mixing"], parts["transfer"], parts["sparsity"])
     lines += claims(cfg, parts)
     lines += ["## Tables", ""] + one_lines + few_lines + diff_lines + prop_lines

@@ -370,3 +370,28 @@ def test_domain_error_scores_images_as_saved():
     assert err["pixel_l1"] == pytest.approx(0) and err["gap_closed"]["pixel_l1"] == pytest.approx(1)
     # by hand on the 0..1 scale: |clamp(-5) - 1| / 2 = 1
     assert domain_error(torch.full_like(source, -5.0), source, truth)["pixel_l1"] == pytest.approx(1)
+
+
+def test_real_vs_real_floor_compares_the_eval_set_with_other_real_images():
+    """The FID floor: the eval set that evaluate() compares samples with, against as many *other* real images of the
+    domain (the train stream), at the given size; FID by the Fréchet formula written out here with scipy. Comparing
+    the eval set with itself (FID 0), using the wrong size or another domain would each give another number."""
+    from scipy import linalg
+
+    from adapt_common import synthfaces as sf
+    from adapt_common.metrics.evaluate import real_vs_real
+
+    class BlockMeans:  # a small feature: each 8x8 block's mean colour
+        name = "block-means"
+
+        def __call__(self, images):
+            return torch.nn.functional.avg_pool2d(images.double(), images.shape[-1] // 4).flatten(1).numpy()
+    n, size = 40, 32
+    floor = real_vs_real("cat", n, size, BlockMeans(), kid_subsets=10)
+    a = BlockMeans()(sf.eval_set("cat", n, size)[0])
+    b = BlockMeans()(sf.render_domain(sf.split_params("train", n), "cat", size=size))
+    s1, s2 = np.cov(b, rowvar=False), np.cov(a, rowvar=False)
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1 + s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2)).real
+    assert floor["fid"] == pytest.approx(expected, rel=1e-6) and floor["fid"] > 0
+    assert floor["n"] == n and floor["size"] == size and floor["feature_extractor"] == "block-means"
+    assert floor["kid"]["subset_size"] == n // 2 and floor["kid"]["std"] > 0

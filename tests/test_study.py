@@ -56,7 +56,12 @@ def test_the_whole_grid_on_a_tiny_world(tiny_world, tmp_path, monkeypatch):
     study = _study(tiny_world, tmp_path)
     out = study.run()
     cells = {r["key"]: r for r in study.results()}
-    assert len(cells) == len(study.plan()) == 8 + 4 + 4 + 2 + 4 + 4
+    assert len(cells) == len(study.plan()) == 8 + 4 + 4 + 2 + 4 + 4 + 2  # + FID floors: cat at 32 px, sketch (DDPM)
+    # FID floors at the sizes the tables used (the tiny generator draws 32 px, the DDPM 32 px): real images against
+    # other real images is above 0 (two sets) and is printed in the sections whose FIDs it bounds.
+    floors = {k: c for k, c in cells.items() if c["part"] == "floor"}
+    assert sorted(floors) == ["floor/cat/n8/32px", "floor/sketch/n8/32px"]
+    assert all(c["fid"] > 0 and c["kid"] is not None for c in floors.values())
 
     # A direction file applied with DomainEdit reproduces what its training run generated (same latents).
     for domain in ("sketch", "sepia"):
@@ -121,6 +126,8 @@ def test_the_whole_grid_on_a_tiny_world(tiny_world, tmp_path, monkeypatch):
                  "Mixing sketch + sepia", "transfers to a fine-tuned generator",
                  "`python -m experiments.study --config configs/study/tiny.yaml --from-results`"):
         assert text in readme, text
+    for c in floors.values():
+        assert f"n = 8, 32 px, same features): **{c['fid']:.2f}**" in readme
     claim_lines = [line for line in readme.split("## Tables")[0].splitlines() if line.startswith("- ")]
     assert claim_lines and all(line.endswith(("**holds**.", "**does not hold**.", "**cannot tell at this n**."))
                                or "**holds** (" in line or "**does not hold** (" in line
@@ -133,7 +140,8 @@ def test_the_whole_grid_on_a_tiny_world(tiny_world, tmp_path, monkeypatch):
 
     # Resume: a finished study reruns nothing; a lost cell result is the only thing rerun.
     ran = []
-    for name in ("run_oneshot", "run_fewshot", "run_diffusion", "run_mixing", "run_sparsity", "run_transfer"):
+    for name in ("run_oneshot", "run_fewshot", "run_diffusion", "run_mixing", "run_sparsity", "run_transfer",
+                 "run_floor"):
         monkeypatch.setattr(st.Study, name, lambda self, key, *a, name=name: ran.append(key) or cells[key])
     again = _study(tiny_world, tmp_path)
     again.run()

@@ -162,6 +162,18 @@ def real_vs_real_fid(domain: str, n: int, size: int, extractor) -> float:
     return fid_fn(extractor(b), extractor(a))
 
 
+def real_vs_real(domain: str, n: int, size: int, extractor, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                 seed: int = 0) -> dict:
+    """FID and KID between the ``n`` eval-set images of a SynthFaces ``domain`` (what :func:`evaluate` compares
+    samples with) and ``n`` other real images of it (the train stream): what a perfect generator scores at this
+    sample size and with this extractor. Below it, a difference in FID is sampling noise, not quality."""
+    from .. import synthfaces as sf
+    a = extractor(_images_of(sf.eval_set(domain, n, size)))
+    b = extractor(sf.render_domain(sf.split_params("train", n), domain, size=size))
+    return {"fid": fid_fn(b, a), "kid": kid_fn(b, a, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed),
+            "n": n, "size": size, "feature_extractor": extractor.name}
+
+
 def gan_sampler(G, truncation: float = 1.0, noise_mode: str = "const") -> tuple[Callable, Callable]:
     """``(make_batch, sample)`` for a StyleGAN2 generator: seeds -> z (NVIDIA seeding) -> images."""
     from gan_adapt.seeds import z_from_seeds
