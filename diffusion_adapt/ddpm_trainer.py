@@ -86,6 +86,9 @@ class DiffLogging(LoggingSection):
 @dataclass
 class DiffEval(EvaluationSection):
     steps: int = setting(50, "DDIM steps of the report's samples")
+    seed: int = setting(-1, "the first noise seed of the report's samples and the first index of the SynthFaces eval "
+                            "images (-1: exp.seed and 0, the validation split; the study reports on the test split "
+                            "from 100000)")
 
 
 @dataclass
@@ -256,8 +259,9 @@ class DiffusionTrainer(LoopTrainer):
         def sample_target(noise):
             return self.sample(noise, ev.steps)
         domain = self.data.domain
+        first = self.cfg.exp.seed if ev.seed < 0 else ev.seed
         if domain is not None:
-            dom = synthfaces_domain(domain)
+            dom = synthfaces_domain(domain, eval_offset=0 if ev.seed < 0 else ev.seed)
         else:
             images = self.data.images
             dom = EvalDomain(name=Path(self.cfg.data.source).name, kind="custom", prompt="a photo",
@@ -270,7 +274,7 @@ class DiffusionTrainer(LoopTrainer):
             return ddim_sample(source, self.scheduler, noise, ev.steps)
         report = evaluate(sample_target, dom, sample_source=sample_source if source is not None else None,
                           make_batch=make_batch, n=ev.n,
-                          clip=ev.clip, features=ev.features, out_dir=self.run_dir / "eval", seed=self.cfg.exp.seed,
+                          clip=ev.clip, features=ev.features, out_dir=self.run_dir / "eval", seed=first,
                           settings={"steps": self.step, "parameterization": self.cfg.training.parameterization,
                                     "ddim_steps": ev.steps}, quiet=True)
         for line in summary_lines(report):

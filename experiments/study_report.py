@@ -641,7 +641,10 @@ def write_report(cfg, results: list[dict], out_dir: Path) -> dict:
              f"Generator `{cfg.exp.generator}`, judge CLIP `{cfg.exp.clip}`, seeds "
              f"{sorted({r['seed'] for r in results if 'seed' in r}) or list(cfg.exp.seeds)}, "
              f"{'/'.join(map(str, threads))} CPU thread(s) per cell on {platform.machine()} ({len(results)} cells; "
-             f"{sum(r.get('cell_s', 0) for r in results) / 60:.0f} min of cell time). Reproduce (trains every cell): "
+             f"{sum(r.get('cell_s', 0) for r in results) / 60:.0f} min of cell time). Every number is measured on the "
+             f"test split: latents and noises from seed {cfg.exp.eval_seed:,} and SynthFaces eval images from index "
+             f"{cfg.exp.eval_seed:,}, which no config, learning rate or step count was chosen on (choices use the "
+             "validation split from 0). Reproduce (trains every cell): "
              f"`python -m experiments.study --config configs/study/{cfg.exp.name}.yaml`. This page, every table and "
              f"claim, is generated from `results.json` beside it: {regenerate(cfg)}.", ""]
     one_lines = oneshot_section(cfg, parts["oneshot"]) if parts["oneshot"] else []

@@ -333,7 +333,7 @@ def test_evaluate_cli(tmp_path, no_weights, monkeypatch):
     assert main(["init", "--out", str(ckpt), "--size", "32", "--style-dim", "32", "--n-mlp", "2",
                  "--channel-base", "256", "--channel-max", "32"]) == 0
     monkeypatch.setattr(clip_models, "load_clip", lambda name, device="cpu": clip_models.tiny_clip(0))
-    monkeypatch.setattr(ev_mod, "synthfaces_domain", lambda name: _stub_domain())
+    monkeypatch.setattr(ev_mod, "synthfaces_domain", lambda name, **kw: _stub_domain())
     out = tmp_path / "cli"
     assert main(["evaluate", "--ckpt", str(ckpt), "--domain", "negative", "--clip", "tiny", "--n", "8",
                  "--batch", "4", "--out", str(out)]) == 0
@@ -395,3 +395,25 @@ def test_real_vs_real_floor_compares_the_eval_set_with_other_real_images():
     assert floor["fid"] == pytest.approx(expected, rel=1e-6) and floor["fid"] > 0
     assert floor["n"] == n and floor["size"] == size and floor["feature_extractor"] == "block-means"
     assert floor["kid"]["subset_size"] == n // 2 and floor["kid"]["std"] > 0
+
+
+def test_evaluate_on_the_test_split_compares_with_the_test_eval_images(no_weights):
+    """``eval_offset`` moves the real eval images to another stretch of the eval stream: the FID of one set of
+    samples then equals the FID against those images computed here from the stream itself, and differs from the
+    validation one (a cache keyed without the offset would give the validation FID twice)."""
+    from adapt_common import synthfaces as sf
+    from adapt_common.clip_models import tiny_clip
+    from adapt_common.metrics.evaluate import TEST_START
+    clip = tiny_clip(0)
+    samples = sf.eval_set("cat", 12, 32, offset=500)[0]  # real cats from neither stretch, as "generated" images
+
+    def sample(seeds):
+        return samples[torch.as_tensor(seeds) % 12]
+    reports = {off: evaluate(sample, "cat", n=12, batch=12, clip=clip, features="clip", kid_subsets=2, quiet=True,
+                             eval_offset=off) for off in (0, TEST_START, 0)}
+    feats = ClipFeatures(clip)
+    for off in (0, TEST_START):
+        expected = fid(feats(samples), feats(sf.eval_set("cat", 12, 32, offset=off)[0]))
+        assert reports[off]["fid"] == pytest.approx(expected, rel=1e-5), off
+        assert reports[off]["settings"]["eval_offset"] == off
+    assert reports[0]["fid"] != pytest.approx(reports[TEST_START]["fid"], rel=0.05)

@@ -57,6 +57,13 @@ def test_the_whole_grid_on_a_tiny_world(tiny_world, tmp_path, monkeypatch):
     out = study.run()
     cells = {r["key"]: r for r in study.results()}
     assert len(cells) == len(study.plan()) == 8 + 4 + 4 + 2 + 4 + 4 + 2  # + FID floors: cat at 32 px, sketch (DDPM)
+    # Reported on the test split (latents, noises and eval images from TEST_START), never the validation one that
+    # trainers' own reports and sweeps use: each cell's evaluation report says so.
+    from adapt_common.metrics.evaluate import TEST_START
+    assert study.cfg.exp.eval_seed == TEST_START
+    for run in ("oneshot/image/sketch/full/s0", "fewshot/cat/full/s0", "diffusion/full/s0"):
+        settings = json.loads((study.work / "runs" / run / "eval" / "report.json").read_text())["settings"]
+        assert settings["seed"] == TEST_START and settings["eval_offset"] == TEST_START, run
     # FID floors at the sizes the tables used (the tiny generator draws 32 px, the DDPM 32 px): real images against
     # other real images is above 0 (two sets) and is printed in the sections whose FIDs it bounds.
     floors = {k: c for k, c in cells.items() if c["part"] == "floor"}
@@ -158,22 +165,26 @@ def test_training_cells_run_as_local_engine_jobs_and_match_an_inline_run(tiny_wo
     only = ["oneshot.domains=[sketch]", "oneshot.parameterizations=[stylespace]", "fewshot.enabled=false",
             "diffusion.enabled=false", "properties.enabled=false"]
 
-    def run(engine, where):
+    def run(engine, where, *extra):
         study = _study(tiny_world + only + [f"exp.engine={engine}", "exp.jobs=2",
-                                            f"exp.work_dir={tmp_path / where}"], tmp_path)
+                                            f"exp.work_dir={tmp_path / where}", *extra], tmp_path)
         study.run()
         return study, {r["key"]: r for r in study.results()}
 
     jobs, by_jobs = run("local", "jobs_work")
     _, inline = run("inline", "inline_work")
-    assert sorted(by_jobs) == sorted(inline) == ["oneshot/image/sketch/stylespace/s0",
-                                                 "oneshot/image/sketch/stylespace/s1"]
+    # both cells in one job (exp.cells_per_job): the second runs after the first in the same process, as inline does
+    _, chunked = run("local", "chunk_work", "exp.cells_per_job=2")
+    assert sorted(by_jobs) == sorted(inline) == sorted(chunked) == ["oneshot/image/sketch/stylespace/s0",
+                                                                    "oneshot/image/sketch/stylespace/s1"]
     for key in inline:
-        assert by_jobs[key]["domain_l1"] == pytest.approx(inline[key]["domain_l1"], rel=1e-6)
-        assert [c["gap_closed"] for c in by_jobs[key]["curve"]] == pytest.approx(
-            [c["gap_closed"] for c in inline[key]["curve"]], rel=1e-6)
+        for other in (by_jobs, chunked):
+            assert other[key]["domain_l1"] == pytest.approx(inline[key]["domain_l1"], rel=1e-6)
+            assert [c["gap_closed"] for c in other[key]["curve"]] == pytest.approx(
+                [c["gap_closed"] for c in inline[key]["curve"]], rel=1e-6)
     logs = list((tmp_path / "jobs_work" / "tiny" / "jobs").rglob("*_log.err"))
     assert len(logs) == 2
+    assert len(list((tmp_path / "chunk_work" / "tiny" / "jobs").rglob("*_log.err"))) == 1
     submitted = []
     jobs.executor = lambda: submitted.append(1)  # noqa: E731 - a finished study must not ask for an executor
     jobs.run()

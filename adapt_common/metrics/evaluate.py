@@ -48,6 +48,13 @@ from .fid import fid as fid_fn, kid as kid_fn
 
 SHOTS = 10
 
+#: Where the test split of evaluation starts. Choices (configs, learning rates, step counts, a sweep's best variant)
+#: are made on the validation split: latents / noises from seed 0 and the SynthFaces eval images from index 0, as
+#: every trainer's end-of-run report uses by default. Numbers of record (the study's reports) are measured on the
+#: test split: latents from seed ``TEST_START`` and eval images from index ``TEST_START`` of the same stream, which
+#: nothing is ever tuned on (``evaluate(seed=TEST_START, eval_offset=TEST_START)``).
+TEST_START = 100_000
+
 
 @dataclass
 class EvalDomain:
@@ -75,6 +82,7 @@ class EvalDomain:
     latent_truth_source: Callable[[Any, int], torch.Tensor] | None = None
     reference: torch.Tensor | None = None
     note: str = ""
+    eval_offset: int = 0  # the index of the first eval image in its stream (SynthFaces; 0 = validation)
 
 
 def _images_of(x) -> torch.Tensor:
@@ -89,9 +97,10 @@ def _images_of(x) -> torch.Tensor:
     raise TypeError(f"expected images, got {type(x).__name__}")
 
 
-def synthfaces_domain(name: str, shots: int = SHOTS) -> EvalDomain:
+def synthfaces_domain(name: str, shots: int = SHOTS, eval_offset: int = 0) -> EvalDomain:
     """The :class:`EvalDomain` of a SynthFaces domain (imports ``adapt_common.synthfaces`` lazily): eval set
-    ``eval_set(name, n, size)`` (the eval stream), few-shot set ``fewshot_set(name, shots, size)``, ground truth
+    ``eval_set(name, n, size, eval_offset)`` (the eval stream from ``eval_offset``: 0 for validation,
+    :data:`TEST_START` for test), few-shot set ``fewshot_set(name, shots, size)``, ground truth
     ``apply_domain(images, name)`` for similar domains, and every domain's ``domain_prompt`` for the accuracy."""
     from .. import synthfaces as sf
     if name not in sf.DOMAINS and name not in sf.HELDOUT_STYLES:
@@ -100,7 +109,7 @@ def synthfaces_domain(name: str, shots: int = SHOTS) -> EvalDomain:
     kind = sf.get_domain(name).kind
 
     def eval_images(n: int, size: int) -> torch.Tensor:
-        return _images_of(sf.eval_set(name, n, size))
+        return _images_of(sf.eval_set(name, n, size, offset=eval_offset))
 
     def shot_images(size: int) -> torch.Tensor:
         return _images_of(sf.fewshot_set(name, shots, size))
@@ -117,7 +126,8 @@ def synthfaces_domain(name: str, shots: int = SHOTS) -> EvalDomain:
                       shot_images=shot_images, transform=transform if kind == "similar" else None,
                       all_prompts={d: sf.domain_prompt(d) for d in sf.DOMAINS}, world="synthfaces",
                       latent_truth=truth_of(name) if kind == "dissimilar" else None,
-                      latent_truth_source=truth_of("photo") if kind == "dissimilar" else None)
+                      latent_truth_source=truth_of("photo") if kind == "dissimilar" else None,
+                      eval_offset=int(eval_offset))
 
 
 def is_synthfaces_domain(name: str) -> bool:
@@ -163,12 +173,13 @@ def real_vs_real_fid(domain: str, n: int, size: int, extractor) -> float:
 
 
 def real_vs_real(domain: str, n: int, size: int, extractor, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                 seed: int = 0) -> dict:
-    """FID and KID between the ``n`` eval-set images of a SynthFaces ``domain`` (what :func:`evaluate` compares
-    samples with) and ``n`` other real images of it (the train stream): what a perfect generator scores at this
-    sample size and with this extractor. Below it, a difference in FID is sampling noise, not quality."""
+                 seed: int = 0, eval_offset: int = 0) -> dict:
+    """FID and KID between the ``n`` eval-set images of a SynthFaces ``domain`` from ``eval_offset`` (what
+    :func:`evaluate` compares samples with) and ``n`` other real images of it (the train stream): what a perfect
+    generator scores at this sample size and with this extractor. Below it, a difference in FID is sampling noise,
+    not quality."""
     from .. import synthfaces as sf
-    a = extractor(_images_of(sf.eval_set(domain, n, size)))
+    a = extractor(_images_of(sf.eval_set(domain, n, size, offset=eval_offset)))
     b = extractor(sf.render_domain(sf.split_params("train", n), domain, size=size))
     return {"fid": fid_fn(b, a), "kid": kid_fn(b, a, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed),
             "n": n, "size": size, "feature_extractor": extractor.name}
@@ -238,7 +249,7 @@ _EVAL_CACHE: dict[tuple, np.ndarray] = {}
 def _eval_features(domain: EvalDomain, n_eval: int, size: int, extractor) -> tuple[np.ndarray, torch.Tensor | None]:
     images = None
     if domain.world == "synthfaces":
-        key = (domain.world, domain.name, n_eval, size, extractor.name)
+        key = (domain.world, domain.name, domain.eval_offset, n_eval, size, extractor.name)
     else:
         images = _fit(domain.eval_images(n_eval, size), size)
         key = ("content", hashlib.sha256(images.numpy().tobytes()).hexdigest(), tuple(images.shape), extractor.name)
@@ -280,13 +291,15 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
              make_batch: Callable[[list[int]], Any] | None = None, n_eval: int | None = None,
              size: int | None = None, templates: str | Sequence[str] = PROMPT_ONLY, diversity_metric="auto",
              kid_subsets: int = 100, kid_subset_size: int = 1000, baselines: bool = True,
-             settings: dict | None = None, quiet: bool = False) -> dict:
+             settings: dict | None = None, quiet: bool = False, eval_offset: int = 0) -> dict:
     """Evaluate a target sampler on a domain; see the module docstring for what is reported.
 
     ``domain``: a SynthFaces domain name or an :class:`EvalDomain`. ``clip``: a ClipModel or a name/path for
     :func:`load_clip` (default the bundled SynthFaces CLIP). ``features``: "auto" (Inception when its weights are
     local, else CLIP), "inception", "clip", or an extractor. ``n_eval``: eval-set size (default ``n``).
-    ``templates``: "prompt-only" (default: SynthFaces prompts are whole captions), "small", or a list of ``{}``
+    ``eval_offset``: the first eval image's index for a domain given by name (0: validation, :data:`TEST_START`:
+    test; ``seed`` is the first latent's). ``templates``: "prompt-only" (default: SynthFaces prompts are whole
+    captions), "small", or a list of ``{}``
     templates. ``baselines``: also score the source images and T(source). ``settings``: extra entries for the
     report (checkpoint names, truncation ...). Returns the report dict (also written to ``out_dir/report.json``).
     """
@@ -296,7 +309,10 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
     if n < 2:
         raise ValueError("n must be at least 2")
     if isinstance(domain, str):
-        domain = synthfaces_domain(domain)
+        domain = synthfaces_domain(domain, eval_offset=eval_offset)
+    elif eval_offset and eval_offset != domain.eval_offset:
+        raise ValueError(f"eval_offset={eval_offset} applies to a SynthFaces domain given by name; this EvalDomain "
+                         f"({domain.name}) was built with eval_offset={domain.eval_offset}")
     if clip is None or isinstance(clip, (str, Path)):
         from ..clip_models import load_clip
         clip = load_clip(str(clip or "synthfaces"))
@@ -382,6 +398,7 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
     report["settings"] = {
         "n": n, "seeds": f"{seeds[0]}-{seeds[-1]}", "seed": seed, "batch": batch, "image_size": size,
         "generated_size": gen_size, "n_eval": n_eval if eval_feats is not None else None,
+        "eval_offset": domain.eval_offset if eval_feats is not None else None,
         "eval_set": f"{domain.world}:{domain.name} eval set" if eval_feats is not None else None,
         "n_shots": None if domain.shot_images is None else int(shots.shape[0]),
         "feature_extractor": extractor.name, "clip": getattr(clip, "name", None),
