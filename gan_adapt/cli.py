@@ -150,9 +150,11 @@ def cmd_evaluate(args) -> int:
     T(source) of the same latents) defaults to the checkpoint as it is: with no adapter or direction that is the
     unadapted case, whose domain error is the identity baseline (gap closed 0); pass --source-ckpt when --ckpt is
     itself an adapted generator."""
-    from adapt_common.metrics.evaluate import evaluate, gan_sampler, summary_lines
+    from adapt_common.metrics.evaluate import TEST_START, evaluate, gan_sampler, summary_lines
     from .formats import load_generator
 
+    start = TEST_START if args.split == "test" else 0
+    seed = start if args.seed is None else args.seed
     _threads(args.threads)
     g = load_generator(args.ckpt, device=args.device)
     make_batch, _ = gan_sampler(g)
@@ -165,8 +167,8 @@ def cmd_evaluate(args) -> int:
     _, sample_source = gan_sampler(gs, truncation=args.truncation, noise_mode=args.noise_mode)
     adapted = bool(args.adapter or args.direction)
     report = evaluate(sample_target, args.domain, sample_source=sample_source, make_batch=make_batch, n=args.n,
-                      batch=args.batch, clip=args.clip, features=args.features, out_dir=args.out, seed=args.seed,
-                      n_eval=args.n_eval, settings={"ckpt": str(args.ckpt), "adapter": args.adapter,
+                      batch=args.batch, clip=args.clip, features=args.features, out_dir=args.out, seed=seed,
+                      eval_offset=start, n_eval=args.n_eval, settings={"split": args.split, "ckpt": str(args.ckpt), "adapter": args.adapter,
                                                     "directions": list(args.direction),
                                                     "source_ckpt": str(source_ckpt),
                                                     "source_is_target": source_ckpt == args.ckpt and not adapted,
@@ -556,7 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-eval", type=positive_int, default=None, help="eval-set images (default: --n)")
     e.add_argument("--truncation", type=finite_float, default=1.0)
     e.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
-    e.add_argument("--seed", type=int, default=0, help="first seed; also seeds KID subsets and pair sampling")
+    e.add_argument("--seed", type=int, default=None,
+                   help="first seed; also seeds KID subsets and pair sampling (default: where --split starts)")
+    e.add_argument("--split", choices=["validation", "test"], default="validation",
+                   help="validation: latents from seed 0 and eval images from index 0 (choose configs on it); test: "
+                        "both from 100000 (numbers to report; never tune on it)")
     e.add_argument("--batch", type=positive_int, default=32)
     e.add_argument("--out", required=True, help="folder for report.json and samples.png")
     e.add_argument("--device", default="cpu")

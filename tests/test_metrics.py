@@ -342,6 +342,15 @@ def test_evaluate_cli(tmp_path, no_weights, monkeypatch):
     assert rep["settings"]["source_is_target"] is True and rep["settings"]["truncation"] == 1.0
     assert rep["domain_error"]["gap_closed"]["pixel_l1"] == pytest.approx(0, abs=1e-9)
     assert (out / "samples.png").exists()
+    assert rep["settings"]["seeds"] == "0-7" and rep["settings"]["split"] == "validation"
+    # --split test: latents from TEST_START, and the domain's eval images from that index
+    asked = []
+    monkeypatch.setattr(ev_mod, "synthfaces_domain", lambda name, **kw: asked.append(kw) or _stub_domain())
+    assert main(["evaluate", "--ckpt", str(ckpt), "--domain", "negative", "--clip", "tiny", "--n", "8",
+                 "--batch", "4", "--split", "test", "--out", str(tmp_path / "test")]) == 0
+    rep = json.loads((tmp_path / "test" / "report.json").read_text())
+    assert rep["settings"]["seeds"] == "100000-100007" and rep["settings"]["split"] == "test"
+    assert asked == [{"eval_offset": 100000}]
 
 
 def test_synthfaces_domain():
