@@ -4,7 +4,8 @@ Bound to localhost, no analytics, no share link. Tabs: **Mix** (weighted directi
 **Morph** (frames between domains: strip, GIF, MP4), **Adapt** (one-shot training from an uploaded image or a prompt,
 through the CLI's trainer into a run folder runs/app/<domain>; live progress, cancel, download or add to the
 library), **Real photo** (inversion, then the photo in each domain)
-and **Diffusion** (the DDPM with SVDiff shift files; translation of an upload).
+and **Diffusion** (the DDPM with SVDiff shift files; translation of an upload; a Stable-Diffusion-layout folder
+samples and translates with a prompt).
 
 Every callback is a plain function below (tests call them directly); bad input raises ``ValueError`` with a message
 that the UI shows (file names as the user knows them, never the app's temporary paths), and the app keeps working.
@@ -697,15 +698,171 @@ def _ddpm(path: str, mtime: float):
     return load_model(path)
 
 
-def _ddpm_and_steps(model_dir: str, steps) -> tuple:
-    """The (cached) model of a model folder, its scheduler and the checked number of DDIM steps."""
+@lru_cache(maxsize=1)  # a real Stable Diffusion is gigabytes: one at a time
+def _t2i(path: str, mtime: float):
+    from diffusion_adapt.text2image import load_t2i
+    return load_t2i(path)
+
+
+#: What the Diffusion tab takes, for messages about a folder it cannot use.
+DIFFUSION_FOLDERS = ("the Diffusion tab takes an unconditional DDPM folder (DDPMPipeline.save_pretrained: "
+                     "model_index.json and unet/, or a bare UNet2DModel folder with config.json) or a "
+                     "Stable-Diffusion-layout folder (StableDiffusionPipeline.save_pretrained: unet/ and "
+                     "text_encoder/, usually vae/, scheduler/ and tokenizer/ too)")
+
+
+def _config_class(path: Path, key: str) -> str | None:
+    """The class a part's config.json names (diffusers' ``_class_name``, transformers' ``architectures``); None
+    when the file is missing or unreadable (the loader then says what is wrong)."""
+    import json
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = config.get(key) if isinstance(config, dict) else None
+    return value[0] if isinstance(value, list) and value else value
+
+
+def diffusion_folder_kind(path: str) -> str:
+    """"t2i" for a Stable-Diffusion-layout folder (unet/ holding a UNet2DConditionModel, and text_encoder/),
+    "ddpm" for anything else that may be an unconditional model (diffusion_adapt.models.load_model says what is
+    wrong with it); a ValueError saying what is wrong and what to do for a folder that is neither."""
+    import json
+
+    from diffusion_adapt.text2image import is_t2i_folder
+    p = Path(path)
+    index = p / "model_index.json"
+    info = None
+    if index.exists():
+        try:
+            info = json.loads(index.read_text())
+            if not isinstance(info, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ValueError(f"{path}: model_index.json is damaged ({str(e).splitlines()[0]}); save the pipeline "
+                             "again with save_pretrained, or choose another folder: " + DIFFUSION_FOLDERS) from None
+    if is_t2i_folder(p):
+        unet_class = _config_class(p / "unet", "_class_name")
+        if unet_class not in (None, "UNet2DConditionModel"):
+            raise ValueError(f"{path}: unet/ holds a {unet_class}, not the UNet2DConditionModel of a "
+                             "Stable-Diffusion-layout folder (the model is of another architecture); "
+                             + DIFFUSION_FOLDERS)
+        te_class = _config_class(p / "text_encoder", "architectures")
+        if te_class not in (None, "CLIPTextModel"):
+            raise ValueError(f"{path}: text_encoder/ holds a {te_class}, not the CLIPTextModel of a "
+                             "Stable-Diffusion-layout folder; " + DIFFUSION_FOLDERS)
+        return "t2i"
+    names = str((info or {}).get("_class_name", ""))
+    if info is not None and ("text_encoder" in info or "StableDiffusion" in names):
+        missing = " and ".join(f"{d}/" for d in ("unet", "text_encoder") if not (p / d).is_dir())
+        raise ValueError(f"{path}: model_index.json names a {names or 'text-to-image pipeline'}, but the folder has "
+                         f"no {missing}: a Stable-Diffusion-layout folder needs unet/ and text_encoder/ (as "
+                         "StableDiffusionPipeline.save_pretrained writes them); copy the missing parts in, or choose "
+                         "another folder")
+    if info is None and not (p / "unet").is_dir() and not (p / "config.json").is_file():
+        raise ValueError(f"{path}: not a diffusion model folder (no model_index.json, config.json, unet/ or "
+                         "text_encoder/); " + DIFFUSION_FOLDERS)
+    return "ddpm"
+
+
+def _model_path_and_steps(model_dir: str, steps) -> tuple[str, str, int]:
+    """(the folder's absolute path, its kind as diffusion_folder_kind says, the checked number of DDIM steps)."""
     path = project_path(model_dir)
     if not os.path.isdir(path):
-        raise ValueError(f"{path or '(empty)'}: not a model folder")
+        raise ValueError(f"{path or '(empty)'}: not a model folder; " + DIFFUSION_FOLDERS)
     if not 1 <= int(steps) <= 200:
         raise ValueError("steps must be between 1 and 200")
-    path = os.path.abspath(path)
-    return (*_ddpm(path, os.path.getmtime(path)), int(steps))
+    return os.path.abspath(path), diffusion_folder_kind(path), int(steps)
+
+
+def _ddpm_and_steps(model_dir: str, steps) -> tuple:
+    """The (cached) model of a model folder, its scheduler and the checked number of DDIM steps."""
+    path, _, steps = _model_path_and_steps(model_dir, steps)
+    return (*_ddpm(path, os.path.getmtime(path)), steps)
+
+
+def _t2i_and_steps(model_dir: str, steps) -> tuple:
+    """The (cached) T2IModel of a Stable-Diffusion-layout folder and the checked number of DDIM steps."""
+    path, _, steps = _model_path_and_steps(model_dir, steps)
+    return _t2i(path, os.path.getmtime(path)), steps
+
+
+def _is_t2i(model_dir: str) -> bool:
+    """Whether the Diffusion tab's folder is a Stable-Diffusion-layout one (a ValueError for one it cannot use)."""
+    return _model_path_and_steps(model_dir, 1)[1] == "t2i"
+
+
+class _CountedUNet:
+    """A UNet that reports each evaluation (``tick()`` after it): per-step progress through the library's
+    text-to-image samplers, which take no callback. A wrapper per call: the cached model itself is untouched."""
+
+    def __init__(self, unet, tick):
+        self.unet, self.tick = unet, tick
+
+    def __call__(self, *args, **kwargs):
+        out = self.unet(*args, **kwargs)
+        self.tick()
+        return out
+
+    def __getattr__(self, name):  # config, parameters(), ...: the UNet's own
+        return getattr(self.unet, name)
+
+
+def _counted(model, progress, start: int, total: int, desc: str):
+    """``model`` (a T2IModel) whose UNet evaluations report (start + i + 1) / total to ``progress``; itself when no
+    progress is wanted."""
+    import dataclasses
+    if progress is None:
+        return model
+    done = [start]
+
+    def tick():
+        done[0] += 1
+        _report(progress, min(done[0] / total, 1.0), desc)
+    return dataclasses.replace(model, unet=_CountedUNet(model.unet, tick))
+
+
+def _is_text_encoder_file(path: str) -> bool:
+    """Whether a shift file shifts a CLIP text encoder (its keys under ``text_model.``, as the text-to-image
+    trainer's spectral_shifts_te.safetensors), not a UNet."""
+    from diffusion_adapt import svdiff
+    keys = svdiff.SpectralShifts.from_pretrained(path).tensors
+    return bool(keys) and all(k.startswith(svdiff.TEXT_MODEL_PREFIX) for k in keys)
+
+
+def _t2i_shifted(model, shift_files: list[str], scales: list[float]):
+    """A copy of a T2IModel with the shift files applied at their scales (diffusion_adapt.text2image's
+    apply_t2i_shifts): text-encoder files to the text encoder, the others to the UNet; only the shifted parts are
+    copied (the cached model itself when there are no files)."""
+    import copy
+    import dataclasses
+
+    from diffusion_adapt.text2image import apply_t2i_shifts
+    pairs = [(check_upload(f, "shift file"), float(s)) for f, s in zip(shift_files, scales) if f]
+    if not pairs:
+        return model
+    te_pairs = [(f, s) for f, s in pairs if _is_text_encoder_file(f)]
+    unet_pairs = [pair for pair in pairs if pair not in te_pairs]
+    model = dataclasses.replace(model, unet=copy.deepcopy(model.unet) if unet_pairs else model.unet,
+                                text_encoder=copy.deepcopy(model.text_encoder) if te_pairs else model.text_encoder)
+    return apply_t2i_shifts(model, unet_pairs, te_pairs)
+
+
+def _t2i_size(model) -> int:
+    """The image size of a T2IModel: its VAE's (latent models) or its UNet's (pixel models)."""
+    return int(model.vae.config.sample_size if model.vae is not None else model.unet.config.sample_size)
+
+
+def _check_guidance(guidance) -> float:
+    import math
+    try:
+        g = float(guidance)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance scale {guidance!r}: enter a number (1: no guidance; Stable Diffusion is "
+                         "usually sampled at 5-8)") from None
+    if not math.isfinite(g) or not 0 <= g <= 30:
+        raise ValueError(f"guidance scale {g:g}: enter a number between 0 and 30 (1: no guidance)")
+    return g
 
 
 def _shifted(unet, shift_files: list[str], scales: list[float]):
@@ -737,11 +894,15 @@ def parse_scales(text: str, n_files: int, default: float) -> list[float]:
 
 
 def diffusion_samples(model_dir: str, shift_files: list[str], scales: list[float], seeds: str, steps: int,
-                      progress=None):
+                      progress=None, prompt: str = "", guidance: float = 5.0):
     """DDIM samples of the model with the shift files at their scales: a uint8 grid. ``progress`` gets 0 before
-    the model loads, then the fraction of DDIM steps done after each step."""
+    the model loads, then the fraction of DDIM steps done after each step. A Stable-Diffusion-layout folder samples
+    text to image: ``prompt`` (required) with classifier-free ``guidance`` (diffusion_adapt.text2image.t2i_sample,
+    as ``python -m diffusion_adapt sample --prompt``); an unconditional DDPM ignores both."""
     from diffusion_adapt.sampling import ddim_sample, noise_from_seeds
     _report(progress, 0.0, "loading the diffusion model")
+    if _is_t2i(model_dir):
+        return _t2i_samples(model_dir, shift_files, scales, seeds, steps, progress, prompt, guidance)
     unet, sched, steps = _ddpm_and_steps(model_dir, steps)
     unet = _shifted(unet, shift_files, scales)
     seed_list = _seeds(seeds)
@@ -751,16 +912,43 @@ def diffusion_samples(model_dir: str, shift_files: list[str], scales: list[float
     return _grid(images, min(4, len(seed_list)))
 
 
+def _needs_prompt(model_dir: str, prompt: str) -> str:
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise ValueError(f"{model_dir}: a Stable-Diffusion-layout (text-to-image) model: enter a prompt")
+    return prompt
+
+
+def _t2i_samples(model_dir, shift_files, scales, seeds, steps, progress, prompt, guidance):
+    """diffusion_samples for a Stable-Diffusion-layout folder."""
+    from diffusion_adapt.sampling import noise_from_seeds
+    from diffusion_adapt.text2image import t2i_sample
+    prompt, guidance = _needs_prompt(model_dir, prompt), _check_guidance(guidance)
+    seed_list = _seeds(seeds)
+    model, steps = _t2i_and_steps(model_dir, steps)
+    model = _t2i_shifted(model, shift_files, scales)
+    size = model.unet.config.sample_size  # the latents' size (the CLI's noise, seed by seed)
+    noise = noise_from_seeds(seed_list, (model.unet.config.in_channels, size, size))
+    images = t2i_sample(_counted(model, progress, 0, steps, "sampling"), [prompt] * len(seed_list), noise, steps,
+                        guidance)
+    return _grid(images, min(4, len(seed_list)))
+
+
 def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scales: list[float], steps: int,
-                        progress=None):
+                        progress=None, prompt: str = ""):
     """DDIB translation of an uploaded image: DDIM inversion with the plain model, decoding with the shifted one.
     Returns a uint8 strip: the input (at the model's size), its plain reconstruction, the translation.
     ``progress`` gets 0 before the model loads, then the fraction of the 3 x ``steps`` model evaluations done
-    (inversion, plain decoding, shifted decoding) after each, and 1 at the end."""
+    (inversion, plain decoding, shifted decoding) after each, and 1 at the end. A Stable-Diffusion-layout folder
+    inverts with the empty prompt and decodes with ``prompt`` and the shift files (either is enough), without
+    guidance (diffusion_adapt.text2image's t2i_invert and t2i_decode, as ``translate --target-prompt``); an
+    unconditional DDPM ignores the prompt and needs a shift file."""
     import torch
 
     from diffusion_adapt.sampling import ddim_decode, ddim_invert
     _report(progress, 0.0, "loading the diffusion model")
+    if _is_t2i(model_dir):
+        return _t2i_translate(model_dir, image, shift_files, scales, steps, progress, prompt)
     source, sched, steps = _ddpm_and_steps(model_dir, steps)
     if not any(shift_files):
         raise ValueError("translation needs at least one shift file (the target domain)")
@@ -777,6 +965,28 @@ def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scal
         out = ddim_decode(target, sched, noise, steps, callback=part(2, "translating"))
     _report(progress, 1.0, "done")
     return _grid(torch.cat([x, recon, out]), 3)
+
+
+def _t2i_translate(model_dir, image, shift_files, scales, steps, progress, prompt):
+    """diffusion_translate for a Stable-Diffusion-layout folder: the source prompt is empty, the target prompt is
+    ``prompt``; the plain reconstruction decodes with the plain model and the empty prompt."""
+    import torch
+
+    from diffusion_adapt.text2image import t2i_decode, t2i_invert
+    prompt = (prompt or "").strip()
+    if not prompt and not any(shift_files):
+        raise ValueError("translation with a Stable-Diffusion-layout model needs a prompt (the target domain in "
+                         "words) or a shift file, or both")
+    source, steps = _t2i_and_steps(model_dir, steps)
+    x = read_upload(image, size=_t2i_size(source))
+    target = _t2i_shifted(source, shift_files, scales)
+    n = 3 * steps
+    with torch.no_grad():
+        noise = t2i_invert(_counted(source, progress, 0, n, "inverting"), x, "", steps)
+        recon = t2i_decode(_counted(source, progress, steps, n, "plain reconstruction"), noise, "", steps)
+        out = t2i_decode(_counted(target, progress, 2 * steps, n, "translating"), noise, prompt, steps)
+    _report(progress, 1.0, "done")
+    return _grid(torch.cat([x, recon.cpu(), out.cpu()]), 3)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -801,7 +1011,10 @@ TAB_HELP = {
                  "plain reconstruction shows what the "
                  "inversion keeps of the input (not exact: the DDIM steps only approximate the ODE). The bar "
                  "counts DDIM steps; 4 seeds at 25 steps took 10 s on one loaded CPU core (22 s with loading the "
-                 "model).",
+                 "model). The folder may also be a Stable Diffusion layout (unet/ and text_encoder/, as "
+                 "StableDiffusionPipeline.save_pretrained writes it): then Sample draws the prompt at the guidance "
+                 "scale, and Translate inverts the upload with the empty prompt and decodes it with the prompt and "
+                 "the shift files (a text-to-image SVDiff run's spectral_shifts_te file shifts the text encoder).",
 }
 
 
@@ -1056,8 +1269,14 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             bundled_shift = [str(BUNDLED_SHIFT)] if on_bundled_ddpm and BUNDLED_SHIFT.is_file() else []
             with gr.Row(elem_classes=["da-row"]):
                 with gr.Column(scale=1):
-                    model = gr.Textbox(label="diffusion model folder", value=_shown_path(ddpm) if ddpm else "",
+                    model = gr.Textbox(label="diffusion model folder (a DDPM, or a Stable-Diffusion-layout folder: "
+                                             "unet/ and text_encoder/)", value=_shown_path(ddpm) if ddpm else "",
                                        elem_id="ddpm")
+                    dprompt = gr.Textbox(label="prompt (Stable-Diffusion-layout folders only: what Sample draws and "
+                                               "what Translate decodes to; a DDPM ignores it)", elem_id="ddpm-prompt")
+                    dguidance = gr.Number(value=5.0, minimum=0, maximum=30, step=0.5,
+                                          label="guidance scale (Stable-Diffusion-layout folders only, Sample; 1: no "
+                                                "guidance)", elem_id="ddpm-guidance")
                     shifts = gr.File(value=bundled_shift or None, label="spectral-shift files", file_count="multiple",
                                      file_types=[".safetensors"], elem_id="shifts")
                     scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="shift scale", elem_id="shift-scale")
@@ -1087,16 +1306,19 @@ def build_app(default_ckpt: str = "", folders=(), ddpm: str = ""):
             def _files(files):
                 return [f if isinstance(f, str) else f.name for f in (files or [])]
 
-            def on_sample(md, files, sc, sct, sd, st, progress=gr.Progress()):
+            def on_sample(md, files, sc, sct, sd, st, prompt="", guidance=5.0, progress=gr.Progress()):
                 files = _files(files)
-                return diffusion_samples(md, files, parse_scales(sct, len(files), sc), sd, int(st), progress)
+                return diffusion_samples(md, files, parse_scales(sct, len(files), sc), sd, int(st), progress,
+                                         prompt=prompt, guidance=guidance)
 
-            def on_translate(md, im, files, sc, sct, st, progress=gr.Progress()):
+            def on_translate(md, im, files, sc, sct, st, prompt="", progress=gr.Progress()):
                 files = _files(files)
-                return diffusion_translate(md, im, files, parse_scales(sct, len(files), sc), int(st), progress)
-            tgo.click(guard(on_translate), [model, timage, shifts, scale, scales_text, dsteps], tout,
+                return diffusion_translate(md, im, files, parse_scales(sct, len(files), sc), int(st), progress,
+                                           prompt=prompt)
+            tgo.click(guard(on_translate), [model, timage, shifts, scale, scales_text, dsteps, dprompt], tout,
                       api_name="translate")
-            dgo.click(guard(on_sample), [model, shifts, scale, scales_text, dseeds, dsteps], dout, api_name="diffusion")
+            dgo.click(guard(on_sample), [model, shifts, scale, scales_text, dseeds, dsteps, dprompt, dguidance], dout,
+                      api_name="diffusion")
     return demo
 
 

@@ -47,6 +47,38 @@ def tiny_sd_parts(**text_config):
     return unet, te, vae
 
 
+def _tokenizer(folder):
+    """A CLIPTokenizer with the clip package's own BPE (the vocabulary of SD's tokenizer), written as vocab.json and
+    merges.txt: no download."""
+    import json
+
+    from clip.simple_tokenizer import SimpleTokenizer
+    from transformers import CLIPTokenizer
+    bpe = SimpleTokenizer()
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(bpe.encoder))
+    merges = sorted(bpe.bpe_ranks.items(), key=lambda kv: kv[1])
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(k) for k, _ in merges) + "\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77,
+                         pad_token="<|endoftext|>")
+
+
+@pytest.fixture
+def sd_dir(tmp_path):
+    """A tiny Stable-Diffusion-layout folder with a tokenizer and SD 1.x's scheduler (save_t2i: the parts as
+    StableDiffusionPipeline.save_pretrained lays them out)."""
+    from diffusers import DDPMScheduler
+
+    from diffusion_adapt.text2image import T2IModel, save_t2i
+    unet, te, vae = tiny_sd_parts(eos_token_id=49407)
+    perturb_zero_inits(unet)  # a fresh UNet's output convs are zero: every prompt would give the same image
+    tok = _tokenizer(tmp_path / "tok")
+    # the scheduler as Stable Diffusion 1.x ships it: scaled-linear betas, steps_offset 1
+    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                          clip_sample=False)
+    return save_t2i(T2IModel(unet=unet, text_encoder=te, scheduler=sched, vae=vae, tokenizer=tok), tmp_path / "sd")
+
+
 @pytest.fixture
 def tiny_generator():
     from gan_adapt.networks import Generator

@@ -224,6 +224,182 @@ def test_parse_scales():
         app.parse_scales("big", 1, 0.7)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The Diffusion tab on a Stable-Diffusion-layout folder (issue 21): the tiny SD folder is conftest's sd_dir
+
+SD_PROMPT = "a pencil sketch of a face"
+
+
+def _sd_tiles(grid, n, size=16, pad=2):
+    """The ``n`` uint8 tiles of a one-row grid made by app._grid, [n, size, size, 3]."""
+    return np.stack([grid[pad:pad + size, pad + i * (size + pad):pad + i * (size + pad) + size] for i in range(n)])
+
+
+def _cli_samples(sd_dir, out, *extra):
+    """The CLI's own text-to-image samples (python -m diffusion_adapt sample --prompt) as uint8 [n, H, W, 3]."""
+    from adapt_common.image_io import to_uint8
+    from diffusion_adapt.cli import main
+    assert main(["sample", "--model", str(sd_dir), "--prompt", SD_PROMPT, "--seeds", "0-1", "--steps", "3",
+                 "--guidance", "3", "--outdir", str(out), "--save-raw", str(out) + ".npy", *extra]) == 0
+    return to_uint8(torch.from_numpy(np.load(str(out) + ".npy")))
+
+
+@pytest.fixture
+def sd_world(sd_dir, tmp_path, monkeypatch):
+    """(the tiny SD folder, a UNet shift file, a text-encoder shift file): random spectral shifts made by the
+    project's SVDiff code, as the CLI's tests make them."""
+    monkeypatch.setenv("DOMAIN_ADAPT_SVD_CACHE", str(tmp_path / "svd"))
+    from test_sd_folders import _shift_files
+    app._t2i.cache_clear()
+    return (sd_dir, *_shift_files(sd_dir, tmp_path))
+
+
+@pytest.mark.timeout(300)
+def test_sd_folder_samples_the_prompt_as_the_cli_does(sd_world, tmp_path):
+    """Sample on an SD-layout folder is text to image: the pixels of the CLI's `sample --prompt` (same seeds, steps
+    and guidance), at the VAE's 16 px; the prompt and the guidance reach the model; the same call gives the same
+    grid; a missing prompt is refused; a DDPM folder ignores the prompt."""
+    sd_dir, _, _ = sd_world
+    grid = app.diffusion_samples(str(sd_dir), [], [], "0-1", 3, prompt=SD_PROMPT, guidance=3.0)
+    assert grid.shape == (20, 38, 3)  # two 16 px images with 2 px padding
+    np.testing.assert_array_equal(_sd_tiles(grid, 2), _cli_samples(sd_dir, tmp_path / "cli"))
+    np.testing.assert_array_equal(app.diffusion_samples(str(sd_dir), [], [], "0-1", 3, prompt=SD_PROMPT,
+                                                        guidance=3.0), grid)
+    other = app.diffusion_samples(str(sd_dir), [], [], "0-1", 3, prompt="a photo of a cat", guidance=3.0)
+    assert np.abs(other.astype(int) - grid).max() > 3
+    unguided = app.diffusion_samples(str(sd_dir), [], [], "0-1", 3, prompt=SD_PROMPT, guidance=1.0)
+    assert np.abs(unguided.astype(int) - grid).max() > 3
+    seeds = app.diffusion_samples(str(sd_dir), [], [], "2-3", 3, prompt=SD_PROMPT, guidance=3.0)
+    assert np.abs(seeds.astype(int) - grid).max() > 3
+    with pytest.raises(ValueError, match="enter a prompt"):
+        app.diffusion_samples(str(sd_dir), [], [], "0", 3, prompt="  ")
+    with pytest.raises(ValueError, match="guidance scale"):
+        app.diffusion_samples(str(sd_dir), [], [], "0", 3, prompt=SD_PROMPT, guidance=float("nan"))
+    ddpm, _ = tiny_ddpm_and_shift(tmp_path)
+    np.testing.assert_array_equal(app.diffusion_samples(str(ddpm), [], [], "0", 2, prompt=SD_PROMPT, guidance=9),
+                                  app.diffusion_samples(str(ddpm), [], [], "0", 2))
+
+
+@pytest.mark.timeout(300)
+def test_sd_folder_samples_with_shift_files_at_their_scales(sd_world, tmp_path):
+    """A UNet shift file at scale 0 is the plain model, at 1 the CLI's `--shifts` pixels; a text-encoder shift file
+    (keys under text_model.) shifts the text encoder, as `--text-encoder-shifts`; the cached model stays plain."""
+    sd_dir, unet_file, te_file = sd_world
+
+    def sample(files, scales):
+        return app.diffusion_samples(str(sd_dir), [str(f) for f in files], scales, "0-1", 3, prompt=SD_PROMPT,
+                                     guidance=3.0)
+    plain = sample([], [])
+    np.testing.assert_array_equal(sample([unet_file], [0.0]), plain)
+    shifted = sample([unet_file], [1.0])
+    assert np.abs(shifted.astype(int) - plain).max() > 3
+    np.testing.assert_array_equal(_sd_tiles(shifted, 2),
+                                  _cli_samples(sd_dir, tmp_path / "u", "--shifts", str(unet_file)))
+    half = sample([unet_file], [0.5])
+    assert np.abs(half.astype(int) - plain).max() > 0 and np.abs(half.astype(int) - shifted).max() > 0
+    te = sample([te_file], [1.0])
+    assert np.abs(te.astype(int) - plain).max() > 3 and np.abs(te.astype(int) - shifted).max() > 3
+    np.testing.assert_array_equal(_sd_tiles(te, 2),
+                                  _cli_samples(sd_dir, tmp_path / "t", "--text-encoder-shifts", str(te_file)))
+    np.testing.assert_array_equal(sample([], []), plain)  # the shifts went to copies, not the cached model
+
+
+@pytest.mark.timeout(300)
+def test_sd_folder_translates_an_upload_with_the_prompt(sd_world, tmp_path):
+    """Translate on an SD-layout folder: the upload at the VAE's size, its plain reconstruction (inverted and decoded
+    with the empty prompt) and the translation (decoded with the prompt and the shifted model), the pixels of the
+    library's t2i_translate; with neither a prompt nor a shift file there is nothing to translate to."""
+    from adapt_common.image_io import load_image, to_uint8
+    from diffusion_adapt.text2image import load_t2i, t2i_translate
+    sd_dir, unet_file, _ = sd_world
+    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
+    strip = app.diffusion_translate(str(sd_dir), str(tmp_path / "x.png"), [], [], 3, prompt="a photo of a robot")
+    assert strip.shape == (20, 56, 3)  # three 16 px images with 2 px padding
+    x = load_image(tmp_path / "x.png", size=16)
+    m = load_t2i(sd_dir)
+    expected = to_uint8(torch.cat([x, t2i_translate(m, m, x, "", "", 3),
+                                   t2i_translate(m, m, x, "", "a photo of a robot", 3)]))
+    np.testing.assert_array_equal(_sd_tiles(strip, 3), expected)
+    assert np.abs(expected[2].astype(int) - expected[1]).max() > 3  # the prompt changes the translation
+    # a shift file at scale 0 and no prompt: the translation is the plain reconstruction; at scale 1 it is not
+    same = app.diffusion_translate(str(sd_dir), str(tmp_path / "x.png"), [str(unet_file)], [0.0], 3)
+    np.testing.assert_array_equal(_sd_tiles(same, 3)[2], _sd_tiles(same, 3)[1])
+    np.testing.assert_array_equal(_sd_tiles(same, 3)[1], expected[1])
+    moved = app.diffusion_translate(str(sd_dir), str(tmp_path / "x.png"), [str(unet_file)], [1.0], 3)
+    assert np.abs(_sd_tiles(moved, 3)[2].astype(int) - expected[1]).max() > 3
+    with pytest.raises(ValueError, match="needs a prompt .* or a shift file"):
+        app.diffusion_translate(str(sd_dir), str(tmp_path / "x.png"), [], [], 3, prompt=" ")
+
+
+def test_sd_folder_progress_counts_unet_evaluations(sd_world, tmp_path):
+    """Sampling and translating an SD folder report per DDIM step (0 first, then each step, ending at 1), as the DDPM
+    does, and counting changes no pixel."""
+    sd_dir, _, _ = sd_world
+    Image.new("RGB", (20, 20), (200, 100, 50)).save(tmp_path / "x.png")
+    log = []
+    grid = app.diffusion_samples(str(sd_dir), [], [], "0-1", 3, progress=_Recorder(log), prompt=SD_PROMPT)
+    assert [e[1] for e in log] == [0.0, 1 / 3, 2 / 3, 1.0]
+    np.testing.assert_array_equal(grid, app.diffusion_samples(str(sd_dir), [], [], "0-1", 3, prompt=SD_PROMPT))
+    log.clear()
+    strip = app.diffusion_translate(str(sd_dir), str(tmp_path / "x.png"), [], [], 2, progress=_Recorder(log),
+                                    prompt=SD_PROMPT)
+    assert [e[1] for e in log] == [0.0] + [(i + 1) / 6 for i in range(6)] + [1.0]
+    assert [e[2] for e in log][1:7] == ["inverting"] * 2 + ["plain reconstruction"] * 2 + ["translating"] * 2
+    np.testing.assert_array_equal(strip, app.diffusion_translate(str(sd_dir), str(tmp_path / "x.png"), [], [], 2,
+                                                                 prompt=SD_PROMPT))
+
+
+@pytest.mark.timeout(300)
+def test_diffusion_folders_the_tab_cannot_use_get_words(world, sd_dir, tmp_path):
+    """Through the buttons' own functions (as Gradio calls them): a folder that is neither a DDPM nor an SD layout,
+    a damaged model_index.json, an SD pipeline without its text encoder, and an SD folder whose UNet is of another
+    architecture each raise gr.Error saying what is wrong; without model_index.json an SD layout still samples."""
+    import shutil
+
+    import gradio as gr
+
+    from diffusion_adapt.models import new_unet, UNetArch
+    ckpt, _, _ = world
+    demo = app.build_app(ckpt, [str(tmp_path / "dirs")], str(sd_dir))
+    sample, translate = _registered(demo, "diffusion").fn, _registered(demo, "translate").fn
+    Image.new("RGB", (20, 20), (200, 100, 50)).save(tmp_path / "x.png")
+
+    def folder(name, drop=(), index=None):
+        f = tmp_path / name
+        shutil.copytree(sd_dir, f)
+        for d in drop:
+            shutil.rmtree(f / d) if (f / d).is_dir() else (f / d).unlink()
+        if index is not None:
+            (f / "model_index.json").write_text(index)
+        return str(f)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = folder("other", drop=["unet"])
+    arch = UNetArch(sample_size=8, block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4,
+                    down_block_types=["DownBlock2D", "DownBlock2D"], up_block_types=["UpBlock2D", "UpBlock2D"])
+    new_unet(arch).save_pretrained(Path(other) / "unet")
+    cases = {
+        str(empty): r"not a diffusion model folder .*Stable-Diffusion-layout folder \(.*unet/ and text_encoder/",
+        folder("damaged", drop=["text_encoder"], index='{"_class_name": "StableDiff'):
+            "model_index.json is damaged .*save the pipeline again",
+        folder("no_te", drop=["text_encoder"]):
+            "names a StableDiffusionPipeline, but the folder has no text_encoder/.*copy the missing parts",
+        other: "unet/ holds a UNet2DModel, not the UNet2DConditionModel .*another architecture",
+        str(tmp_path / "missing"): "not a model folder; the Diffusion tab takes",
+    }
+    try:
+        for path, words in cases.items():
+            with pytest.raises(gr.Error, match=words):
+                sample(path, None, 1.0, "", "0", 5, SD_PROMPT, 5.0)
+            with pytest.raises(gr.Error, match=words):
+                translate(path, str(tmp_path / "x.png"), None, 1.0, "", 5, SD_PROMPT)
+        no_index = folder("no_index", drop=["model_index.json"])
+        np.testing.assert_array_equal(sample(no_index, None, 1.0, "", "0", 2, SD_PROMPT, 5.0),
+                                      app.diffusion_samples(str(sd_dir), [], [], "0", 2, prompt=SD_PROMPT))
+    finally:
+        demo.close()
+
+
 @pytest.mark.timeout(240)
 def test_launched_app_through_gradio_client(world):
     """The Mix and Morph endpoints of a launched app, called through gradio_client, as a remote user would."""
@@ -297,7 +473,7 @@ def test_bad_image_uploads_get_words_through_gradio(world, tiny_ckpt_clip):
             calls = {
                 "/adapt": (ckpt, f, "", "stylespace", 10),
                 "/photo": (ckpt, f, ["sketch"], 0.8, 20),
-                "/translate": (str(ddpm), f, [handle_file(str(shift))], 1.0, "", 5),
+                "/translate": (str(ddpm), f, [handle_file(str(shift))], 1.0, "", 5, ""),  # the prompt: empty
             }
             for api, args in calls.items():
                 with pytest.raises(Exception) as err:

@@ -2,19 +2,14 @@
 merge`), on a tiny random pipeline saved as StableDiffusionPipeline.save_pretrained lays it out (UNet2DConditionModel,
 CLIP text encoder, tokenizer, DDPM scheduler, VAE). Sampling is checked against diffusers' own StableDiffusionPipeline
 with a DDIM scheduler of the same schedule; merging against sampling with the shift files applied on the fly."""
-import json
-
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTokenizer
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
-from conftest import perturb_zero_inits, tiny_sd_parts
 from diffusion_adapt import svdiff
 from diffusion_adapt.cli import main
 from diffusion_adapt.models import new_scheduler
-from diffusion_adapt.text2image import T2IModel, save_t2i
 
 PROMPT = "a pencil sketch of a face"
 
@@ -22,30 +17,6 @@ PROMPT = "a pencil sketch of a face"
 @pytest.fixture(autouse=True)
 def svd_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DOMAIN_ADAPT_SVD_CACHE", str(tmp_path / "svd"))
-
-
-def _tokenizer(folder):
-    """A CLIPTokenizer with the clip package's own BPE (the vocabulary of SD's tokenizer), written as vocab.json and
-    merges.txt: no download."""
-    from clip.simple_tokenizer import SimpleTokenizer
-    bpe = SimpleTokenizer()
-    folder.mkdir(parents=True)
-    (folder / "vocab.json").write_text(json.dumps(bpe.encoder))
-    merges = sorted(bpe.bpe_ranks.items(), key=lambda kv: kv[1])
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(k) for k, _ in merges) + "\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77,
-                         pad_token="<|endoftext|>")
-
-
-@pytest.fixture
-def sd_dir(tmp_path):
-    unet, te, vae = tiny_sd_parts(eos_token_id=49407)
-    perturb_zero_inits(unet)  # a fresh UNet's output convs are zero: every prompt would give the same image
-    tok = _tokenizer(tmp_path / "tok")
-    # the scheduler as Stable Diffusion 1.x ships it: scaled-linear betas, steps_offset 1
-    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                          clip_sample=False)
-    return save_t2i(T2IModel(unet=unet, text_encoder=te, scheduler=sched, vae=vae, tokenizer=tok), tmp_path / "sd")
 
 
 def _diffusers_reference(folder, seeds, steps, guidance):
