@@ -78,6 +78,20 @@ def test_training_lowers_the_loss_resumes_exactly_and_exports(tiny_ckpt_clip, tm
     assert report["sketch"]["seen"] and not report["sketch+sepia"]["seen"]
     assert set(report["sketch+sepia"]["clip_domain"]) == {"sketch", "sepia"}
     assert all(0 <= v <= 1 for e in report.values() for v in e["clip_domain"].values())
+    # the report's latents are those of seeds evaluation.seed .. +n-1 (0: validation): its sketch error equals the
+    # clamped L1 to the true sketch of the source images of those seeds, computed here
+    from adapt_common import synthfaces as sf
+    from gan_adapt.seeds import z_from_seeds
+    with torch.no_grad():
+        z = z_from_seeds([0, 1, 2, 3], straight.source.style_dim)
+        src = straight.source.generate(z).clamp(-1, 1)
+        tgt = DomainEdit(straight.source, [(straight.direction_for("a pencil sketch of a face"), 1.0)],
+                         check=False).generate(z).clamp(-1, 1)
+    truth = sf.apply_domain(src, "sketch").clamp(-1, 1)
+    assert report["sketch"]["pixel_l1"] == pytest.approx(float((tgt - truth).abs().mean() / 2), rel=1e-4)
+    assert report["sketch"]["identity_l1"] == pytest.approx(float((src - truth).abs().mean() / 2), rel=1e-4)
+    straight.cfg.evaluation.seed = 100_000  # the test split: other latents, another doing-nothing error
+    assert straight.evaluate(4)["sketch"]["identity_l1"] != pytest.approx(report["sketch"]["identity_l1"], rel=1e-3)
 
     real = HyperTrainer.train_step
 

@@ -85,6 +85,12 @@ class HyperLoss:
 
 
 @dataclass
+class HyperEval(EvaluationSection):
+    seed: int = setting(0, "the report's latents are z of seeds seed .. seed+n-1: 0 is the validation split (choose "
+                           "recipes on it), 100000 the test split (numbers to report)")
+
+
+@dataclass
 class HyperConfig:
     """``python -m gan_adapt train`` with ``exp.trainer: hyper``."""
 
@@ -99,8 +105,8 @@ class HyperConfig:
     logging: LoggingSection = section(LoggingSection, "log, sample and checkpoint cadences")
     # The judge defaults to the first guiding CLIP, as before the evaluation section was shared; the report has no
     # FID/KID, so evaluation.features is refused unless auto.
-    evaluation: EvaluationSection = section(EvaluationSection, "the end-of-run report: each named domain's ground-"
-                                            "truth error and CLIP's domain calls", clip="${loss.clip[0]}")
+    evaluation: HyperEval = section(HyperEval, "the end-of-run report: each named domain's ground-truth error and "
+                                    "CLIP's domain calls", clip="${loss.clip[0]}")
 
 
 def parse_domains(lines: list[str], source: str) -> list[tuple[str, str]]:
@@ -290,7 +296,9 @@ class HyperTrainer(LoopTrainer):
             text, _, names = str(line).partition("=")
             cases.append((text.strip(), [x.strip() for x in names.split("+") if x.strip()]))
         out = {}
-        z = torch.randn(n, self.source.style_dim, generator=torch.Generator().manual_seed(777)).to(self.device)
+        from ..seeds import z_from_seeds
+        first = self.cfg.evaluation.seed
+        z = z_from_seeds(list(range(first, first + n)), self.source.style_dim).to(self.device)
 
         def truth(x, names):
             for name in names:
