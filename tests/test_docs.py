@@ -170,6 +170,9 @@ PLANTS = {
     "an unknown results table": (lambda d, cfg: _append(d / "results" / "speed.md",
                                                         "\n<!-- results-table: no_such_benchmark -->\n"),
                                  "no_such_benchmark"),
+    "a missing report table": (lambda d, cfg: _append(d / "results" / "index.md",
+                                                      "\n<!-- report-table: reports/no_such_table/README.md -->\n"),
+                               "reports/no_such_table/README.md"),
 }
 
 

@@ -7,7 +7,9 @@ hand into the site:
   ``checkpoints/`` and the test fixtures) are served from where they are, under their repository paths
   (``checkpoints/synthfaces_ddpm.md`` is the page ``checkpoints/synthfaces_ddpm/``); their links into ``docs/``
   (``../docs/x.png``) are rewritten to the site's layout, every other link is left to MkDocs' strict checks;
-- a line ``<!-- results-table: NAME -->`` in a page becomes the table of ``benchmarks/results/NAME.json``.
+- a line ``<!-- results-table: NAME -->`` in a page becomes the table of ``benchmarks/results/NAME.json``;
+- a line ``<!-- report-table: reports/NAME/README.md -->`` becomes that generated report's body (its title left
+  out): tables written from a committed results file by ``experiments.tables``.
 
 Nothing here fetches anything: the build works offline.
 """
@@ -31,6 +33,7 @@ IGNORED = ("reports/tmp/",)  # scratch output (.gitignore), never part of the si
 
 LINK = re.compile(r"(\]\()([^)\s]+)(\))")
 TABLE_MARK = re.compile(r"^<!-- results-table: ([\w.-]+) -->$", re.MULTILINE)
+REPORT_MARK = re.compile(r"^<!-- report-table: (reports/[\w.-]+/README\.md) -->$", re.MULTILINE)
 
 
 def imported_paths(root: Path = ROOT) -> list[str]:
@@ -66,7 +69,22 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     if page.file.abs_src_path and not Path(page.file.abs_src_path).resolve().is_relative_to(
             Path(config.docs_dir).resolve()):
         markdown = rewrite_links(markdown, page.file.src_uri)
+    markdown = REPORT_MARK.sub(lambda m: report_table(m.group(1), page.file.src_uri), markdown)
     return TABLE_MARK.sub(lambda m: results_table(m.group(1), page.file.src_uri), markdown)
+
+
+def report_table(rel: str, where: str) -> str:
+    """The body of a generated report (``reports/<name>/README.md`` without its title), for a page that shows it:
+    the numbers come from the committed results file that wrote it, never copied by hand."""
+    path = ROOT / rel
+    if not path.is_file():
+        raise PluginError(f"{where}: {rel} does not exist; write it with the command its marker's section names")
+    lines = path.read_text().splitlines()
+    body = lines[1:] if lines and lines[0].startswith("# ") else lines
+    if LINK.search("\n".join(body)):  # its links are relative to its own folder, not to the page showing it
+        raise PluginError(f"{where}: {rel} has links; a report shown inside a page must have none")
+    link = posixpath.relpath(rel, posixpath.dirname(where) or ".")
+    return "\n".join(body).strip() + f"\n\n*Shown from [{rel}]({link}).*"
 
 
 # ---- tables of benchmarks/results/*.json -----------------------------------------------------------------------

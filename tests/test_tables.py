@@ -1,0 +1,54 @@
+"""experiments.tables: the README of a backed table is written from its results file alone, with the numbers of
+that file; the split it evaluates on is the evaluation's test split."""
+import json
+
+import pytest
+
+from experiments import tables
+
+
+def test_the_test_split_is_the_evaluations():
+    from adapt_common.metrics.evaluate import TEST_START
+    assert tables.TEST_START == TEST_START
+
+
+def _row(label, **kw):
+    base = {"label": label, "domain_l1": 0.1234, "identity_l1": 0.2, "gap_closed": 0.383, "fid": 0.314159,
+            "kid": 0.00281, "kid_std": 0.001, "intra_cluster": 0.104, "clip_cat": 0.84, "settings": {}}
+    return {**base, **kw}
+
+
+def test_fewshot_cat_readme_from_results_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "REPORTS", tmp_path)
+    (tmp_path / "fewshot_cat").mkdir()
+    data = {"table": "fewshot_cat", "floor": {"fid": 0.0456, "kid": 0.0001, "n": 500},
+            "rows": {"unadapted": _row("unadapted", gap_closed=0.0, clip_cat=0.0),
+                     "affine_plus_s0": _row("Affine+", seed=0, trainable=110496, file_bytes=448512, wall_s=738.0)}}
+    (tmp_path / "fewshot_cat" / "results.json").write_text(json.dumps(data))
+    text = tables.write_report("fewshot_cat").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("| Affine+")]
+    assert lines == ["| Affine+ (seed 0) | 110,496 | 438 KB | 0.1234 | 0.38 | 0.314 | 0.0028 | 0.104 | 84% | 12.3 min |"]
+    assert "| unadapted | – | – | 0.1234 | 0.00 |" in text
+    assert "**0.046**" in text  # the floor at n = 500
+
+
+def test_hyper_readme_marks_unseen_captions(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "REPORTS", tmp_path)
+    (tmp_path / "hyper_synthfaces").mkdir()
+    ev = {"sketch": {"prompt": "a pencil sketch of a face", "seen": True, "gap_closed": -0.014,
+                     "clip_domain": {"sketch": 0.5}},
+          "sketch+sepia": {"prompt": "a sepia pencil sketch of a face", "seen": False, "gap_closed": 0.2,
+                           "clip_domain": {"sketch": 0.25, "sepia": 1.0}}}
+    data = {"table": "hyper_synthfaces", "rows": {"s0": {"seed": 0, "config": "c.yaml", "wall_s": 534.0, "n": 128,
+                                                         "latent_seeds": "100000-100127", "eval": ev}}}
+    (tmp_path / "hyper_synthfaces" / "results.json").write_text(json.dumps(data))
+    text = tables.write_report("hyper_synthfaces").read_text()
+    assert "| a pencil sketch of a face | sketch 50% | -0.01 |" in text
+    assert "| *unseen:* a sepia pencil sketch of a face | sketch 25%, sepia 100% | 0.20 |" in text
+    assert "8.9 min" in text and "100000-100127" in text
+
+
+def test_a_table_without_results_says_which_command_writes_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "REPORTS", tmp_path)
+    with pytest.raises(SystemExit, match="python -m experiments.tables run fewshot_cat"):
+        tables.write_report("fewshot_cat")
