@@ -711,22 +711,11 @@ DIFFUSION_FOLDERS = ("the Diffusion tab takes an unconditional DDPM folder (DDPM
                      "text_encoder/, usually vae/, scheduler/ and tokenizer/ too)")
 
 
-def _config_class(path: Path, key: str) -> str | None:
-    """The class a part's config.json names (diffusers' ``_class_name``, transformers' ``architectures``); None
-    when the file is missing or unreadable (the loader then says what is wrong)."""
-    import json
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    value = config.get(key) if isinstance(config, dict) else None
-    return value[0] if isinstance(value, list) and value else value
-
-
 def diffusion_folder_kind(path: str) -> str:
-    """"t2i" for a Stable-Diffusion-layout folder (unet/ holding a UNet2DConditionModel, and text_encoder/),
-    "ddpm" for anything else that may be an unconditional model (diffusion_adapt.models.load_model says what is
-    wrong with it); a ValueError saying what is wrong and what to do for a folder that is neither."""
+    """"t2i" for a Stable-Diffusion-layout folder (unet/ and text_encoder/; diffusion_adapt.text2image.load_t2i
+    refuses one whose parts are of another architecture), "ddpm" for anything else that may be an unconditional
+    model (diffusion_adapt.models.load_model says what is wrong with it); a ValueError saying what is wrong and what
+    to do for a folder that is neither."""
     import json
 
     from diffusion_adapt.text2image import is_t2i_folder
@@ -742,15 +731,6 @@ def diffusion_folder_kind(path: str) -> str:
             raise ValueError(f"{path}: model_index.json is damaged ({str(e).splitlines()[0]}); save the pipeline "
                              "again with save_pretrained, or choose another folder: " + DIFFUSION_FOLDERS) from None
     if is_t2i_folder(p):
-        unet_class = _config_class(p / "unet", "_class_name")
-        if unet_class not in (None, "UNet2DConditionModel"):
-            raise ValueError(f"{path}: unet/ holds a {unet_class}, not the UNet2DConditionModel of a "
-                             "Stable-Diffusion-layout folder (the model is of another architecture); "
-                             + DIFFUSION_FOLDERS)
-        te_class = _config_class(p / "text_encoder", "architectures")
-        if te_class not in (None, "CLIPTextModel"):
-            raise ValueError(f"{path}: text_encoder/ holds a {te_class}, not the CLIPTextModel of a "
-                             "Stable-Diffusion-layout folder; " + DIFFUSION_FOLDERS)
         return "t2i"
     names = str((info or {}).get("_class_name", ""))
     if info is not None and ("text_encoder" in info or "StableDiffusion" in names):
@@ -792,34 +772,12 @@ def _is_t2i(model_dir: str) -> bool:
     return _model_path_and_steps(model_dir, 1)[1] == "t2i"
 
 
-class _CountedUNet:
-    """A UNet that reports each evaluation (``tick()`` after it): per-step progress through the library's
-    text-to-image samplers, which take no callback. A wrapper per call: the cached model itself is untouched."""
-
-    def __init__(self, unet, tick):
-        self.unet, self.tick = unet, tick
-
-    def __call__(self, *args, **kwargs):
-        out = self.unet(*args, **kwargs)
-        self.tick()
-        return out
-
-    def __getattr__(self, name):  # config, parameters(), ...: the UNet's own
-        return getattr(self.unet, name)
-
-
-def _counted(model, progress, start: int, total: int, desc: str):
-    """``model`` (a T2IModel) whose UNet evaluations report (start + i + 1) / total to ``progress``; itself when no
-    progress is wanted."""
-    import dataclasses
+def _step_report(progress, start: int, total: int, desc: str):
+    """A callback for diffusion_adapt.text2image's samplers (``callback(i, n)`` after DDIM step i of n) that reports
+    (start + i + 1) / total to ``progress``; None when no progress is wanted."""
     if progress is None:
-        return model
-    done = [start]
-
-    def tick():
-        done[0] += 1
-        _report(progress, min(done[0] / total, 1.0), desc)
-    return dataclasses.replace(model, unet=_CountedUNet(model.unet, tick))
+        return None
+    return lambda i, n: _report(progress, min((start + i + 1) / total, 1.0), desc)
 
 
 def _is_text_encoder_file(path: str) -> bool:
@@ -929,8 +887,8 @@ def _t2i_samples(model_dir, shift_files, scales, seeds, steps, progress, prompt,
     model = _t2i_shifted(model, shift_files, scales)
     size = model.unet.config.sample_size  # the latents' size (the CLI's noise, seed by seed)
     noise = noise_from_seeds(seed_list, (model.unet.config.in_channels, size, size))
-    images = t2i_sample(_counted(model, progress, 0, steps, "sampling"), [prompt] * len(seed_list), noise, steps,
-                        guidance)
+    images = t2i_sample(model, [prompt] * len(seed_list), noise, steps, guidance,
+                        callback=_step_report(progress, 0, steps, "sampling"))
     return _grid(images, min(4, len(seed_list)))
 
 
@@ -982,9 +940,9 @@ def _t2i_translate(model_dir, image, shift_files, scales, steps, progress, promp
     target = _t2i_shifted(source, shift_files, scales)
     n = 3 * steps
     with torch.no_grad():
-        noise = t2i_invert(_counted(source, progress, 0, n, "inverting"), x, "", steps)
-        recon = t2i_decode(_counted(source, progress, steps, n, "plain reconstruction"), noise, "", steps)
-        out = t2i_decode(_counted(target, progress, 2 * steps, n, "translating"), noise, prompt, steps)
+        noise = t2i_invert(source, x, "", steps, callback=_step_report(progress, 0, n, "inverting"))
+        recon = t2i_decode(source, noise, "", steps, callback=_step_report(progress, steps, n, "plain reconstruction"))
+        out = t2i_decode(target, noise, prompt, steps, callback=_step_report(progress, 2 * steps, n, "translating"))
     _report(progress, 1.0, "done")
     return _grid(torch.cat([x, recon.cpu(), out.cpu()]), 3)
 

@@ -34,10 +34,13 @@ def _t2i_with_shifts(model: str, shifts: list[str], te_shifts: list[str], device
 
 
 def _check_prompt(args, model: str) -> bool:
-    """Whether ``model`` is a text-to-image folder; a prompt is required for one and refused for any other."""
+    """Whether ``model`` is a text-to-image folder; a prompt is required for one and refused for any other. A folder
+    with the layout but parts of another architecture is refused first (asking for a prompt would not help)."""
     from .models import ModelLoadError
-    from .text2image import is_t2i_folder
+    from .text2image import check_t2i_folder, is_t2i_folder
     t2i = is_t2i_folder(model)
+    if t2i:
+        check_t2i_folder(model)
     if t2i and not args.prompt:
         raise ModelLoadError(f"{model} is a text-to-image (Stable Diffusion layout) model: give --prompt")
     if not t2i and args.prompt:

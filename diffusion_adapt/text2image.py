@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -80,13 +80,67 @@ def is_t2i_folder(path: str | Path) -> bool:
     return (p / "unet").is_dir() and (p / "text_encoder").is_dir()
 
 
-def load_t2i(path: str | Path, device="cpu") -> T2IModel:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel
+def _config(folder: Path) -> dict:
+    """A part's config.json; empty when it is missing or unreadable (loading then says what is wrong)."""
+    import json
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _config_class(config: dict, key: str) -> str | None:
+    """The class a config names under ``key`` (diffusers' ``_class_name``; transformers' ``architectures``, its
+    first entry); None when it names none."""
+    value = config.get(key)
+    value = value[0] if isinstance(value, list) and value else value
+    return value if isinstance(value, str) else None
+
+
+#: (subfolder, config key, the class load_t2i loads it as): the parts of a Stable-Diffusion-layout folder whose
+#: config names a class. A part of another class would load with its weights partly unused and the rest random.
+T2I_PARTS = (("unet", "_class_name", "UNet2DConditionModel"),
+             ("text_encoder", "architectures", "CLIPTextModel"),
+             ("vae", "_class_name", "AutoencoderKL"))
+
+
+def check_t2i_folder(path: str | Path) -> None:
+    """A ModelLoadError, saying what was found, what was expected and what to do, unless ``path`` has the layout
+    and the architectures :func:`load_t2i` loads: ``unet/`` and ``text_encoder/``, and no part whose config.json
+    names another class than a Stable Diffusion pipeline's (``UNet2DConditionModel``, a ``CLIPTextModel`` of model
+    type clip_text_model, ``AutoencoderKL``). A config that names no class is left to loading."""
     p = Path(path)
     if not (p / "unet").is_dir() or not (p / "text_encoder").is_dir():
         raise ModelLoadError(f"{p}: not a text-to-image model folder (needs unet/ and text_encoder/, as "
                              "StableDiffusionPipeline.save_pretrained writes)")
+    todo = "for text to image, choose a StableDiffusionPipeline.save_pretrained folder"
+    for part, key, expected in T2I_PARTS:
+        if not (p / part).is_dir():
+            continue
+        config = _config(p / part)
+        found = _config_class(config, key)
+        model_type = config.get("model_type") if part == "text_encoder" else None  # transformers' model family
+        if found in (None, expected) and model_type in (None, "clip_text_model", "clip"):
+            continue
+        if found in (None, expected):
+            found = f"{model_type} model"
+        hint = ""
+        if part == "unet" and found == "UNet2DModel":
+            hint = (f"; an unconditional UNet2DModel samples without a prompt from its own folder ({p / 'unet'}) "
+                    "or from a DDPMPipeline folder (model_index.json and unet/, no text_encoder/)")
+        raise ModelLoadError(f"{p}: {part}/ holds a {found}, not the {expected} of a Stable-Diffusion-layout folder "
+                             f"(the model is of another architecture: loaded as a {expected}, its weights would be "
+                             f"partly unused and the rest random){hint}; {todo}")
+
+
+def load_t2i(path: str | Path, device="cpu") -> T2IModel:
+    """The parts of a Stable-Diffusion-layout folder; a ModelLoadError for a folder of another layout or
+    architecture (:func:`check_t2i_folder`, before anything loads) or one that does not load."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+    p = Path(path)
+    check_t2i_folder(p)
     try:
         unet = UNet2DConditionModel.from_pretrained(p, subfolder="unet", local_files_only=True)
         te = CLIPTextModel.from_pretrained(p / "text_encoder", local_files_only=True)
@@ -119,20 +173,23 @@ def save_t2i(model: T2IModel, path: str | Path) -> Path:
 
 @torch.no_grad()
 def t2i_sample(model: T2IModel, prompts: list[str], noise: torch.Tensor, steps: int = 50,
-               guidance: float = 5.0) -> torch.Tensor:
+               guidance: float = 5.0, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """DDIM with classifier-free guidance (the unconditional branch is the empty prompt; guidance 1 runs the
-    conditional model alone); images in [-1, 1]."""
+    conditional model alone); images in [-1, 1]. ``callback(i, n)`` after each of the n DDIM steps (i from 0), as
+    :func:`diffusion_adapt.sampling.ddim_sample`'s."""
     sched = _ddim(model.scheduler, steps)
     cond = model.encode_prompts(prompts)
     uncond = model.encode_prompts([""] * len(prompts)) if guidance != 1.0 else None  # 1: no guidance needed
     x = noise.to(cond.device)
-    for t in sched.timesteps:
+    for i, t in enumerate(sched.timesteps):
         if uncond is None:
             eps = model.unet(x, t, encoder_hidden_states=cond).sample
         else:
             e_u, e_c = model.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
             eps = e_u + guidance * (e_c - e_u)
         x = sched.step(eps, t, x).prev_sample
+        if callback is not None:
+            callback(i, len(sched.timesteps))
     return model.to_images(x).clamp(-1, 1)
 
 
@@ -162,9 +219,11 @@ def _encode_exact(model: T2IModel, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def t2i_invert(model: T2IModel, images: torch.Tensor, prompt: str, steps: int = 50) -> torch.Tensor:
+def t2i_invert(model: T2IModel, images: torch.Tensor, prompt: str, steps: int = 50,
+               callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """x_T of ``images`` ([-1, 1], the VAE's size) by the deterministic DDIM ODE conditioned on ``prompt`` (no
-    guidance: the inverse of :func:`t2i_decode` with ``guidance=1``)."""
+    guidance: the inverse of :func:`t2i_decode` with ``guidance=1``); ``callback(i, n)`` after each step, as
+    :func:`t2i_sample`'s."""
     from diffusers import DDIMInverseScheduler
 
     from .sampling import _schedule_args
@@ -173,17 +232,19 @@ def t2i_invert(model: T2IModel, images: torch.Tensor, prompt: str, steps: int = 
     inv.set_timesteps(steps)
     cond = model.encode_prompts([prompt] * images.shape[0])
     x = _encode_exact(model, images.to(device).float())
-    for t in inv.timesteps:
+    for i, t in enumerate(inv.timesteps):
         x = inv.step(model.unet(x, t, encoder_hidden_states=cond).sample, t, x).prev_sample
+        if callback is not None:
+            callback(i, len(inv.timesteps))
     return x
 
 
 @torch.no_grad()
 def t2i_decode(model: T2IModel, latents: torch.Tensor, prompt: str, steps: int = 50,
-               guidance: float = 1.0) -> torch.Tensor:
+               guidance: float = 1.0, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Images in [-1, 1] from x_T by the DDIM ODE conditioned on ``prompt``, with classifier-free ``guidance``
-    (1: none, the exact inverse of :func:`t2i_invert`)."""
-    return t2i_sample(model, [prompt] * latents.shape[0], latents, steps, guidance)
+    (1: none, the exact inverse of :func:`t2i_invert`); ``callback(i, n)`` after each step, as :func:`t2i_sample`'s."""
+    return t2i_sample(model, [prompt] * latents.shape[0], latents, steps, guidance, callback=callback)
 
 
 @torch.no_grad()

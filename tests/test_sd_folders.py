@@ -2,6 +2,8 @@
 merge`), on a tiny random pipeline saved as StableDiffusionPipeline.save_pretrained lays it out (UNet2DConditionModel,
 CLIP text encoder, tokenizer, DDPM scheduler, VAE). Sampling is checked against diffusers' own StableDiffusionPipeline
 with a DDIM scheduler of the same schedule; merging against sampling with the shift files applied on the fly."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +127,55 @@ def test_prompts_and_models_of_the_wrong_kind_are_refused(sd_dir, tmp_path, caps
     assert main(["sample", "--model", str(plain), "--prompt", PROMPT, "--seeds", "0",
                  "--outdir", str(tmp_path / "y")]) == 2
     assert "unconditional model" in capsys.readouterr().err
+
+
+def _sd_copy(sd_dir, tmp_path, name):
+    import shutil
+    return Path(shutil.copytree(sd_dir, tmp_path / name))
+
+
+def test_a_folder_whose_parts_are_of_another_architecture_is_refused(sd_dir, tmp_path, capsys):
+    """An SD-layout folder whose unet/ is an unconditional UNet2DModel (saved with save_pretrained) used to load into
+    a UNet2DConditionModel with the unused weights only warned about and the rest random (then a traceback, or
+    samples of a partly random model): every command that takes the folder (sample with and without --prompt, translate --prompt, shifts merge) refuses it with one line naming the
+    class found and the class expected, exit 2, and writes nothing. So does a text encoder of another architecture."""
+    import json
+
+    from diffusion_adapt.models import new_unet, UNetArch
+    arch = UNetArch(sample_size=8, block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4,
+                    down_block_types=["DownBlock2D", "DownBlock2D"], up_block_types=["UpBlock2D", "UpBlock2D"])
+    other = _sd_copy(sd_dir, tmp_path, "other")
+    new_unet(arch).save_pretrained(other / "unet")  # replaces the UNet2DConditionModel's config and weights
+    assert json.loads((other / "unet" / "config.json").read_text())["_class_name"] == "UNet2DModel"
+    from PIL import Image
+    Image.new("RGB", (16, 16), (200, 100, 50)).save(tmp_path / "face.png")
+    unet_file, te_file = _shift_files(sd_dir, tmp_path)
+    commands = {
+        "sample --prompt": ["sample", "--model", str(other), "--prompt", PROMPT, "--seeds", "0", "--steps", "2",
+                            "--outdir", str(tmp_path / "s")],
+        "sample": ["sample", "--model", str(other), "--seeds", "0", "--steps", "2", "--outdir", str(tmp_path / "s")],
+        "translate --prompt": ["translate", "--model", str(other), "--prompt", PROMPT, "--images",
+                               str(tmp_path / "face.png"), "--steps", "2", "--out", str(tmp_path / "t.png")],
+        "shifts merge": ["shifts", "merge", str(unet_file), "--text-encoder-shifts", str(te_file), "--model",
+                         str(other), "--out", str(tmp_path / "merged")],
+    }
+    capsys.readouterr()  # the shift files' making loaded models
+    for name, argv in commands.items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: "), (name, err)
+        assert f"{other}: unet/ holds a UNet2DModel, not the UNet2DConditionModel" in err, (name, err)
+        assert "another architecture" in err and "StableDiffusionPipeline.save_pretrained folder" in err, err
+        assert "without a prompt from its own folder" in err, err  # what to do with an unconditional UNet
+        assert "Traceback" not in err
+    assert not any((tmp_path / p).exists() for p in ("s", "t.png", "merged"))
+
+    te = _sd_copy(sd_dir, tmp_path, "te")
+    config = json.loads((te / "text_encoder" / "config.json").read_text())
+    (te / "text_encoder" / "config.json").write_text(json.dumps({**config, "architectures": ["T5EncoderModel"]}))
+    assert main(commands["sample --prompt"][:2] + [str(te)] + commands["sample --prompt"][3:]) == 2
+    assert "text_encoder/ holds a T5EncoderModel, not the CLIPTextModel" in capsys.readouterr().err
+    (te / "text_encoder" / "config.json").write_text(json.dumps({**config, "architectures": None,
+                                                                 "model_type": "t5"}))
+    assert main(commands["sample --prompt"][:2] + [str(te)] + commands["sample --prompt"][3:]) == 2
+    assert "text_encoder/ holds a t5 model, not the CLIPTextModel" in capsys.readouterr().err

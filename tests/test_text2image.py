@@ -75,3 +75,27 @@ def test_train_command_dispatch(pipe_dir, tmp_path):
                  "data.num_class_images=2", "logging.sample_steps=2", "logging.n_samples=1", "exp.threads=1",
                  "training.batch=1"]) == 0
     assert load_t2i(tmp_path / "r" / "model").unet is not None
+
+
+def test_samplers_report_each_ddim_step_and_the_callback_changes_no_pixel(sd_dir):
+    """t2i_sample (with and without guidance), t2i_invert and t2i_decode call ``callback(i, n)`` once after each of
+    the n DDIM steps, i = 0 .. n-1 (diffusion_adapt.sampling's convention), and give the same tensors bit for bit
+    with and without a callback."""
+    from diffusion_adapt.sampling import noise_from_seeds
+    from diffusion_adapt.text2image import t2i_decode, t2i_invert
+    m = load_t2i(sd_dir)
+    noise = noise_from_seeds([0, 1], (4, 8, 8))
+    steps = 3
+    expected = [(i, steps) for i in range(steps)]
+
+    def run(fn, *args, **kwargs):
+        calls = []
+        out = fn(*args, steps=steps, callback=lambda i, n: calls.append((i, n)), **kwargs)
+        assert calls == expected, (fn.__name__, calls)
+        assert torch.equal(out, fn(*args, steps=steps, **kwargs)), fn.__name__
+        return out
+    for guidance in (3.0, 1.0):
+        run(t2i_sample, m, ["a photo of a face"] * 2, noise, guidance=guidance)
+    latents = run(t2i_invert, m, run(t2i_sample, m, ["a sketch"] * 2, noise), "a sketch")
+    run(t2i_decode, m, latents, "a sketch")
+    run(t2i_decode, m, latents, "a sketch", guidance=2.0)
