@@ -1,11 +1,25 @@
 """Generator speed and memory on the CPU: the optimised path against the textbook reference path.
 
     python -m benchmarks.generator_speed [--sizes 256 1024] [--batches 1 4] [--repeats 3] [--json out.json]
+    python -m benchmarks.generator_speed --rosinality PATH [--sizes 256] [--repeats 5]
 
 Each cell (size, batch, mode, path) runs in its own process so the peak resident memory is that cell's
 alone. Both paths use the same random config-f weights (with the zero-initialised biases and noise
 strengths perturbed, so every op does work), the same z and the stored noise, and the script checks that
 their outputs agree within the project's tolerance (max |diff| < 1e-4) before reporting a speed-up.
+
+``--rosinality PATH`` (a checkout of rosinality/stylegan2-pytorch; nothing of it is part of this repository)
+adds rosinality's own ``Generator`` as a third column. Its ``model.py`` is imported from a temporary copy in
+which only ``op/``'s ``cpp_extension.load(...)`` calls are replaced by ``None`` (so its CPU code runs), the
+patch of ``tools/fixtures/make_rosinality_fixture.py``; its channel table stays config-f's. The random
+config-f weights are made by rosinality's model (biases and noise strengths perturbed as in that fixture),
+saved as a rosinality ``.pt`` and loaded by the project's own loader (:mod:`gan_adapt.formats.rosinality`),
+so all three paths run the same weights on the same z with the same stored noise buffers
+(``randomize_noise=False``). Before any timing the images of the three paths are compared (relative max
+difference, max |a - b| / max |b|, must be below 1e-5). The three paths then run in one process, in
+alternating turns (reference, optimised, rosinality, reference, ...) so that a change of machine load falls
+on all alike, and the load average at the start and the end is recorded. The results go to
+``benchmarks/results/generator_speed_rosinality.json`` (no peak memory column: one process).
 """
 from __future__ import annotations
 
@@ -75,6 +89,153 @@ def run_cell(size: int, batch: int, mode: str, impl: str, repeats: int, threads:
     return {"median_s": statistics.median(times), "min_s": min(times), "peak_rss_gb": peak_kb / 2 ** 20}
 
 
+# ---- side by side with rosinality's own model ------------------------------------------------------------
+
+def import_rosinality(repo: str):
+    """rosinality's ``model`` module from a checkout, its CUDA builds patched out (CPU code only).
+
+    Uses the fixture script's :func:`patched_copy` and then puts back the unpatched ``model.py`` (the fixture
+    also shrinks the channel tables; the benchmark needs config-f's), keeping only the ``op/`` patch."""
+    import importlib
+    import shutil
+    import tempfile
+
+    from tools.fixtures.make_rosinality_fixture import patched_copy
+    tmp = tempfile.mkdtemp(prefix="rosinality_")
+    patched_copy(repo, tmp)
+    shutil.copy(os.path.join(repo, "model.py"), os.path.join(tmp, "model.py"))
+    sys.path.insert(0, tmp)
+    try:
+        for name in [m for m in sys.modules if m == "model" or m == "op" or m.startswith("op.")]:
+            del sys.modules[name]
+        return importlib.import_module("model")
+    finally:
+        sys.path.remove(tmp)
+
+
+def rosinality_pair(model, size: int, seed: int = 0):
+    """(rosinality Generator, the project's Generator loaded from its state dict by the rosinality loader)."""
+    import tempfile
+
+    import torch
+    from torch import nn
+
+    from gan_adapt.formats import rosinality as rosinality_format
+    from tools.fixtures.make_rosinality_fixture import perturb
+    torch.manual_seed(seed)
+    theirs = model.Generator(size, 512, 8, channel_multiplier=2)
+    perturb(theirs, nn.Module())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "g.pt")
+        torch.save({"g_ema": theirs.state_dict()}, path)
+        ours = rosinality_format.load(path).g_ema
+    return theirs, ours
+
+
+def _rel_diff(a, b) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def side_by_side(repo: str, sizes, batches, modes, repeats: int, threads: int, out_json: str,
+                 tolerance: float = 1e-5) -> int:
+    """Reference, optimised and rosinality's own generator in one process, alternating turns."""
+    import copy
+
+    import torch
+    torch.set_num_threads(threads)
+    load_start = os.getloadavg()
+    model = import_rosinality(repo)
+    rows = []
+    paths = ("reference", "optimised", "rosinality")
+    header = (f"{'size':>5} {'batch':>5} {'mode':>8} | {'reference s':>11} {'optimised s':>11} {'rosinality s':>12} | "
+              f"{'vs ros':>7} {'vs ref':>7} | {'rel diff ros':>12} {'rel diff ref':>12}")
+    print(f"generator_speed --rosinality: config-f, {threads} threads, one process, load {load_start}")
+    print(header)
+    print("-" * len(header))
+    for size in sizes:
+        theirs, ours = rosinality_pair(model, size)
+        gens = {"reference": copy.deepcopy(ours).set_impl("ref"), "optimised": ours.set_impl("auto"),
+                "rosinality": theirs}
+        for batch in batches:
+            z = torch.randn(batch, 512, generator=torch.Generator().manual_seed(123))
+            with torch.no_grad():
+                imgs = {k: g.eval()([z], randomize_noise=False)[0] for k, g in gens.items()}
+            diffs = {k: _rel_diff(imgs[k], imgs["rosinality"]) for k in ("reference", "optimised")}
+            diff_opt_ref = _rel_diff(imgs["optimised"], imgs["reference"])
+            if max(diffs.values()) >= tolerance:
+                print(f"images differ at {size} px batch {batch}: {diffs} (tolerance {tolerance})", file=sys.stderr)
+                return 1
+            for mode in modes:
+                steps = {}
+                for k, g in gens.items():
+                    if mode == "fwd":
+                        g.eval().requires_grad_(False)
+                    else:
+                        g.train().requires_grad_(True)
+                    steps[k] = _step(g, z, mode)
+                grad_diff = None
+                if mode == "fwd+bwd":  # the gradients too: of every parameter, relative to rosinality's
+                    grads = {}
+                    for k, g in gens.items():
+                        steps[k]()
+                        grads[k] = {n: p.grad.clone() for n, p in g.named_parameters()}
+                    grad_diff = {k: max(_rel_diff(grads[k][n], grads["rosinality"][n]) for n in grads[k]
+                                        if grads["rosinality"][n].abs().max() > 0)
+                                 for k in ("reference", "optimised")}
+                for k in paths:  # warm-up
+                    steps[k]()
+                times = {k: [] for k in paths}
+                for _ in range(repeats):
+                    for k in paths:
+                        t0 = time.perf_counter()
+                        steps[k]()
+                        times[k].append(time.perf_counter() - t0)
+                med = {k: statistics.median(v) for k, v in times.items()}
+                row = {"size": size, "batch": batch, "mode": mode,
+                       **{k: {"median_s": med[k], "min_s": min(times[k]), "times_s": times[k]} for k in paths},
+                       "speedup_vs_rosinality": med["rosinality"] / med["optimised"],
+                       "speedup_vs_reference": med["reference"] / med["optimised"],
+                       "reference_vs_rosinality": med["rosinality"] / med["reference"],
+                       "image_rel_diff_to_rosinality": diffs, "image_rel_diff_optimised_to_reference": diff_opt_ref,
+                       "grad_rel_diff_to_rosinality": grad_diff}
+                rows.append(row)
+                print(f"{size:>5} {batch:>5} {mode:>8} | {med['reference']:>11.3f} {med['optimised']:>11.3f} "
+                      f"{med['rosinality']:>12.3f} | {row['speedup_vs_rosinality']:>6.2f}x "
+                      f"{row['speedup_vs_reference']:>6.2f}x | {diffs['optimised']:>12.1e} {diff_opt_ref:>12.1e}",
+                      flush=True)
+                for g in gens.values():
+                    g.zero_grad(set_to_none=True)
+    import torch as _t
+    Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+    with open(out_json, "w") as f:
+        json.dump({"threads": threads, "machine": platform.machine(), "processor": platform.processor(),
+                   "python": platform.python_version(), "torch": _t.__version__, "repeats": repeats,
+                   "rosinality_revision": _revision(repo), "tolerance_rel": tolerance,
+                   "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()),
+                   "rows": rows}, f, indent=2)
+    print(f"wrote {out_json}")
+    return 0
+
+
+def _revision(repo: str) -> str:
+    r = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else "unknown"
+
+
+def _step(g, z, mode):
+    import torch
+
+    def step():
+        if mode == "fwd":
+            with torch.no_grad():
+                return g([z], randomize_noise=False)[0]
+        g.zero_grad(set_to_none=True)
+        img = g([z], randomize_noise=False)[0]
+        img.square().mean().backward()
+        return img.detach()
+    return step
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
@@ -83,8 +244,15 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", default="benchmarks/results/generator_speed.json")
+    ap.add_argument("--rosinality", metavar="PATH",
+                    help="checkout of rosinality/stylegan2-pytorch: time its Generator side by side in one process")
     ap.add_argument("--_cell", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.rosinality:
+        out = args.json
+        if out == ap.get_default("json"):
+            out = "benchmarks/results/generator_speed_rosinality.json"
+        return side_by_side(args.rosinality, args.sizes, args.batches, args.modes, args.repeats, args.threads, out)
 
     if args._cell:  # child process: one measurement, printed as JSON
         size, batch, mode, impl, repeats, npy = args._cell
