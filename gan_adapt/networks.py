@@ -8,6 +8,8 @@ Two execution paths share the same parameters and give the same images (within 1
 - ``impl="ref"``: the textbook path: grouped modulated convolution over the batch and the reference ops.
 - ``impl="auto"`` (default): the optimised path: on the CPU a batch > 1 modulates activations instead of
   weights (one shared convolution for the whole batch instead of a grouped one, which oneDNN runs poorly),
+  and so does a single sample in the layers where its activations are fewer than the weights (the
+  equalised-lr scale goes into the per-channel multiplier, so the stored weight is convolved as it is),
   FIR filters run as depthwise convolutions, bias/activation/noise update in place where autograd allows;
   on CUDA the compiled kernels of :mod:`ops`.
 
@@ -201,7 +203,9 @@ class ModulatedConv2d(nn.Module):
         if self.domain_modulation is not None:
             mult = self.domain_modulation()
             weight_mult = mult if weight_mult is None else weight_mult * mult
-        if self.impl == "ref" or x.is_cuda or (x.shape[0] == 1 and weight_mult is None):
+        if self.impl == "ref" or x.is_cuda or (x.shape[0] == 1 and weight_mult is None
+                                               and x[0].numel() >= self.weight.numel()):
+            # one sample whose activations outnumber the weights: modulating the weights is cheaper
             return self._forward_fused(x, s, weight_mult), None
         return self._forward_activations(x, s, weight_mult)
 
@@ -255,7 +259,8 @@ class ModulatedConv2d(nn.Module):
         Mathematically identical to the fused path: conv(x * s, W) * d == conv(x, W * s * d) for per-sample
         s (input channels) and d (output channels).
         """
-        w = self.weight[0] * self.scale  # [O, I, k, k]
+        w = self.weight[0]  # [O, I, k, k]; the equalised-lr scale goes into the per-channel multiplier
+        s = s * self.scale
         mult = s if weight_mult is None else s * weight_mult.reshape(-1, self.in_channel)
         x = x * mult.reshape(x.shape[0], self.in_channel, 1, 1)
         if self.upsample:
