@@ -133,6 +133,26 @@ def test_the_speed_tables_are_the_committed_results(site):
         assert [float(c.split()[0]) for c in cells[3:6]] == pytest.approx(
             [1000 * r[k]["median_s"] for k in ("ref", "torch", "cuda")], abs=0.05)
         assert float(cells[6].rstrip("×")) == pytest.approx(r["speedup_cuda_vs_ref"], abs=0.005)
+    ros = json.loads((RESULTS / "generator_speed_rosinality.json").read_text())
+    rows = [_cells(r) for r in _table_rows(html, "StyleGAN2 generator against rosinality/stylegan2-pytorch")]
+    assert len(rows) == len(ros["rows"]) > 0
+    for cells, r in zip(rows, ros["rows"]):
+        assert cells[:3] == [str(r["size"]), str(r["batch"]), r["mode"]]
+        assert [float(c) for c in cells[3:6]] == pytest.approx(
+            [r[k]["median_s"] for k in ("rosinality", "reference", "optimised")], abs=0.005)
+        assert float(cells[6].rstrip("×")) == pytest.approx(r["speedup_vs_rosinality"], abs=0.005)
+        assert float(cells[7].rstrip("×")) == pytest.approx(r["speedup_vs_reference"], abs=0.005)
+        assert float(cells[8]) == pytest.approx(r["image_rel_diff_to_rosinality"]["optimised"], rel=0.05)
+    assert f"{ros['load_avg_start'][0]:.2f}" in html and f"{ros['load_avg_end'][0]:.2f}" in html
+    prof = json.loads((RESULTS / "generator_profile.json").read_text())["rows"]
+    rows = [_cells(r) for r in _table_rows(html, "Where the CPU generator spends its time")]
+    assert len(rows) == len(prof) > 0
+    for cells, r in zip(rows, prof):
+        assert cells[:2] == [str(r["batch"]), r["mode"]]
+        assert [float(c.rstrip(" %")) for c in cells[2:7]] == pytest.approx(
+            [100 * r["share"][k] for k in ("conv", "upfirdn", "activation", "modulation", "other")], abs=0.51)
+        assert [float(c.rstrip("×")) for c in cells[7:10]] == pytest.approx(
+            [r["step_median_s"], r["conv_only_median_s"], r["step_over_conv_only"]], abs=0.005)
     for name in ("parameterization_speed_64", "parameterization_speed_256"):
         steps = json.loads((RESULTS / f"{name}.json").read_text())["rows"]
         assert all(f"{s['trainable']:,}" in html for s in steps), name

@@ -166,9 +166,44 @@ def _oneshot_speed(d: dict) -> str:
                       "speed-up (CPU)", "direction vs reference (rel. diff.)"], rows))
 
 
+def _load_avg(d: dict) -> str:
+    def load(x):
+        return " / ".join(f"{v:.2f}" for v in x)
+    return f"load average (1 / 5 / 15 min) {load(d['load_avg_start'])} at the start, {load(d['load_avg_end'])} at the end"
+
+
+def _generator_speed_rosinality(d: dict) -> str:
+    def rel(x):
+        return "–" if x is None else f"{x:.1e}"
+    rows = [[str(r["size"]), str(r["batch"]), r["mode"], f"{r['rosinality']['median_s']:.2f}",
+             f"{r['reference']['median_s']:.2f}", f"{r['optimised']['median_s']:.2f}",
+             f"**{r['speedup_vs_rosinality']:.2f}×**", f"{r['speedup_vs_reference']:.2f}×",
+             rel(r["image_rel_diff_to_rosinality"]["optimised"]),
+             rel((r["grad_rel_diff_to_rosinality"] or {}).get("optimised"))] for r in d["rows"]]
+    return (f"{d['threads']} threads, {d['machine']}, torch {d['torch']}, rosinality/stylegan2-pytorch@"
+            f"{d['rosinality_revision'][:7]}; one process, the three paths in alternating turns, medians of "
+            f"{d['repeats']}. Measured on a loaded machine: {_load_avg(d)}.\n\n"
+            + _table(["size", "batch", "pass", "rosinality (s)", "reference (s)", "optimised (s)",
+                      "optimised vs rosinality", "optimised vs reference", "image rel. diff. to rosinality",
+                      "max grad rel. diff. to rosinality"], rows))
+
+
+def _generator_profile(d: dict) -> str:
+    cats = ("conv", "upfirdn", "activation", "modulation", "other")
+    rows = [[str(r["batch"]), r["mode"]] + [f"{100 * r['share'][c]:.0f} %" for c in cats]
+            + [f"{r['step_median_s']:.2f}", f"{r['conv_only_median_s']:.2f}", f"{r['step_over_conv_only']:.2f}×"]
+            for r in d["rows"]]
+    size = d["rows"][0]["size"]
+    return (f"config-f {size} px, optimised path, {d['threads']} threads, {d['machine']}, torch {d['torch']}; shares "
+            f"of the profiled self time; step and conv-only seconds are medians of {d['repeats']} alternating turns "
+            f"without the profiler. Measured on a loaded machine: {_load_avg(d)}.\n\n"
+            + _table(["batch", "pass"] + list(cats) + ["step (s)", "conv only (s)", "step / conv only"], rows))
+
+
 TABLES = {"generator_speed": _generator_speed, "generator_speed_cuda": _generator_speed_cuda,
           "parameterization_speed_64": _parameterization_speed, "parameterization_speed_256": _parameterization_speed,
-          "diffusion_speed": _diffusion_speed, "synthfaces_speed": _synthfaces_speed, "oneshot_speed": _oneshot_speed}
+          "diffusion_speed": _diffusion_speed, "synthfaces_speed": _synthfaces_speed, "oneshot_speed": _oneshot_speed,
+          "generator_speed_rosinality": _generator_speed_rosinality, "generator_profile": _generator_profile}
 
 
 def results_table(name: str, where: str) -> str:
