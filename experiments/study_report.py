@@ -602,7 +602,8 @@ def plot_fewshot_loss(cfg, rows, plots: Path) -> list[str]:
 def montage(title: str, cells: dict, row_labels: list[str], col_labels: list[str], path: Path) -> Path | None:
     """A labelled montage of cell sample grids: ``cells[(row, col)] = image path`` (first seed)."""
     if not any(p and Path(p).exists() for p in cells.values()):
-        return None  # e.g. a report rebuilt from results.json alone: the committed montage stays as it is
+        # e.g. a report rebuilt from results.json alone: the committed montage stays as it is, and stays shown
+        return path if path.exists() else None
     from PIL import Image
     plt = _plt()
     fig, axes = plt.subplots(len(row_labels), len(col_labels), figsize=(3.2 * len(col_labels),

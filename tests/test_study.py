@@ -406,6 +406,12 @@ def test_tables_show_bootstrap_intervals_and_the_regenerate_command(tmp_path):
     study = st.Study(cfg, quiet=True)
     study.write_report_from_results()
     assert (tmp_path / "quick" / "README.md").read_text() == readme
+    # a sample montage committed with the report stays shown when the cells' grids are gone (rebuilt from results)
+    assert "oneshot_image_samples.png" not in readme
+    (tmp_path / "quick" / "plots" / "oneshot_image_samples.png").write_bytes(b"\x89PNG committed montage")
+    study.write_report_from_results()
+    assert "![oneshot_image_samples.png](plots/oneshot_image_samples.png)" in \
+        (tmp_path / "quick" / "README.md").read_text()
 
 
 class _Stop(Exception):
