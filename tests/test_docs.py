@@ -159,6 +159,19 @@ def test_the_speed_tables_are_the_committed_results(site):
     assert "Generated from <code>benchmarks/results/diffusion_speed.json</code>" in html
 
 
+def test_the_backed_single_run_tables_are_their_results_files(site):
+    """The 10-shot cat and hypernetwork tables on the results page come from the committed results files (through
+    the generated reports), not from numbers copied by hand."""
+    html = (site / "results" / "index.html").read_text()
+    cat = json.loads((ROOT / "reports" / "fewshot_cat" / "results.json").read_text())
+    for row in cat["rows"].values():
+        assert f"<td>{row['fid']:.3f}</td>" in html and f"<td>{row['domain_l1']:.4f}</td>" in html, row["label"]
+    hyper = json.loads((ROOT / "reports" / "hyper_synthfaces" / "results.json").read_text())
+    for run in hyper["rows"].values():
+        for e in run["eval"].values():
+            assert e["prompt"] in html
+
+
 # ---- strictness: planted errors fail the build ------------------------------------------------------------------
 
 def _copy_site_config(tmp_path: Path) -> tuple[Path, dict]:
