@@ -59,16 +59,7 @@ def cell_step(size: int, batch: int, mode: str, impl: str, device: str = "cpu"):
         g.eval().requires_grad_(False)
     else:
         g.train().requires_grad_(True)
-
-    def step():
-        if mode == "fwd":
-            with torch.no_grad():
-                return g([z], randomize_noise=False)[0]
-        g.zero_grad(set_to_none=True)
-        img = g([z], randomize_noise=False)[0]
-        img.square().mean().backward()
-        return img.detach()
-    return step
+    return _step(g, z, mode)
 
 
 def run_cell(size: int, batch: int, mode: str, impl: str, repeats: int, threads: int, out_npy: str | None) -> dict:
