@@ -3,6 +3,8 @@
     python -m experiments.diffusion_fewshot_sweep run [--device cuda] [--budget 600] [--seed 0] [--only a,b]
                                                      [--stages 250,500,750,1000,2000,3000,4000]
     python -m experiments.diffusion_fewshot_sweep report [--runs runs/diffusion_sweep] [--out reports/diffusion_fewshot]
+    python -m experiments.diffusion_fewshot_sweep run --split test --only full,svd2e-2_1d_dsab_p1 --seed 1 \
+        --stages 250,500,750,1000 --runs runs/diffusion_sweep_test      # the chosen variant, on the test split
 
 ``run`` trains every variant of :data:`VARIANTS` (bundled SynthFaces DDPM -> "sketch", 10 shots, the configs
 ``configs/ddpm_fewshot_sketch_*.yaml`` plus overrides) in parallel processes, one per variant, and evaluates each
@@ -27,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+TEST_START = 100_000  # adapt_common.metrics.evaluate.TEST_START
 FULL = "configs/ddpm_fewshot_sketch_full.yaml"
 SVD = "configs/ddpm_fewshot_sketch_svdiff.yaml"
 DS = ["loss.pair=4", "loss.hf_pair=4", "loss.hf_mse=1"]  # the paper's weights
@@ -82,6 +85,8 @@ def _run_variant(name: str, args, deadline: float) -> None:
                f"exp.device={args.device}", f"exp.threads={args.threads}", f"evaluation.n={args.n_eval}",
                "evaluation.steps=25", "logging.sample_every=100000", "logging.checkpoint_every=500",
                "logging.log_every=50"] + (["--resume"] if (run_dir / "checkpoint.pt").exists() else [])
+        if args.split == "test":  # noises and eval sketches from TEST_START: numbers to report, never to choose by
+            cmd.append(f"evaluation.seed={TEST_START}")
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(5.0, deadline - time.time()))
         except subprocess.TimeoutExpired:
@@ -93,7 +98,7 @@ def _run_variant(name: str, args, deadline: float) -> None:
         last, prev = time.time() - t, stage
         report = json.loads((run_dir / "eval" / "report.json").read_text())
         report["variant"] = {"name": name, "label": label, "config": cfg, "overrides": overrides,
-                             "stage_wall_s": last, "device": args.device}
+                             "stage_wall_s": last, "device": args.device, "split": args.split}
         (res / f"eval_{stage}.json").write_text(json.dumps(report, indent=1))
         shutil.copy(run_dir / "eval" / "samples.png", res / f"samples_{stage}.png")
         shutil.copy(run_dir / "log.csv", res / "log.csv")
@@ -222,6 +227,9 @@ def main(argv=None) -> int:
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--n-eval", type=int, default=256)
     r.add_argument("--runs", default="runs/diffusion_sweep")
+    r.add_argument("--split", choices=["validation", "test"], default="validation",
+                   help="validation (noises and eval sketches from 0): choose variants on it; test (from 100000): "
+                        "re-run the chosen ones to report them")
     p = sub.add_parser("report")
     p.add_argument("--runs", default="runs/diffusion_sweep")
     p.add_argument("--out", default="reports/diffusion_fewshot")
