@@ -866,7 +866,7 @@ def diffusion_samples(model_dir: str, shift_files: list[str], scales: list[float
     seed_list = _seeds(seeds)
     size = unet.config.sample_size
     images = ddim_sample(unet, sched, noise_from_seeds(seed_list, (3, size, size)), steps,
-                         callback=lambda i, n: _report(progress, (i + 1) / n, "sampling"))
+                         callback=_step_report(progress, 0, steps, "sampling"))
     return _grid(images, min(4, len(seed_list)))
 
 
@@ -912,15 +912,12 @@ def diffusion_translate(model_dir: str, image: str, shift_files: list[str], scal
         raise ValueError("translation needs at least one shift file (the target domain)")
     x = read_upload(image, size=source.config.sample_size)
     target = _shifted(source, shift_files, scales)
-
-    def part(k, desc):  # the k-th of the three DDIM passes reports its share of the bar
-        if progress is None:
-            return None
-        return lambda i, n: _report(progress, min((k * n + i + 1) / (3 * n), 1.0), desc)
+    n = 3 * steps  # each of the three DDIM passes reports its share of the bar
     with torch.no_grad():
-        noise = ddim_invert(source, sched, x, steps, callback=part(0, "inverting"))
-        recon = ddim_decode(source, sched, noise, steps, callback=part(1, "plain reconstruction"))
-        out = ddim_decode(target, sched, noise, steps, callback=part(2, "translating"))
+        noise = ddim_invert(source, sched, x, steps, callback=_step_report(progress, 0, n, "inverting"))
+        recon = ddim_decode(source, sched, noise, steps,
+                            callback=_step_report(progress, steps, n, "plain reconstruction"))
+        out = ddim_decode(target, sched, noise, steps, callback=_step_report(progress, 2 * steps, n, "translating"))
     _report(progress, 1.0, "done")
     return _grid(torch.cat([x, recon, out]), 3)
 

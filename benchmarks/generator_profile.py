@@ -29,9 +29,7 @@ import contextlib
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -159,12 +157,8 @@ def conv_only_step(convs: list[dict], mode: str):
 
 
 def profile_cell(size: int, batch: int, mode: str, impl: str, repeats: int) -> dict:
-    from benchmarks.generator_speed import _build, _step
+    from benchmarks.generator_speed import _build, _step, alternating_times
     g = _build(size).set_impl(impl)
-    if mode == "fwd":
-        g.eval().requires_grad_(False)
-    else:
-        g.train().requires_grad_(True)
     z = torch.randn(batch, 512, generator=torch.Generator().manual_seed(123))
     step = _step(g, z, mode)
     lab = Labeller()
@@ -182,13 +176,7 @@ def profile_cell(size: int, batch: int, mode: str, impl: str, repeats: int) -> d
     conv_step = conv_only_step(lab.convs, mode)
     step()
     conv_step()
-    times = {"step": [], "conv_only": []}
-    for _ in range(repeats):  # alternating turns
-        for k, fn in (("step", step), ("conv_only", conv_step)):
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times, med = alternating_times({"step": step, "conv_only": conv_step}, repeats)
     return {"size": size, "batch": batch, "mode": mode, "impl": impl, "n_convs": len(lab.convs),
             "profiled_ms": {k: shares.get(k, 0.0) for k in CATEGORIES}, "profiled_total_ms": total_prof,
             "share": {k: shares.get(k, 0.0) / total_prof for k in CATEGORIES},

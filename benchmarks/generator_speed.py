@@ -55,10 +55,6 @@ def cell_step(size: int, batch: int, mode: str, impl: str, device: str = "cpu"):
     import torch
     g = _build(size).to(device).set_impl(impl)
     z = torch.randn(batch, 512, generator=torch.Generator().manual_seed(123)).to(device)
-    if mode == "fwd":
-        g.eval().requires_grad_(False)
-    else:
-        g.train().requires_grad_(True)
     return _step(g, z, mode)
 
 
@@ -157,13 +153,7 @@ def side_by_side(repo: str, sizes, batches, modes, repeats: int, threads: int, o
                 print(f"images differ at {size} px batch {batch}: {diffs} (tolerance {tolerance})", file=sys.stderr)
                 return 1
             for mode in modes:
-                steps = {}
-                for k, g in gens.items():
-                    if mode == "fwd":
-                        g.eval().requires_grad_(False)
-                    else:
-                        g.train().requires_grad_(True)
-                    steps[k] = _step(g, z, mode)
+                steps = {k: _step(g, z, mode) for k, g in gens.items()}
                 grad_diff = None
                 if mode == "fwd+bwd":  # the gradients too: of every parameter, relative to rosinality's
                     grads = {}
@@ -175,13 +165,7 @@ def side_by_side(repo: str, sizes, batches, modes, repeats: int, threads: int, o
                                  for k in ("reference", "optimised")}
                 for k in paths:  # warm-up
                     steps[k]()
-                times = {k: [] for k in paths}
-                for _ in range(repeats):
-                    for k in paths:
-                        t0 = time.perf_counter()
-                        steps[k]()
-                        times[k].append(time.perf_counter() - t0)
-                med = {k: statistics.median(v) for k, v in times.items()}
+                times, med = alternating_times(steps, repeats)
                 row = {"size": size, "batch": batch, "mode": mode,
                        **{k: {"median_s": med[k], "min_s": min(times[k]), "times_s": times[k]} for k in paths},
                        "speedup_vs_rosinality": med["rosinality"] / med["optimised"],
@@ -196,16 +180,27 @@ def side_by_side(repo: str, sizes, batches, modes, repeats: int, threads: int, o
                       flush=True)
                 for g in gens.values():
                     g.zero_grad(set_to_none=True)
-    import torch as _t
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
     with open(out_json, "w") as f:
         json.dump({"threads": threads, "machine": platform.machine(), "processor": platform.processor(),
-                   "python": platform.python_version(), "torch": _t.__version__, "repeats": repeats,
+                   "python": platform.python_version(), "torch": torch.__version__, "repeats": repeats,
                    "rosinality_revision": _revision(repo), "tolerance_rel": tolerance,
                    "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()),
                    "rows": rows}, f, indent=2)
     print(f"wrote {out_json}")
     return 0
+
+
+def alternating_times(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Each function of ``fns`` timed ``repeats`` times in alternating turns (A, B, A, B ...), so a change in the
+    machine's load hits all of them alike: (times in seconds, medians) by name."""
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times, {k: statistics.median(v) for k, v in times.items()}
 
 
 def _revision(repo: str) -> str:
@@ -214,7 +209,13 @@ def _revision(repo: str) -> str:
 
 
 def _step(g, z, mode):
+    """The step a cell times: a forward (``mode="fwd"``, eval, no gradients) or forward + backward of a scalar loss
+    (train mode, gradients on); it sets the generator up for the mode and returns the images."""
     import torch
+    if mode == "fwd":
+        g.eval().requires_grad_(False)
+    else:
+        g.train().requires_grad_(True)
 
     def step():
         if mode == "fwd":

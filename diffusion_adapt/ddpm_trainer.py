@@ -259,9 +259,9 @@ class DiffusionTrainer(LoopTrainer):
         def sample_target(noise):
             return self.sample(noise, ev.steps)
         domain = self.data.domain
-        first = self.cfg.exp.seed if ev.seed < 0 else ev.seed
+        first, offset = (self.cfg.exp.seed, 0) if ev.seed < 0 else (ev.seed, ev.seed)
         if domain is not None:
-            dom = synthfaces_domain(domain, eval_offset=0 if ev.seed < 0 else ev.seed)
+            dom = synthfaces_domain(domain, eval_offset=offset)
         else:
             images = self.data.images
             dom = EvalDomain(name=Path(self.cfg.data.source).name, kind="custom", prompt="a photo",

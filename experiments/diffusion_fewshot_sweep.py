@@ -29,7 +29,8 @@ import threading
 import time
 from pathlib import Path
 
-TEST_START = 100_000  # adapt_common.metrics.evaluate.TEST_START
+from adapt_common.metrics.evaluate import TEST_START
+
 FULL = "configs/ddpm_fewshot_sketch_full.yaml"
 SVD = "configs/ddpm_fewshot_sketch_svdiff.yaml"
 DS = ["loss.pair=4", "loss.hf_pair=4", "loss.hf_mse=1"]  # the paper's weights

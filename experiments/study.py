@@ -49,6 +49,7 @@ import torch
 
 from adapt_common.config import load_config
 from adapt_common.files import atomic_path
+from adapt_common.metrics.evaluate import TEST_START
 from gan_adapt.parameterizations import SPECS, spec
 
 # -- configuration -------------------------------------------------------------------------------------------
@@ -81,7 +82,7 @@ class StudyExp:
     # every cell is evaluated on the same latents / noises, from this seed, and against the SynthFaces eval images
     # from this index: the test split (adapt_common.metrics.evaluate.TEST_START), which no config, rate or step
     # count was chosen on (those use the validation split from 0, every trainer's own report)
-    eval_seed: int = 100_000
+    eval_seed: int = TEST_START
 
 
 @dataclass
@@ -493,8 +494,7 @@ class Study:
             f"exp.seed={seed}", f"exp.threads={exp.threads}", f"exp.device={exp.device}",
             f"training.iters={g.iters}", f"evaluation.n={g.n_eval}", f"evaluation.steps={g.ddim_steps}",
             f"evaluation.clip={exp.clip}", f"evaluation.features={exp.features}", f"evaluation.seed={exp.eval_seed}",
-            f"logging.sample_every={10 ** 9}",
-            f"logging.checkpoint_every={10 ** 9}", *g.extra])
+            f"logging.sample_every={10 ** 9}", f"logging.checkpoint_every={10 ** 9}", *g.extra])
         tr = DiffusionTrainer(cfg, quiet=True)
         res = tr.fit()
         export = Path(res["export"])
@@ -705,7 +705,8 @@ class Study:
         raise ValueError(f"exp.engine must be local, slurm or inline, got {e.engine!r}")
 
     def run_jobs(self, keys: list[str], label: str) -> None:
-        """Training cells as submitit jobs, ``exp.jobs`` at a time; each job runs :func:`run_cells_job` on `exp.cells_per_job` cells."""
+        """Training cells as submitit jobs, ``exp.jobs`` at a time; each job runs :func:`run_cells_job` on
+        ``exp.cells_per_job`` cells."""
         from omegaconf import OmegaConf
 
         from adapt_common.config import to_dict

@@ -376,8 +376,8 @@ def claims(cfg, parts: dict) -> list[str]:
     m = j.m
     lines = ["## The claims, checked", "",
              f"Each claim is a paired difference between two methods scored on the same evaluation latents, with its "
-             f"{cfg.report.level:.0%} interval over runs (seeds × domains, × reference images when image-guided) and latents (hierarchical "
-             "bootstrap; "
+             f"{cfg.report.level:.0%} interval over runs (seeds × domains, × reference images when image-guided) "
+             "and latents (hierarchical bootstrap; "
              f"{'Student' + chr(39) + 's t with its standard error' if cfg.report.student else 'percentile'}), "
              "read against a margin "
              f"set in the config (`report.margins`: gap closed {m['gap_closed']:g}, ground-truth L1 {m['l1']:g}, CLIP "
@@ -660,8 +660,9 @@ def write_report(cfg, results: list[dict], out_dir: Path) -> dict:
     for g in cfg.oneshot.guidance:
         cells = {(r["domain"], PARAM_NAMES.get(r["parameterization"], r["parameterization"])): r["grid"]
                  for r in parts["oneshot"] if r["guidance"] == g and r["seed"] == seed0 and not r.get("ref")}
-        if montage(f"one-shot, {g}-guided: per cell, source row over adapted row (seed {seed0}, first reference)", cells,
-                   list(cfg.oneshot.domains), [PARAM_NAMES.get(n, n) for n in cfg.oneshot.parameterizations],
+        title = f"one-shot, {g}-guided: per cell, source row over adapted row (seed {seed0}, first reference)"
+        if montage(title, cells, list(cfg.oneshot.domains),
+                   [PARAM_NAMES.get(n, n) for n in cfg.oneshot.parameterizations],
                    plots / f"oneshot_{g}_samples.png"):
             figs.append(f"oneshot_{g}_samples.png")
     cells = {(r["domain"], PARAM_NAMES.get(r["parameterization"], r["parameterization"])): r["grid"]

@@ -26,10 +26,11 @@ import json
 import time
 from pathlib import Path
 
+from adapt_common.metrics.evaluate import TEST_START
+
 REPORTS = Path("reports")
 RUNS = Path("runs/tables")
 BASE = "checkpoints/synthfaces_stylegan2.safetensors"
-TEST_START = 100_000  # adapt_common.metrics.evaluate.TEST_START (checked in tests)
 
 FEWSHOT_ROWS = {"affine_plus": ("Affine+", "configs/fewshot_cat_affine_plus.yaml"),
                 "affine_light_plus": ("AffineLight+", "configs/fewshot_cat_affine_light_plus.yaml")}

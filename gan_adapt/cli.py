@@ -168,11 +168,11 @@ def cmd_evaluate(args) -> int:
     adapted = bool(args.adapter or args.direction)
     report = evaluate(sample_target, args.domain, sample_source=sample_source, make_batch=make_batch, n=args.n,
                       batch=args.batch, clip=args.clip, features=args.features, out_dir=args.out, seed=seed,
-                      eval_offset=start, n_eval=args.n_eval, settings={"split": args.split, "ckpt": str(args.ckpt), "adapter": args.adapter,
-                                                    "directions": list(args.direction),
-                                                    "source_ckpt": str(source_ckpt),
-                                                    "source_is_target": source_ckpt == args.ckpt and not adapted,
-                                                    "truncation": args.truncation, "noise_mode": args.noise_mode})
+                      eval_offset=start, n_eval=args.n_eval,
+                      settings={"split": args.split, "ckpt": str(args.ckpt), "adapter": args.adapter,
+                                "directions": list(args.direction), "source_ckpt": str(source_ckpt),
+                                "source_is_target": source_ckpt == args.ckpt and not adapted,
+                                "truncation": args.truncation, "noise_mode": args.noise_mode})
     for line in summary_lines(report):
         print(line)
     print(f"wrote {report['files']['report']} and {report['files']['samples']}")

@@ -148,6 +148,13 @@ def _synthfaces_speed(d: dict) -> str:
             f"{d['repeats']}.\n\n" + _table(["threads", "size", "batch"] + domains, rows))
 
 
+def _load_avg(d: dict) -> str:
+    def load(x):
+        return " / ".join(f"{v:.2f}" for v in x)
+    return (f"load average (1 / 5 / 15 min) {load(d['load_avg_start'])} at the start, {load(d['load_avg_end'])} at "
+            "the end")
+
+
 def _oneshot_speed(d: dict) -> str:
     names = {"reference": "reference (the step as first written)", "optimised": "optimised",
              "fast_math": "optimised + `training.fast_math`"}
@@ -155,21 +162,11 @@ def _oneshot_speed(d: dict) -> str:
              f"{r['demo_300_steps_wall_s']:.0f}", f"{r['speedup_wall']:.2f}×", f"{r['speedup_cpu']:.2f}×",
              f"{r['direction_rel_diff']:.1e}" if r["direction_rel_diff"] else "0 (identical)"]
             for k, r in d["paths"].items()]
-
-    def load(x):
-        return " / ".join(f"{v:.2f}" for v in x)
     return (f"{d['steps']} steps per path on {d['threads']} thread (`{d['config']}`), torch {d['torch']}, "
-            f"{d['machine']}, {d['cpus']} CPUs. Measured on a loaded machine: load average (1 / 5 / 15 min) "
-            f"{load(d['load_avg_start'])} at the start and {load(d['load_avg_end'])} at the end, so wall times are "
+            f"{d['machine']}, {d['cpus']} CPUs. Measured on a loaded machine: {_load_avg(d)}, so wall times are "
             "what a user waits beside other jobs and CPU times are closer to a quiet core.\n\n"
             + _table(["step", "ms / step (wall)", "ms / step (CPU)", "300 steps + outputs, wall s", "speed-up (wall)",
                       "speed-up (CPU)", "direction vs reference (rel. diff.)"], rows))
-
-
-def _load_avg(d: dict) -> str:
-    def load(x):
-        return " / ".join(f"{v:.2f}" for v in x)
-    return f"load average (1 / 5 / 15 min) {load(d['load_avg_start'])} at the start, {load(d['load_avg_end'])} at the end"
 
 
 def _generator_speed_rosinality(d: dict) -> str:

@@ -166,10 +166,7 @@ def _is_latent_batch(x) -> bool:
 def real_vs_real_fid(domain: str, n: int, size: int, extractor) -> float:
     """FID between two disjoint sets of ``n`` real SynthFaces images of ``domain`` (the train and eval streams):
     the floor a perfect generator reaches with this sample size and feature extractor."""
-    from .. import synthfaces as sf
-    a = _images_of(sf.eval_set(domain, n, size))
-    b = sf.render_domain(sf.split_params("train", n), domain, size=size)
-    return fid_fn(extractor(b), extractor(a))
+    return real_vs_real(domain, n, size, extractor)["fid"]
 
 
 def real_vs_real(domain: str, n: int, size: int, extractor, kid_subsets: int = 100, kid_subset_size: int = 1000,
