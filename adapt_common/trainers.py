@@ -89,6 +89,15 @@ TRAINERS: dict[str, TrainerSpec] = {s.name: s for s in (
         "gan_adapt.training.hyper:HyperTrainer",
         (Export("hypernet", "export", "the hypernetwork (use it with `python -m gan_adapt hyper`)"),)),
     TrainerSpec(
+        "encoder", GAN,
+        "a style-invariant encoder: image -> the W latent of its source face under any style (one-shot "
+        "inversion that keeps the style out of the pair)",
+        "gan_adapt.training.encoder:EncoderTrainConfig", "gan_adapt.training.encoder:train",
+        "encoder.safetensors (use it with target.invert_encoder of one-shot runs), samples/, log.csv, "
+        "checkpoint.pt, eval.json with evaluation.n > 0",
+        "gan_adapt.training.encoder:EncoderTrainer",
+        (Export("encoder", "export", "the encoder (target.invert_encoder of one-shot runs)"),)),
+    TrainerSpec(
         "ddpm", DIFFUSION,
         "unconditional diffusion: pretraining, and few-shot adaptation (full or SVDiff) with DomainStudio's losses",
         "diffusion_adapt.ddpm_trainer:DiffTrainConfig", "diffusion_adapt.ddpm_trainer:train",

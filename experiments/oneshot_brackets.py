@@ -1,8 +1,10 @@
 """The brackets of a one-shot table: what doing nothing, a trivial recolouring and the reachable best score on a
-family of SynthFaces styles, with 95 % intervals.
+family of SynthFaces styles, with 95 % intervals, and the one-shot methods scored between them.
 
     python -m experiments.oneshot_brackets --family validation [--refs 2] [--n 256] [--out reports/brackets_validation]
-        [--methods analogy,oracle] [--seeds 1]
+        [--encoder checkpoints/synthfaces_encoder.safetensors] [--methods encoder_analogy,oracle:1] [--seeds 3]
+    python -m experiments.oneshot_brackets --merge a/results.json b/results.json --out reports/x   # side-by-side parts
+    python -m experiments.oneshot_brackets --compare a/results.json:ROW b/results.json:ROW        # paired verdicts
 
 For each style of the family and each reference image (the style's few-shot images 0..refs-1, whose true source
 faces SynthFaces knows), on held-out latents (z from seeds 100000.., never used in any training):
@@ -10,14 +12,20 @@ faces SynthFaces knows), on held-out latents (z from seeds 100000.., never used 
 - **identity**: the source generator unchanged (0 of the gap by definition; its error is the gap);
 - **colour map (user)**: a cubic recolouring fitted on what a user has, the reference and its inversion into the
   source generator (W+, pixel + CLIP loss, as ``python -m gan_adapt invert``), applied to G_s(w);
+- **colour map (user, encoder)** (with ``--encoder``): the same, the reference inverted by the style-invariant
+  encoder (:mod:`gan_adapt.encoder`) instead;
 - **colour map (privileged)**: the same fitted on the reference and its true source face (SynthFaces only).
 
 With ``--methods``, one-shot runs of the one-shot trainer are scored on the same latents, for every reference and
-seed (``--seeds``): each method is a config with overrides (:data:`METHODS`): ``analogy`` (configs/oneshot_analogy.yaml;
-its analogy T̂ applied directly to G_s(w) is reported too, as ``analogy (direct)``), ``clip`` (the image-guided CLIP
-direction of configs/oneshot_sketch_image.yaml) and ``oracle`` (the same StyleSpace direction trained on pixels
-against T(G_s(w)), ``loss.truth_l1``: the reachable best of the parameterization). Gap closed = 1 − error / identity error per latent set; intervals are hierarchical
-bootstrap intervals over references, then latents (``adapt_common.metrics.stats``).
+seed (``--seeds``, or ``name:k`` for k seeds of one method): each method is a config with overrides
+(:data:`METHODS`): ``encoder_analogy`` (configs/oneshot_encoder.yaml: the encoder's inversion, an image analogy of
+the pair, a StyleSpace direction trained on pixels towards it; its analogy applied directly to G_s(w) is reported
+too, as a "(direct)" row), ``analogy`` (configs/oneshot_analogy.yaml: the same from a source-domain optimisation
+inversion), ``clip`` (the image-guided CLIP direction of configs/oneshot_sketch_image.yaml) and ``oracle`` (the
+same StyleSpace direction trained on pixels against T(G_s(w)), ``loss.truth_l1``: the reachable best of the
+parameterization). Each run's wall time is recorded (``run_seconds``). Gap closed = 1 − error / identity error per
+latent set; intervals are hierarchical bootstrap intervals over references (and seeds), then latents
+(``adapt_common.metrics.stats``).
 """
 from __future__ import annotations
 
@@ -34,11 +42,21 @@ HELD_OUT_SEED = 100_000
 #: name -> (config file, overrides) of the one-shot methods ``--methods`` can run.
 METHODS = {
     "analogy": ("configs/oneshot_analogy.yaml", []),
+    "encoder_analogy": ("configs/oneshot_encoder.yaml", []),
+    # the same guide for the other one-shot parameterizations: conv-only StyleDomain direction, HyperDomainNet's
+    # domain modulation
+    "encoder_analogy_conv": ("configs/oneshot_encoder.yaml", ["training.parameterization=direction"]),
+    "encoder_analogy_dommod": ("configs/oneshot_encoder.yaml", ["training.parameterization=dommod"]),
     "clip": ("configs/oneshot_sketch_image.yaml", []),
     "oracle": ("configs/oneshot_analogy.yaml", ["loss.analogy_l1=0", "loss.truth_l1=1"]),
 }
-ROW_NAMES = {"colour_map_user": "colour map (user)", "colour_map_privileged": "colour map (privileged)",
-             "analogy_direct": "analogy (direct)", "analogy": "analogy → direction", "clip": "CLIP direction",
+ROW_NAMES = {"colour_map_user": "colour map (user)", "colour_map_encoder": "colour map (user, encoder)",
+             "colour_map_privileged": "colour map (privileged)",
+             "analogy_direct": "analogy (direct)", "analogy": "analogy → direction",
+             "encoder_analogy_direct": "encoder analogy (direct)", "encoder_analogy": "encoder analogy → direction",
+             "encoder_analogy_conv": "encoder analogy → conv direction",
+             "encoder_analogy_dommod": "encoder analogy → domain modulation",
+             "clip": "CLIP direction",
              "oracle": "oracle"}
 
 
@@ -63,9 +81,10 @@ def held_out_source(g, n: int) -> torch.Tensor:
 
 
 def run_method(method: str, style: str, ref: int, seed: int, generator: str, work_dir: Path, z: torch.Tensor,
-               source: torch.Tensor, truth: torch.Tensor, overrides: list[str] = ()) -> dict[str, list[float]]:
+               source: torch.Tensor, truth: torch.Tensor, overrides: list[str] = ()) -> dict:
     """One one-shot run of ``method`` for reference ``ref`` of ``style``: per-latent errors of its generator on latents
-    ``z`` (and of its analogy applied directly to ``source`` = G_s(z), for the analogy method)."""
+    ``z`` (and of its analogy applied directly to ``source`` = G_s(z), for the analogy methods), and the run's
+    wall time in seconds, set-up (inversion, analogy) and training together (``seconds``)."""
     import tempfile
 
     from adapt_common.config import load_config
@@ -76,21 +95,24 @@ def run_method(method: str, style: str, ref: int, seed: int, generator: str, wor
                                                      f"target.image=synthfaces:{style}/{ref}", f"exp.seed={seed}",
                                                      f"exp.run_dir={run}", "evaluation.n=0", "exp.threads=1",
                                                      f"target.domain={style}"])
-        tr = ClipTrainer(cfg, quiet=True)
+        t0 = time.time()
+        tr = ClipTrainer(cfg, quiet=True)  # the inversion and the analogy's fit happen here
         tr.fit()
-        out = {method: per_latent_error(render(tr.param.generator.eval(), z), truth).tolist()}
-        if tr.analogy is not None:
+        seconds = time.time() - t0
+        out = {method: per_latent_error(render(tr.param.generator.eval(), z), truth).tolist(), "seconds": seconds}
+        if tr.analogy is not None and f"{method}_direct" in ROW_NAMES:  # the variants fit the same analogy
             with torch.no_grad():
-                out["analogy_direct"] = per_latent_error(tr.analogy(source), truth).tolist()
+                out[f"{method}_direct"] = per_latent_error(tr.analogy(source), truth).tolist()
     return out
 
 
 def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 0, invert_steps: int = 300,
-             methods: tuple[str, ...] = (), seeds: int = 1, generator: str = "", z: torch.Tensor | None = None,
-             work_dir: Path | None = None, overrides: list[str] = ()) -> dict:
+             methods: tuple[str, ...] | dict[str, int] = (), seeds: int = 1, generator: str = "", z: torch.Tensor | None = None,
+             work_dir: Path | None = None, overrides: list[str] = (), encoder=None) -> dict:
     """The brackets of one style for generator ``g``, inversion CLIP ``guide`` and ``source`` =
     :func:`held_out_source` (rendered from latents ``z``), and the one-shot ``methods`` (``seeds`` runs per
-    reference, of the generator file ``generator``)."""
+    reference, of the generator file ``generator``; a dict gives each method its own count); with a style
+    ``encoder``, also the colour map fitted on the reference and the encoder's source face."""
     from adapt_common import synthfaces as sf
     from adapt_common.colour_map import ColourMap
     from gan_adapt.inversion import invert
@@ -100,20 +122,30 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
     references, _ = sf.fewshot_set(style, refs, size=g.size)
     true_sources, _ = sf.fewshot_set("photo", refs, size=g.size)
     rows = {"identity": [], "colour_map_user": [], "colour_map_privileged": []}
+    seconds: dict[str, list[float]] = {}  # wall time of each trained run
+    if encoder is not None:
+        rows["colour_map_encoder"] = []
     for r in range(refs):
         ref = references[r:r + 1]
         inv = invert(g, ref, clip=guide, seed=seed, steps=invert_steps)
-        for key, src in (("colour_map_user", inv.image.clamp(-1, 1)), ("colour_map_privileged", true_sources[r:r + 1])):
+        pairs = [("colour_map_user", inv.image.clamp(-1, 1)), ("colour_map_privileged", true_sources[r:r + 1])]
+        if encoder is not None:
+            pairs.append(("colour_map_encoder", encoder.invert(g, ref).image.clamp(-1, 1)))
+        for key, src in pairs:
             cmap = ColourMap.fit(src, ref)
             rows[key].append(per_latent_error(cmap(source), truth))
         rows["identity"].append(identity)
-        for method in methods:
-            for s in range(seeds):
-                for key, errs in run_method(method, style, r, s, generator, work_dir, z, source, truth, overrides).items():
+        counts = methods if isinstance(methods, dict) else {m: seeds for m in methods}
+        for method, k in counts.items():
+            for s in range(k):
+                out = run_method(method, style, r, s, generator, work_dir, z, source, truth, overrides)
+                seconds.setdefault(method, []).append(round(out.pop("seconds"), 1))
+                for key, errs in out.items():
                     rows.setdefault(key, []).append(torch.tensor(errs))
     return {"style": style, "family": sf.family_of(style), "kind": sf.STYLE_KIND.get(style, "train"), "refs": refs,
             "n": n, "identity_error": [r.tolist() for r in rows["identity"]],
-            "errors": {k: [r.tolist() for r in v] for k, v in rows.items() if k != "identity"}}
+            "errors": {k: [r.tolist() for r in v] for k, v in rows.items() if k != "identity"},
+            "run_seconds": seconds}
 
 
 def gap_interval(errors: list[list[float]], identity: list[list[float]]) -> dict:
@@ -147,9 +179,47 @@ def write_report(results: list[dict], out: Path, command: str) -> Path:
             cells.append(f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]")
         lines.append(f"| {r['style']} | {r['kind']} | {ident:.4f} | " + " | ".join(cells) + " |")
     lines.append("| **mean over styles** | | | " + " | ".join(f"{sum(v) / len(v):.3f}" for v in means.values()) + " |")
+    times: dict[str, list[float]] = {}
+    for r in results:
+        for method, secs in r.get("run_seconds", {}).items():
+            times.setdefault(method, []).extend(secs)
+    if times:
+        lines += ["", "Wall time of one run (set-up: inversion and analogy fit, then training; one thread per run): " +
+                  "; ".join(f"{ROW_NAMES.get(m, m)} {sum(t) / len(t):.0f} s (max {max(t):.0f} s, {len(t)} runs)"
+                            for m, t in times.items()) + "."]
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+#: What runs merged into one table must share.
+SAME_SETTINGS = ("generator", "family", "refs", "n", "methods", "seeds", "runs_per_reference", "overrides", "encoder",
+                 "held_out_seed")
+
+
+def merge(paths: list[Path]) -> dict:
+    """One results dict from runs of the same settings over disjoint styles, styles in the family's order; the
+    command records each part's command and the merge."""
+    from adapt_common import synthfaces as sf
+    parts = [json.loads(p.read_text()) for p in paths]
+    first = parts[0]
+    for p, r in zip(paths[1:], parts[1:]):
+        differ = [k for k in SAME_SETTINGS if r.get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"{p} was run with other settings than {paths[0]} ({', '.join(differ)}): only runs of "
+                             "the same settings over different styles merge into one table")
+    styles = [s for r in parts for s in r["styles"]]
+    names = [s["style"] for s in styles]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the runs overlap: {sorted(n for n in set(names) if names.count(n) > 1)} appear twice")
+    order = sf.styles_of_family(first["family"])
+    styles.sort(key=lambda s: order.index(s["style"]) if s["style"] in order else len(order))
+    command = "; ".join(r.get("command", str(p)) for p, r in zip(paths, parts))
+    merged = {k: first.get(k) for k in SAME_SETTINGS}
+    merged.update(seconds=round(sum(r.get("seconds", 0) for r in parts), 1), styles=styles,
+                  command=f"{command}; python -m experiments.oneshot_brackets --merge " +
+                          " ".join(str(p) for p in paths))
+    return merged
 
 
 def compare(first: tuple[Path, str], second: tuple[Path, str], margin: float) -> list[str]:
@@ -187,13 +257,19 @@ def main(argv=None) -> int:
     ap.add_argument("--compare", nargs=2, metavar="RESULTS.json:ROW",
                     help="instead of running: paired verdicts of the first row over the second (e.g. "
                          "reports/a/results.json:analogy reports/b/results.json:clip), printed as a table")
+    ap.add_argument("--merge", nargs="+", metavar="RESULTS.json",
+                    help="instead of running: one results file and table from several runs of the same family, "
+                         "settings and latents over different --styles (run side by side), written to --out")
     ap.add_argument("--margin", type=float, default=0.05, help="--compare: the margin of gap closed")
     ap.add_argument("--refs", type=int, default=2)
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--generator", default="checkpoints/synthfaces_stylegan2.safetensors")
     ap.add_argument("--clip", default="synthfaces", help="the CLIP of the inversion (the guide's, as a user has)")
     ap.add_argument("--invert-steps", type=int, default=300)
-    ap.add_argument("--methods", default="", help="comma-separated one-shot methods to run and score: "
+    ap.add_argument("--encoder", default="", help="a style encoder file: adds the colour map fitted on the reference "
+                                                  "and the encoder's source face")
+    ap.add_argument("--methods", default="", help="comma-separated one-shot methods to run and score (name:k: k "
+                                                    "seeds for that one instead of --seeds): "
                                                     + ", ".join(METHODS))
     ap.add_argument("--seeds", type=int, default=1, help="runs of each method per reference image")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -207,9 +283,25 @@ def main(argv=None) -> int:
             ap.error("--compare takes RESULTS.json:ROW twice")
         print("\n".join(compare(pairs[0], pairs[1], args.margin)))
         return 0
+    if args.merge:
+        if not args.out:
+            ap.error("--merge needs --out")
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        merged = merge([Path(p) for p in args.merge])
+        with atomic_path(out / "results.json") as tmp:
+            tmp.write_text(json.dumps(merged, indent=1))
+        command = merged["command"]
+        print(f"wrote {write_report(merged['styles'], out, command)} and results.json")
+        return 0
     if not args.family:
-        ap.error("--family is required (or --compare)")
-    methods = tuple(m for m in args.methods.split(",") if m)
+        ap.error("--family is required (or --compare, --merge)")
+    methods = {}  # name -> runs per reference ("oracle:1" gives a method its own count)
+    for item in (m for m in args.methods.split(",") if m):
+        name, _, k = item.partition(":")
+        if k and (not k.isdigit() or int(k) < 1):
+            ap.error(f"--methods {item}: the count after ':' must be a whole number >= 1")
+        methods[name] = int(k) if k else args.seeds
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         ap.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
@@ -228,20 +320,26 @@ def main(argv=None) -> int:
     from gan_adapt.formats import load_generator
     g = load_generator(args.generator).eval().requires_grad_(False)
     guide = load_clip(args.clip)
+    encoder = None
+    if args.encoder:
+        from gan_adapt.encoder import StyleEncoder
+        encoder = StyleEncoder.from_pretrained(args.encoder)
     z = held_out_latents(g, args.n)
     source = render(g, z)
     results = []
     from tqdm import tqdm
     for s in tqdm(styles, desc="styles"):
         results.append(brackets(s, args.refs, g, guide, source, invert_steps=args.invert_steps, methods=methods,
-                                seeds=args.seeds, generator=args.generator, z=z, work_dir=out, overrides=args.set))
+                                seeds=args.seeds, generator=args.generator, z=z, work_dir=out, overrides=args.set,
+                                encoder=encoder))
+    command = "python -m experiments.oneshot_brackets " + " ".join(argv if argv is not None else sys.argv[1:])
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps({"generator": args.generator, "family": args.family, "refs": args.refs, "n": args.n,
                                    "methods": {m: METHODS[m] for m in methods}, "seeds": args.seeds,
-                                   "overrides": args.set,
+                                   "runs_per_reference": methods,
+                                   "overrides": args.set, "encoder": args.encoder,
                                    "held_out_seed": HELD_OUT_SEED, "seconds": round(time.time() - t0, 1),
-                                   "styles": results}, indent=1))
-    command = "python -m experiments.oneshot_brackets " + " ".join(argv if argv is not None else sys.argv[1:])
+                                   "command": command.strip(), "styles": results}, indent=1))
     print(f"wrote {write_report(results, out, command.strip())} and results.json ({time.time() - t0:.0f} s)")
     return 0
 

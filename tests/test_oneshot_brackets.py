@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from experiments import oneshot_brackets as ob
 
@@ -10,7 +11,7 @@ from experiments import oneshot_brackets as ob
 def test_brackets_on_the_validation_family(tmp_path):
     out = tmp_path / "b"
     assert ob.main(["--family", "validation", "--refs", "2", "--n", "16", "--invert-steps", "5",
-                    "--out", str(out)]) == 0
+                    "--encoder", "checkpoints/synthfaces_encoder.safetensors", "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     styles = {r["style"]: r for r in res["styles"]}
     assert set(styles) == {"tritone", "chalkboard", "scanlines", "dither", "retro_monitor"}
@@ -26,6 +27,24 @@ def test_brackets_on_the_validation_family(tmp_path):
     assert iv["mean"] == pytest.approx(float(gap.mean()), abs=1e-9) and iv["low"] <= iv["mean"] <= iv["high"]
     table = (out / "README.md").read_text()
     assert "| tritone | colour map |" in table and "python -m experiments.oneshot_brackets" in table
+    assert "colour map (user, encoder)" in table
+    # the encoder row by hand: a colour map fitted on (G(E(reference)), reference), applied to the held-out source
+    from adapt_common import synthfaces as sf
+    from adapt_common.colour_map import ColourMap
+    from gan_adapt.encoder import StyleEncoder
+    from gan_adapt.formats import load_generator
+    from gan_adapt.seeds import z_from_seeds
+    g = load_generator("checkpoints/synthfaces_stylegan2.safetensors").eval()
+    enc = StyleEncoder.from_pretrained("checkpoints/synthfaces_encoder.safetensors")
+    with torch.no_grad():
+        source = g.generate(z_from_seeds(list(range(100000, 100016)), g.style_dim)).clamp(-1, 1)
+        ref = sf.fewshot_set("tritone", 2, size=64)[0][1:2]
+        w = enc(ref)
+        face = g.generate(w=w).clamp(-1, 1)
+        mapped = ColourMap.fit(face, ref)(source)
+        truth = sf.apply_domain(source, "tritone").clamp(-1, 1)
+        by_hand = ((mapped.clamp(-1, 1) - truth).abs() / 2).mean(dim=(1, 2, 3)).numpy()
+    assert np.allclose(np.asarray(tri["errors"]["colour_map_encoder"][1]), by_hand, atol=1e-5)
 
 
 def test_trained_methods_are_scored_on_the_same_latents(tmp_path):
@@ -75,3 +94,33 @@ def test_compare_gives_paired_verdicts_with_a_margin(tmp_path, capsys):
     (tmp_path / "b.json").write_text(json.dumps(b))
     with pytest.raises(ValueError, match="not paired"):
         ob.main(["--compare", *pair])
+
+
+def test_merge_joins_runs_over_other_styles_and_refuses_mismatches(tmp_path, capsys):
+    """Runs side by side over disjoint styles merge into one table in the family's order; runs of other settings
+    or overlapping styles are refused."""
+    rng = np.random.default_rng(1)
+
+    def part(name, styles, n=4, **settings):
+        r = {"generator": "G", "family": "validation", "refs": 1, "n": n, "methods": {}, "seeds": 1, "overrides": [],
+             "encoder": "", "held_out_seed": 100000, "seconds": 10.0, "command": f"cmd {name}",
+             "styles": [{"style": s, "family": "validation", "kind": "k", "refs": 1, "n": n,
+                         "identity_error": [rng.uniform(0.1, 0.2, n).tolist()],
+                         "errors": {"colour_map_user": [rng.uniform(0.0, 0.1, n).tolist()]}} for s in styles]}
+        r.update(settings)
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(r))
+        return path
+    a, b = part("a", ["dither", "retro_monitor"]), part("b", ["tritone", "chalkboard"])
+    out = tmp_path / "m"
+    assert ob.main(["--merge", str(a), str(b), "--out", str(out)]) == 0
+    merged = json.loads((out / "results.json").read_text())
+    assert [s["style"] for s in merged["styles"]] == ["tritone", "chalkboard", "dither", "retro_monitor"]
+    assert merged["seconds"] == 20.0 and "cmd a" in merged["command"] and "--merge" in merged["command"]
+    rows = [line.split(" | ")[0].strip("| ") for line in (out / "README.md").read_text().splitlines()
+            if line.startswith("| ") and "kind" not in line]
+    assert rows[:4] == ["tritone", "chalkboard", "dither", "retro_monitor"]
+    with pytest.raises(ValueError, match="other settings.*n"):
+        ob.merge([a, part("c", ["scanlines"], n=8)])
+    with pytest.raises(ValueError, match="overlap"):
+        ob.merge([a, part("d", ["dither"])])

@@ -42,7 +42,8 @@ def test_train_help_lists_every_trainer_and_every_key_with_its_meaning(command, 
     out = _help(gan_cli.main if command == GAN else diffusion_cli.main, capsys)
     flat = " ".join(out.split())  # the meanings are wrapped over lines
     specs = trainers_of(command)
-    assert {s.name for s in specs} == ({"adversarial", "clip", "hyper"} if command == GAN else {"ddpm", "t2i"})
+    assert {s.name for s in specs} == ({"adversarial", "clip", "hyper", "encoder"} if command == GAN
+                                       else {"ddpm", "t2i"})
     for spec in specs:
         assert re.search(rf"^{spec.name}: ", out, re.M), f"{spec.name} is not listed"
         assert " ".join(spec.summary.split()) in flat
@@ -142,6 +143,19 @@ def test_export_hyper(tmp_path, tiny_ckpt_clip, capsys):
     assert gan_cli.main(["export", str(run), "--adapter", str(tmp_path / "a.safetensors")]) == 2
     assert "--hypernet" in capsys.readouterr().err
     assert not (tmp_path / "a.safetensors").exists()
+
+
+def test_export_encoder(tmp_path, base, capsys):
+    from gan_adapt.encoder import StyleEncoder
+    run = tmp_path / "run"
+    _train(["exp.trainer=encoder", f"base={base}", f"exp.run_dir={run}", "data.bank=16", "training.batch=4",
+            "training.iters=2", "encoder.width=4", "encoder.max_width=8", *FAST])
+    _export(run, capsys, encoder=tmp_path / "e.safetensors")
+    exported = StyleEncoder.from_pretrained(tmp_path / "e.safetensors")
+    _same_tensors(exported.state_dict(), StyleEncoder.from_pretrained(run / "encoder.safetensors").state_dict())
+    assert exported.config.input_size == 32  # the tiny generator's size
+    assert gan_cli.main(["export", str(run), "--direction", str(tmp_path / "d.safetensors")]) == 2
+    assert "--encoder" in capsys.readouterr().err
 
 
 def test_every_gan_trainer_has_an_export_test():

@@ -70,12 +70,16 @@ class TargetConfig:
                                                "(0: a plain inversion, which may reproduce the style itself)")
     contrast_prompts: list = setting(list(CONTRAST_PROMPTS), "the styles a source-domain inversion must not look "
                                                              "like (default: the other SynthFaces domains' prompts)")
+    invert_encoder: str = setting("", "a style-invariant encoder file (exp.trainer: encoder) that inverts the "
+                                      "reference to its source face in one pass, instead of the optimisation (the "
+                                      "invert_* keys above then do not apply)")
 
 
 @dataclass
 class AnalogySection:
     steps: int = setting(600, "most training steps of the analogy's residual net; the count used is chosen on the "
-                              "right half of the (inverted source, reference) pair, after fitting on the left half")
+                              "right half of the (inverted source, reference) pair, after fitting on the left half "
+                              "(0: the colour map alone)")
     width: int = setting(32, "channels of the residual net")
     depth: int = setting(3, "conv layers of the residual net")
     degree: int = setting(3, "degree of the colour map's polynomial")
@@ -249,11 +253,19 @@ class ClipTrainer(LoopTrainer):
             if self.reference is None:
                 raise ValueError("loss.clip_ref / clip_within / rec_l2 / analogy_l1 need an image target "
                                  "(target.image)")
-            from ..inversion import invert
-            source_domain = dict(source_prompt=tg.source_text, contrast_prompts=list(tg.contrast_prompts),
-                                 prompt_weight=tg.invert_prompt_weight) if tg.invert_prompt_weight > 0 else {}
-            inv = invert(self.source, self.reference, steps=tg.invert_steps, space=tg.invert_space,
-                         clip=self.guide.clips[0], seed=cfg.exp.seed, **source_domain)
+            if tg.invert_encoder:
+                from ..encoder import StyleEncoder
+                if tg.invert_prompt_weight > 0:
+                    raise ValueError("target.invert_encoder inverts in one pass, without the source-domain prompt "
+                                     "term: set target.invert_prompt_weight=0")
+                inv = StyleEncoder.from_pretrained(tg.invert_encoder).to(self.device).invert(self.source,
+                                                                                             self.reference)
+            else:
+                from ..inversion import invert
+                source_domain = dict(source_prompt=tg.source_text, contrast_prompts=list(tg.contrast_prompts),
+                                     prompt_weight=tg.invert_prompt_weight) if tg.invert_prompt_weight > 0 else {}
+                inv = invert(self.source, self.reference, steps=tg.invert_steps, space=tg.invert_space,
+                             clip=self.guide.clips[0], seed=cfg.exp.seed, **source_domain)
             self.w_ref, self.inverted = inv.w, inv.image.clamp(-1, 1)
             with torch.no_grad():
                 self.emb_ref = self.guide.encode_images(self.reference.to(self.device))
