@@ -33,6 +33,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 ROOT = Path(__file__).resolve().parent
 BUNDLED_G = ROOT / "checkpoints" / "synthfaces_stylegan2.safetensors"
 BUNDLED_DIRECTIONS = ROOT / "checkpoints" / "directions"
+#: The style encoder of the bundled generator: image targets on that generator train with it (configs/oneshot_encoder.yaml).
+BUNDLED_ENCODER = ROOT / "checkpoints" / "synthfaces_encoder.safetensors"
 BUNDLED_DDPM = ROOT / "checkpoints" / "synthfaces_ddpm"
 #: The Diffusion tab's bundled shift file: the bundled DDPM adapted to SynthFaces' 10 sketches (SVDiff; see
 #: checkpoints/README.md for the command, configs/ddpm_sketch_svdiff_bundled.yaml).
@@ -524,18 +526,25 @@ def app_run_folder(domain: str, root: Path | None = None) -> Path:
             name, i = f"{base}_{i}", i + 1
 
 
+def adapt_recipe(ckpt: str, image: str | None) -> str:
+    """The config file an Adapt-tab run starts from (see :func:`adapt_config`)."""
+    bundled = Path(project_path(ckpt)).resolve() == BUNDLED_G.resolve()
+    return "oneshot_encoder.yaml" if image and bundled and BUNDLED_ENCODER.is_file() else "oneshot_sketch_image.yaml"
+
+
 def adapt_config(ckpt: str, image: str | None, prompt: str, parameterization: str, iters: int, run: Path,
                  clip: str):
-    """The one-shot config of an Adapt-tab run: configs/oneshot_sketch_image.yaml with the tab's choices and the
-    parameterization's own learning rate and betas (gan_adapt.parameterizations.SPECS), no end-of-run report. The
-    CLI trains the same with ``python -m gan_adapt train --config configs/oneshot_sketch_image.yaml`` and these
-    keys as overrides."""
+    """The one-shot config of an Adapt-tab run: the tab's choices and the parameterization's own learning rate and
+    betas (gan_adapt.parameterizations.SPECS), no end-of-run report, on configs/oneshot_encoder.yaml for an image on
+    the bundled generator (the style encoder and an image analogy guide it: the validation styles' best guide) and
+    configs/oneshot_sketch_image.yaml otherwise (CLIP-guided: a prompt, or a generator without an encoder). The CLI
+    trains the same with ``python -m gan_adapt train --config <that file>`` and these keys as overrides."""
     from adapt_common.config import load_config
     from gan_adapt.training.clip_guided import OneShotConfig
     spec = adapt_parameterizations()[parameterization]
     overrides = [f"training.iters={int(iters)}", "evaluation.n=0", f"training.lr={spec.oneshot_lr}",
                  f"training.betas=[{spec.oneshot_betas[0]},{spec.oneshot_betas[1]}]"]
-    cfg = load_config(OneShotConfig, [ROOT / "configs" / "oneshot_sketch_image.yaml"], overrides)
+    cfg = load_config(OneShotConfig, [ROOT / "configs" / adapt_recipe(ckpt, image)], overrides)
     # The user's strings go onto the loaded config as they are: through a key=value override OmegaConf would read
     # them as YAML and interpolations ("${oc.env:HOME}" the home path, "null" None, "a: b" a mapping).
     cfg.base = os.path.abspath(project_path(ckpt))
@@ -626,7 +635,9 @@ def adapt(ckpt: str, image: str | None, prompt: str, parameterization: str, iter
         if event[0] == "step":
             _, step, stats = event
             _report(progress, step / cfg.training.iters, "training")
-            yield (f"step {step}/{cfg.training.iters}: direction loss {stats.get('direction', 0):.3f}",
+            loss = (f"analogy L1 {stats['analogy_l1']:.3f}" if "analogy_l1" in stats
+                    else f"direction loss {stats.get('direction', 0):.3f}")
+            yield (f"step {step}/{cfg.training.iters}: {loss}",
                    _png(run / "samples" / f"step{step:06d}.png"), None)
         elif event[1]["stopped"]:
             _report(progress, 1.0, "cancelled")
@@ -978,9 +989,10 @@ def adapt_help() -> str:
     what trains, the trainable count on config-f 1024), and how long it takes."""
     kinds = "\n".join(f"- `{n}`: {s.trains} ({s.count_1024:,} values on a 1024 px StyleGAN2)"
                        for n, s in adapt_parameterizations().items())
-    return ("**Adapt** trains a new domain from one reference image or a text prompt: CLIP-guided, only a small "
-            "set of values trains while the generator stays frozen, and the result is a direction file for the "
-            "library. What trains:\n" + kinds + "\n\nThe bar counts training steps; 20 iterations took 16 s on "
+    return ("**Adapt** trains a new domain from one reference image or a text prompt: only a small set of values "
+            "trains while the generator stays frozen, and the result is a direction file for the library. A prompt "
+            "is CLIP-guided; an image on the bundled generator is guided by the bundled style encoder (it finds the "
+            "reference's unstyled face) and an image analogy of that pair, trained on pixels. What trains:\n" + kinds + "\n\nThe bar counts training steps; 20 iterations took 16 s on "
             "one loaded CPU core, loading CLIP included. Cancel keeps a checkpoint in the run folder.")
 
 

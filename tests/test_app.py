@@ -684,6 +684,31 @@ def _tensors(path):
 
 
 @pytest.mark.timeout(300)
+def test_an_image_on_the_bundled_generator_trains_with_the_style_encoder(tmp_path):
+    """On the bundled generator an uploaded image is guided by the bundled style encoder: the tab's direction equals
+    `python -m gan_adapt train --config configs/oneshot_encoder.yaml`'s for the same keys, and the status reports the
+    analogy's L1; a prompt, or an image on another generator, keeps the CLIP-guided recipe."""
+    from adapt_common.synthfaces import fewshot_set
+    from adapt_common.image_io import save_image
+    from gan_adapt.cli import main
+    ckpt = str(app.BUNDLED_G)
+    ref = tmp_path / "ref.png"
+    save_image(fewshot_set("chalkboard", 1, size=64)[0][0], ref)
+    assert app.adapt_recipe(ckpt, str(ref)) == "oneshot_encoder.yaml"
+    assert app.adapt_recipe(ckpt, None) == app.adapt_recipe(str(tmp_path / "other.pt"), str(ref)) \
+        == "oneshot_sketch_image.yaml"
+    steps = list(app.adapt(ckpt, str(ref), "", "stylespace", 3, every=1, run_dir=str(tmp_path / "app")))
+    assert steps[-1][0].startswith("done") and all("analogy L1" in st for st, _, _ in steps[1:-1])
+    assert (tmp_path / "app" / "analogy.png").is_file()
+    assert main(["train", "--config", "configs/oneshot_encoder.yaml", f"target.image={ref}", "target.domain=ref",
+                 f"exp.run_dir={tmp_path / 'cli'}", "training.iters=3", "evaluation.n=0", "training.lr=0.08"]) == 0
+    mine, theirs = _tensors(steps[-1][2]), _tensors(tmp_path / "cli" / "direction.safetensors")
+    assert mine.keys() == theirs.keys() and any(v.abs().max() > 0 for v in mine.values())
+    for k in mine:
+        torch.testing.assert_close(mine[k], theirs[k], rtol=0, atol=1e-6)
+
+
+@pytest.mark.timeout(300)
 def test_adapt_trains_as_the_cli_does_into_a_run_folder_like_the_clis(world, tiny_ckpt_clip):
     """The Adapt tab runs the CLI's trainer and loop: for the same image or prompt, seed, parameterization and
     iterations its direction equals `python -m gan_adapt train`'s with the equivalent config, and its run folder
