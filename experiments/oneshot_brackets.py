@@ -222,9 +222,23 @@ def merge(paths: list[Path]) -> dict:
     return merged
 
 
+def per_reference(runs: list, refs: int) -> list:
+    """A row's runs, one per reference image: a row of k seeds per reference (runs in reference-major order, as
+    :func:`brackets` appends them) is averaged over its seeds per latent, so that it pairs with a row of one run per
+    reference (a colour map, a one-seed method)."""
+    import numpy as np
+    if len(runs) == refs:
+        return runs
+    if refs < 1 or len(runs) % refs:
+        raise ValueError(f"{len(runs)} runs are not a whole number of seeds for each of {refs} references")
+    k = len(runs) // refs
+    return [np.mean(runs[i * k:(i + 1) * k], axis=0) for i in range(refs)]
+
+
 def compare(first: tuple[Path, str], second: tuple[Path, str], margin: float) -> list[str]:
     """Paired verdicts "first beats second by more than ``margin`` of the gap", per style and pooled over styles,
-    from two results files of the same family, references, seeds and latents (rows ``key`` of each)."""
+    from two results files (or one) of the same family, references and latents (rows ``key`` of each). Runs pair by
+    reference image: a row with several seeds per reference is averaged over them (:func:`per_reference`)."""
     import numpy as np
 
     from adapt_common.metrics.stats import paired_difference, verdict_better
@@ -238,8 +252,8 @@ def compare(first: tuple[Path, str], second: tuple[Path, str], margin: float) ->
     pooled_a, pooled_b = [], []
     for sa, sb in zip(ra["styles"], rb["styles"]):
         ident = float(np.mean(sa["identity_error"][0]))
-        a = [1 - np.asarray(e) / ident for e in sa["errors"][ka]]
-        b = [1 - np.asarray(e) / ident for e in sb["errors"][kb]]
+        a, b = ([1 - np.asarray(e) / ident for e in s["errors"][k]] for s, k in ((sa, ka), (sb, kb)))
+        a, b = per_reference(a, sa.get("refs", len(a))), per_reference(b, sb.get("refs", len(b)))
         d = paired_difference(a, b)
         lines.append(f"| {sa['style']} | {d} | {verdict_better(d, margin)} |")
         pooled_a += a

@@ -124,3 +124,21 @@ def test_merge_joins_runs_over_other_styles_and_refuses_mismatches(tmp_path, cap
         ob.merge([a, part("c", ["scanlines"], n=8)])
     with pytest.raises(ValueError, match="overlap"):
         ob.merge([a, part("d", ["dither"])])
+
+
+def test_compare_pairs_a_row_of_several_seeds_with_one_run_per_reference(tmp_path, capsys):
+    """A method with 3 seeds per reference against a one-run-per-reference row: the seeds are averaged per reference
+    (runs in reference-major order), so a method whose seeds err by 0.1, 0.2 and 0.3 x the identity error less than
+    the baseline on every latent is 0.2 of the gap ahead, exactly."""
+    n, ident = 6, [0.2] * 6
+    base = [[0.15] * n, [0.12] * n]
+    seeds = [[b[0] - d * 0.2] * n for b in base for d in (0.1, 0.2, 0.3)]
+    res = {"n": n, "held_out_seed": 100000, "styles": [{"style": "tritone", "refs": 2, "identity_error": [ident] * 2,
+                                                         "errors": {"a": seeds, "b": base}}]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(res))
+    lines = ob.compare((path, "a"), (path, "b"), 0.05)
+    diff = float(lines[2].split(" | ")[1].split(" [")[0])
+    assert diff == pytest.approx(0.2, abs=1e-9) and "holds" in lines[2]
+    with pytest.raises(ValueError, match="whole number of seeds"):
+        ob.per_reference([np.zeros(3)] * 5, 2)
