@@ -1,6 +1,6 @@
 """The config keys every trainer shares, defined once, and the helpers that give every key its one-line meaning.
 
-Each trainer's config (the six in :mod:`adapt_common.trainers`) is built from these pieces:
+Each trainer's config (the seven in :mod:`adapt_common.trainers`) is built from these pieces:
 
 ``base``
     The one key for the model a run starts from: the StyleGAN2 checkpoint a GAN run adapts, the diffusion model
