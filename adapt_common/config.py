@@ -177,10 +177,6 @@ POSITIVE_INT_KEYS = frozenset({
     "transformer_layers", "eval_per_domain"})
 
 
-#: Full keys whose name is a count elsewhere but where 0 means something (the colour map alone, no residual net).
-ZERO_ALLOWED_KEYS = frozenset({"analogy.steps"})
-
-
 def _positive_required(name: str) -> bool:
     return name in POSITIVE_INT_KEYS or name.endswith("_every")
 
@@ -194,8 +190,11 @@ def check_values(cfg: Any, prefix: str = "") -> None:
             check_values(value, key + ".")
         elif isinstance(value, bool):
             continue
+        elif isinstance(value, int) and "minimum" in f.metadata:  # the schema's own bound
+            if value < f.metadata["minimum"]:
+                raise ConfigError(f"{key}={value}: give a whole number >= {f.metadata['minimum']}")
         elif isinstance(value, int):
-            if _positive_required(f.name) and value < 1 and not (value == 0 and key in ZERO_ALLOWED_KEYS):
+            if _positive_required(f.name) and value < 1:
                 raise ConfigError(f"{key}={value}: give a whole number >= 1 (it is a count, a size or a cadence "
                                   "in steps)")
             if value < 0 and "seed" not in f.name:

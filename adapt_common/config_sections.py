@@ -30,11 +30,14 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def setting(default: Any, help: str) -> Any:
-    """A config key: its default and its one-line meaning (``train --help`` prints both)."""
+def setting(default: Any, help: str, minimum: int | None = None) -> Any:
+    """A config key: its default and its one-line meaning (``train --help`` prints both). ``minimum``: the least
+    whole number the key takes, where the check by name (``adapt_common.config.check_values``) would be wrong for
+    it (a count named ``steps`` where 0 means something)."""
+    meta = {"help": help} if minimum is None else {"help": help, "minimum": minimum}
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def section(cls: type, help: str, **defaults: Any) -> Any:

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from .synthfaces.colour import luminance
 from .synthfaces.transforms import gaussian_blur, sobel, value_noise
 
-KINDS = ("colour", "line", "texture", "geometry")
 _BAYER4 = torch.tensor([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]], dtype=torch.float32) / 16
 
 
@@ -140,6 +139,7 @@ def geometry_op(u: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 _OPS = {"colour": colour_op, "line": line_op, "texture": texture_op, "geometry": geometry_op}
+KINDS = tuple(_OPS)  # the kinds of operation, in the order the draws index them
 
 
 def random_style(u: torch.Tensor, gen: torch.Generator, max_ops: int = 3) -> torch.Tensor:

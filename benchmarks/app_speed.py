@@ -9,7 +9,6 @@ between calls, as when a slider moves. Target: well under a second on 2 CPU core
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -17,6 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import write_json
 
 
 def main(argv=None) -> int:
@@ -61,11 +62,8 @@ def main(argv=None) -> int:
     print(f"app_speed: Mix grid of {n} images at {g.size} px ({Path(ckpt).name}), 2 directions, {args.threads} threads")
     print(f"re-render after a slider move: median {med * 1000:.0f} ms, max {max(times) * 1000:.0f} ms "
           f"over {args.repeats} moves")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"ckpt": Path(ckpt).name, "size": g.size, "images": n,
-                                           "threads": args.threads, "median_s": med, "max_s": max(times),
-                                           "machine": platform.machine()}, indent=2))
-    print(f"wrote {args.json}")
+    write_json(args.json, {"ckpt": Path(ckpt).name, "size": g.size, "images": n, "threads": args.threads,
+                           "median_s": med, "max_s": max(times), "machine": platform.machine()})
     return 0
 
 

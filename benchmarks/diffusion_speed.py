@@ -20,7 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from benchmarks import write_json
 
 BUNDLED = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64, 128), layers_per_block=2,
                down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
@@ -126,10 +127,8 @@ def main(argv=None) -> int:
     one = svd_once(args.threads) if "sd" in args.models else None
     if one is not None:
         print(f"one-time SVD of one 1280x11520 matrix (float64): {one:.1f} s")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"threads": args.threads, "machine": platform.machine(), "rows": rows,
-                                           "svd_1280x11520_s": one}, indent=2))
-    print(f"wrote {args.json}")
+    write_json(args.json, {"threads": args.threads, "machine": platform.machine(), "rows": rows,
+                           "svd_1280x11520_s": one})
     return 0
 
 

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from benchmarks import write_json
 
 CATEGORIES = ("conv", "upfirdn", "activation", "modulation", "other")
 PREFIX = "gp::"
@@ -207,12 +207,9 @@ def main(argv=None) -> int:
         print(f"{batch:>5} {mode:>8} | " + " ".join(f"{100 * r['share'][c]:>9.1f}%" for c in CATEGORIES)
               + f" | {r['step_median_s']:>7.3f} {r['conv_only_median_s']:>7.3f} {r['step_over_conv_only']:>5.2f}x",
               flush=True)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"threads": args.threads, "machine": platform.machine(), "python": platform.python_version(),
-                   "torch": torch.__version__, "repeats": args.repeats, "load_avg_start": list(load_start),
-                   "load_avg_end": list(os.getloadavg()), "rows": rows}, f, indent=2)
-    print(f"wrote {args.json}")
+    write_json(args.json, {"threads": args.threads, "machine": platform.machine(),
+                           "python": platform.python_version(), "torch": torch.__version__, "repeats": args.repeats,
+                           "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()), "rows": rows})
     return 0
 
 

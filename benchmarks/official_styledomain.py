@@ -114,7 +114,6 @@ pure-PyTorch ``upfirdn2d_torch_native``/``fused_act_torch_native``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -127,6 +126,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/oneshot_sketch_text.yaml"
@@ -309,7 +310,7 @@ def build_official(trainers, cfg, pt_path: Path):
     tr._setup_optimizer()
     tr._setup_text_embeddings()
     # strict=False in their loader: check every tensor of the file landed, with its shape.
-    file_sd = torch.load(pt_path, map_location="cpu")["g_ema"]
+    file_sd = torch.load(pt_path, map_location="cpu", weights_only=True)["g_ema"]
     theirs = tr.source_generator.generator.state_dict()
     missing = sorted(set(theirs) - set(file_sd))
     unexpected = sorted(set(file_sd) - set(theirs))
@@ -515,9 +516,7 @@ def main(argv=None) -> int:
     res["speed_ratio_official_over_ours_cpu"] = clocks["official"].cpu / clocks["ours"].cpu
     print(f"official / ours CPU time per step: {res['speed_ratio_official_over_ours_cpu']:.2f}x")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, res)
     return 0
 
 

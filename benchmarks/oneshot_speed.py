@@ -23,7 +23,6 @@ stages (loss -> CLIP input, then CLIP input -> trained tensors), which gives the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -33,6 +32,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+
+from benchmarks import write_json
 
 CONFIG = "configs/oneshot_sketch_image.yaml"
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,9 +204,7 @@ def main(argv=None) -> int:
             f"{sum(v['cpu_ms'] for v in profile[name].values()):9.1f} "
             f"({sum(v['wall_ms'] for v in profile[name].values()):7.1f})" for name in profile))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, res)
     return 0
 
 

@@ -95,12 +95,16 @@ class StyleEncoder(PretrainedFile, nn.Module):
         enc.w_std.copy_(w.std(0).clamp_min(1e-4))
         return enc
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """W latents [N, style_dim] of ``images`` [N, 3, H, W] in [-1, 1] (any size: resized to input_size)."""
+    def to_input(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` [N, 3, H, W] at the encoder's input size (antialiased bilinear; unchanged when it fits)."""
         size = self.config.input_size
         if images.shape[-1] != size or images.shape[-2] != size:
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return self.w_avg + self.w_std * self.head(self.features(images))
+        return images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """W latents [N, style_dim] of ``images`` [N, 3, H, W] in [-1, 1] (any size: resized to input_size)."""
+        return self.w_avg + self.w_std * self.head(self.features(self.to_input(images)))
 
     def normalised_error(self, w_pred: torch.Tensor, w_true: torch.Tensor) -> torch.Tensor:
         """Mean square error in units of W's spread per dimension (the training loss)."""

@@ -79,7 +79,7 @@ class TargetConfig:
 class AnalogySection:
     steps: int = setting(600, "most training steps of the analogy's residual net; the count used is chosen on the "
                               "right half of the (inverted source, reference) pair, after fitting on the left half "
-                              "(0: the colour map alone)")
+                              "(0: the colour map alone)", minimum=0)
     width: int = setting(32, "channels of the residual net")
     depth: int = setting(3, "conv layers of the residual net")
     degree: int = setting(3, "degree of the colour map's polynomial")

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from adapt_common.config import to_dict
 from adapt_common.config_sections import EvaluationSection, ExpSection, LoggingSection, base_setting, section, setting
@@ -104,7 +103,7 @@ class EncoderTrainer(LoopTrainer):
         self.styles_gen = torch.Generator().manual_seed(cfg.exp.seed + 1)
         self.step, self.elapsed = 0, 0.0
         self.run_dir = Path(cfg.exp.run_dir)
-        self.bank_w, self.bank_x = self.draw(cfg.data.bank, cfg.exp.seed + 2)
+        self._bank: tuple[torch.Tensor, torch.Tensor] | None = None  # drawn at the first step (an export needs none)
         self.sample_w, self.sample_x = self.draw(cfg.logging.n_samples, cfg.logging.sample_seed)
         self.sample_styled = random_styles(self.sample_x, torch.Generator().manual_seed(cfg.logging.sample_seed),
                                            p_identity=0.0, max_ops=cfg.data.max_ops)
@@ -118,22 +117,25 @@ class EncoderTrainer(LoopTrainer):
             z = torch.randn(min(64, n - i), self.g.style_dim, generator=gen).to(self.device)
             w = self.g.get_latent(z)
             ws.append(w.cpu())
-            xs.append(self.to_input(self.g.generate(w=w).clamp(-1, 1)).cpu())
+            xs.append(self.encoder.to_input(self.g.generate(w=w).clamp(-1, 1)).cpu())
         return torch.cat(ws), torch.cat(xs)
 
-    def to_input(self, x: torch.Tensor) -> torch.Tensor:
-        size = self.encoder.config.input_size
-        if x.shape[-1] == size:
-            return x
-        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    @property
+    def bank(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training bank (w, image) of ``data.bank`` faces from ``exp.seed``: the same whenever it is drawn, so a
+        resumed run draws the one an uninterrupted run had."""
+        if self._bank is None:
+            self._bank = self.draw(self.cfg.data.bank, self.cfg.exp.seed + 2)
+        return self._bank
 
     def train_step(self) -> dict:
         tr, lc, data = self.cfg.training, self.cfg.loss, self.cfg.data
         for group in self.opt.param_groups:  # cosine decay to 5 %
             t = torch.tensor(self.step / max(tr.iters, 1) * torch.pi)
             group["lr"] = tr.lr * (0.525 + 0.475 * torch.cos(t).item())
-        idx = torch.randint(0, self.bank_w.shape[0], (tr.batch,))
-        w, x = self.bank_w[idx].to(self.device), self.bank_x[idx]
+        bank_w, bank_x = self.bank
+        idx = torch.randint(0, bank_w.shape[0], (tr.batch,))
+        w, x = bank_w[idx].to(self.device), bank_x[idx]
         styled = random_styles(x, self.styles_gen, p_identity=data.p_identity, max_ops=data.max_ops).to(self.device)
         self.encoder.train()
         w_hat = self.encoder(styled)
@@ -144,7 +146,7 @@ class EncoderTrainer(LoopTrainer):
             loss = loss + lc.latent * lat
             stats["latent"] = lat.item()
         if lc.pixel > 0:
-            rec = self.to_input(self.g.generate(w=w_hat))
+            rec = self.encoder.to_input(self.g.generate(w=w_hat))
             pix = (rec - x.to(self.device)).abs().mean()
             loss = loss + lc.pixel * pix
             stats["pixel"] = pix.item()
@@ -172,7 +174,7 @@ class EncoderTrainer(LoopTrainer):
     def write_samples(self, path: Path) -> Path:
         """Rows: source faces, a random style of each, the encoder's source face from the styled image."""
         self.encoder.eval()
-        rec = self.to_input(self.g.generate(w=self.encoder(self.sample_styled.to(self.device))).clamp(-1, 1))
+        rec = self.encoder.to_input(self.g.generate(w=self.encoder(self.sample_styled.to(self.device))).clamp(-1, 1))
         return save_grid(torch.cat([self.sample_x, self.sample_styled, rec.cpu()]), path,
                          nrow=self.sample_x.shape[0])
 
