@@ -36,8 +36,15 @@ OPENAI_FILES = {
     "RN50": "RN50.pt", "RN101": "RN101.pt", "ViT-B/32": "ViT-B-32.pt", "ViT-B/16": "ViT-B-16.pt",
     "ViT-L/14": "ViT-L-14.pt", "ViT-L/14@336px": "ViT-L-14-336px.pt",
 }
-#: Bundled models, by alias.
-BUNDLED = {"synthfaces": Path(__file__).resolve().parents[1] / "checkpoints" / "synthfaces_clip.pt"}
+_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+#: Bundled models, by alias: the guide every SynthFaces config trains with, and a second model of the same
+#: architecture trained on other faces with another seed, which judges reports so that no report's CLIP scores
+#: come from the model that guided the training (a guide's shortcuts fool itself, far less a model that never
+#: shared its data or initialisation).
+BUNDLED = {"synthfaces": _CHECKPOINTS / "synthfaces_clip.pt",
+           "synthfaces_judge": _CHECKPOINTS / "synthfaces_judge_clip.pt"}
+#: The CLIP that reports judge with unless told otherwise (``evaluation.clip``, ``evaluate --clip``, the study).
+DEFAULT_JUDGE = "synthfaces_judge"
 
 
 class ClipLoadError(ValueError):
@@ -80,6 +87,16 @@ def resolve_clip_path(name_or_path: str) -> Path:
         raise ClipLoadError(f"{name_or_path}: no such CLIP checkpoint file, and not a known name "
                             f"({', '.join(list(BUNDLED) + list(OPENAI_FILES))})")
     return path
+
+
+def same_clip(a: str, b: str) -> bool:
+    """Whether two CLIP names or paths name the same file (a judge that is also a guide)."""
+    def where(x: str) -> str:
+        try:
+            return str(resolve_clip_path(x).resolve())
+        except ClipLoadError:
+            return x
+    return where(a) == where(b)
 
 
 def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

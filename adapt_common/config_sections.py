@@ -90,8 +90,8 @@ class EvaluationSection:
     """``evaluation``: the report written when training ends."""
 
     n: int = setting(0, "images generated per evaluated domain for the end-of-run report (0: no report)")
-    clip: str = setting("synthfaces", "the CLIP that judges the report: a bundled name (synthfaces, ViT-B/32) or a "
-                                      "path")
+    clip: str = setting("synthfaces_judge", "the CLIP that judges the report: a bundled name (synthfaces_judge, "
+                                            "a second small CLIP that guides nothing; synthfaces; ViT-B/32) or a path")
     features: str = setting("auto", "FID/KID features: auto (Inception-v3 if its weights are local, else CLIP), "
                                     "inception or clip")
 

@@ -1,10 +1,11 @@
-"""One-shot training speed of the demo (`make demo`: configs/oneshot_sketch_image.yaml, the bundled 64 px generator
-and small CLIP) on one CPU thread: the trainer's step as first written ("reference") against its optimised step
-("optimised": bit for bit the same training) and the optimised step with ``training.fast_math`` ("fast_math": the
-same within float rounding), and where the time goes.
+"""One-shot training speed of the demo (`make demo`: configs/oneshot_encoder.yaml, the bundled 64 px generator, its
+style-invariant encoder and an image analogy; or ``--config`` another one-shot recipe, e.g. the CLIP-guided
+configs/oneshot_sketch_image.yaml) on one CPU thread: the trainer's step as first written ("reference") against its
+optimised step ("optimised": bit for bit the same training) and the optimised step with ``training.fast_math``
+("fast_math": the same within float rounding), and where the time goes.
 
-    python -m benchmarks.oneshot_speed [--steps 300] [--chunk 10] [--profile-steps 20] [--paths ...] [--json PATH]
-                                       [--set KEY=VALUE ...]
+    python -m benchmarks.oneshot_speed [--config YAML] [--steps 300] [--chunk 10] [--profile-steps 20]
+                                       [--paths ...] [--json PATH] [--set KEY=VALUE ...]
 
 The trainers are built in this process from the demo config (evaluation off, a temporary run folder) and train
 ``--steps`` steps in turns of ``--chunk`` steps, each with its own copy of the global random stream (so each sees
@@ -18,7 +19,9 @@ as one vector) is compared with the reference's: the relative difference of the 
 The profile (``--profile-steps`` more steps of each path) splits a step into the source generator's forward (G_A),
 CLIP on its images, the adapted generator's forward and backward (G_B fwd+bwd), CLIP's forward and backward on
 those (CLIP B fwd+bwd) and the rest (latents, losses, Adam), by running the path's step with the backward taken in
-stages (loss -> CLIP input, then CLIP input -> trained tensors), which gives the same gradients.
+stages (loss -> G_B's images, then those -> trained tensors), which gives the same gradients. A recipe whose losses
+read no CLIP embedding (the encoder recipe's pixel loss) runs CLIP only in the reference step, which computes the
+embeddings and drops them, as the step was first written; the optimised step skips it.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import torch
 
 from benchmarks import write_json
 
-CONFIG = "configs/oneshot_sketch_image.yaml"
+CONFIG = "configs/oneshot_encoder.yaml"  # make demo's
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("latents", "G_A fwd", "CLIP A", "G_B fwd+bwd", "CLIP B fwd+bwd", "losses + Adam")
 
@@ -55,10 +58,10 @@ class Clock:
         self.cpu += time.thread_time() - self._c
 
 
-def make_trainer(run_dir: str, optimised: bool, overrides=()) -> tuple:
+def make_trainer(run_dir: str, optimised: bool, overrides=(), config: str = CONFIG) -> tuple:
     from adapt_common.config import load_config
     from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
-    cfg = load_config(OneShotConfig, [ROOT / CONFIG], [f"exp.run_dir={run_dir}", "exp.threads=1", "evaluation.n=0",
+    cfg = load_config(OneShotConfig, [ROOT / config], [f"exp.run_dir={run_dir}", "exp.threads=1", "evaluation.n=0",
                                                        *overrides])
     clock = Clock()
     with clock:
@@ -70,38 +73,63 @@ def trained_vector(trainer) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in trainer.param.trainable_parameters()])
 
 
+def profile_loss(trainer, img_a, img_b, emb_a, emb_b) -> torch.Tensor:
+    """The loss of one step for the terms the demos use (CLIP direction and in-domain, analogy and truth pixels),
+    as :meth:`ClipTrainer._losses_and_update` adds them."""
+    lc = trainer.cfg.loss
+    if lc.offsets_l2 > 0 or lc.clip_ref > 0 or lc.rec_l2 > 0 or lc.clip_within > 0:
+        raise SystemExit("the profile covers loss.clip_direction, indomain, analogy_l1 and truth_l1; run this config "
+                         "with --profile-steps 0")
+    loss = torch.zeros(())
+    if lc.clip_direction > 0:
+        loss = loss + lc.clip_direction * trainer.guide.direction_loss(emb_b, emb_a, trainer.directions)
+    if lc.indomain > 0:
+        loss = loss + lc.indomain * trainer.guide.indomain_loss(emb_b, emb_a)
+    if trainer.analogy is not None:
+        with torch.no_grad():
+            pseudo = trainer.analogy(img_a)
+        loss = loss + lc.analogy_l1 * (img_b.clamp(-1, 1) - pseudo).abs().mean()
+    if lc.truth_l1 > 0:
+        from adapt_common import synthfaces as sf
+        truth = sf.apply_domain(img_a, trainer.domain).clamp(-1, 1)
+        loss = loss + lc.truth_l1 * (img_b.clamp(-1, 1) - truth).abs().mean()
+    return loss
+
+
 def profile_step(trainer, clocks: dict[str, Clock]) -> None:
-    """One training step of ``trainer`` (either path; the demo's losses only) timed by part; the gradients are
-    the step's own (the backward runs in two stages through a detached copy of the adapted image)."""
+    """One training step of ``trainer`` (either path; :func:`profile_loss`'s terms) timed by part; the gradients
+    are the step's own (the backward runs in two stages through a detached copy of the adapted image)."""
     from gan_adapt.training.clip_guided import channels_last_input
-    lc, guide, g_b = trainer.cfg.loss, trainer.guide, trainer.param.generator
+    guide, g_b = trainer.guide, trainer.param.generator
     with clocks["latents"]:
         z, inject = trainer._latents()
     opt = trainer.optimised
+    reads = trainer.losses_read_embeddings()
+    embed = reads or not opt  # the step as first written embeds both batches whatever the losses
     with channels_last_input(trainer.source, g_b) if trainer.fast_math else nullcontext():
         with torch.no_grad():
             with clocks["G_A fwd"]:
                 img_a, latent = trainer.source(z, inject_index=inject, randomize_noise=False, return_latents=True)
                 img_a = img_a.contiguous()
             with clocks["CLIP A"]:
-                emb_a = guide.encode_images(img_a)
+                emb_a = guide.encode_images(img_a) if embed else None
         with clocks["G_B fwd+bwd"]:
+            if trainer.w_ref is not None and not opt:  # as first written: G_B(w_ref) rendered, read by no term here
+                g_b.generate(w=trainer.w_ref)
             if opt and trainer._adapted_maps_like_source():
                 img_b = g_b(latent, input_is_latent=True, randomize_noise=False)[0].contiguous()
             else:
                 img_b = g_b(z, inject_index=inject, randomize_noise=False)[0].contiguous()
+    x = img_b.detach().requires_grad_(True)
     with clocks["CLIP B fwd+bwd"]:
-        x = img_b.detach().requires_grad_(True)
-        emb_b = guide.encode_images(x)
+        emb_b = guide.encode_images(x) if embed else None
     with clocks["losses + Adam"]:
-        loss = lc.clip_direction * guide.direction_loss(emb_b, emb_a, trainer.directions) \
-            + lc.indomain * guide.indomain_loss(emb_b, emb_a)
+        loss = profile_loss(trainer, img_a, x, emb_a, emb_b)
         for g in trainer.opt.param_groups:
             g["lr"] = trainer.lr_at(trainer.step)
         trainer.opt.zero_grad(set_to_none=True)
-        grads = torch.autograd.grad(loss, emb_b)
-    with clocks["CLIP B fwd+bwd"]:
-        (grad_x,) = torch.autograd.grad(emb_b, x, grads)
+    with clocks["CLIP B fwd+bwd" if reads else "losses + Adam"]:  # through CLIP when a loss reads embeddings
+        (grad_x,) = torch.autograd.grad(loss, x)
     with clocks["G_B fwd+bwd"]:
         img_b.backward(grad_x)
     with clocks["losses + Adam"]:
@@ -112,6 +140,7 @@ def profile_step(trainer, clocks: dict[str, Clock]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=CONFIG, help=f"the one-shot recipe (default {CONFIG}, the demo's)")
     ap.add_argument("--steps", type=int, default=300, help="training steps per path (the demo's 300)")
     ap.add_argument("--chunk", type=int, default=10, help="steps per turn of each path")
     ap.add_argument("--profile-steps", type=int, default=20, help="steps per path of the per-part profile (0: none)")
@@ -132,7 +161,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         trainers, setup, streams, clocks = {}, {}, {}, {}
         for name, (opt, extra) in paths.items():
-            trainers[name], setup[name] = make_trainer(f"{tmp}/{name}", opt, [*args.set, *extra])
+            trainers[name], setup[name] = make_trainer(f"{tmp}/{name}", opt, [*args.set, *extra], args.config)
             streams[name], clocks[name] = rng_state(), Clock()
         done = 0
         while done < args.steps:
@@ -167,12 +196,12 @@ def main(argv=None) -> int:
     load_end = os.getloadavg()
 
     n = args.steps
-    res = {"config": CONFIG, "overrides": list(args.set), "steps": n, "threads": torch.get_num_threads(),
+    res = {"config": args.config, "overrides": list(args.set), "steps": n, "threads": torch.get_num_threads(),
            "torch": torch.__version__,
            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": os.cpu_count(),
            "load_avg_start": [round(x, 2) for x in load_start], "load_avg_end": [round(x, 2) for x in load_end],
            "paths": {}}
-    print(f"one-shot demo training on 1 thread, {n} steps per path in chunks of {args.chunk}; load average "
+    print(f"one-shot training ({args.config}) on 1 thread, {n} steps per path in chunks of {args.chunk}; load average "
           f"{load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end ({os.cpu_count()} CPUs)")
     print(f"{'path':10s} {'steps wall s':>12s} {'steps CPU s':>12s} {'ms/step wall':>13s} {'ms/step CPU':>12s} "
           f"{'setup s':>8s} {'outputs s':>10s} {'300 steps + outputs (wall s)':>29s}")

@@ -19,7 +19,7 @@ The grid (each part can be switched off in the config):
   intra-cluster diversity, wall time;
 - diffusion (10 shots): full fine-tuning, SVDiff, SVDiff + DomainStudio; parameters, file size, FID, intra-LPIPS,
   domain error;
-- properties of directions: mixing (the small CLIP's domain probabilities and the composed ground truth),
+- properties of directions: mixing (the judge CLIP's domain probabilities and the composed ground truth),
   transfer (a direction on a generator fine-tuned from the source), sparsity sweep;
 - FID floors: real images against other real images of each few-shot / diffusion domain at the sample size and
   resolution the tables use (the FID a perfect generator gets there).
@@ -75,7 +75,8 @@ class StudyExp:
                                                  "cpus_per_task": 4, "mem_gb": 32})
     device: str = "cpu"
     generator: str = "checkpoints/synthfaces_stylegan2.safetensors"
-    clip: str = "synthfaces"  # the judge: CLIP domain scores and FID features
+    # the judge: CLIP domain scores and FID features; never a CLIP that guides a cell (Study.check_judge)
+    clip: str = "synthfaces_judge"
     features: str = "clip"  # FID/KID features: clip | inception | auto
     report_dir: str = "reports"
     work_dir: str = "runs/study"  # scratch run folders and per-cell results (resume)
@@ -161,7 +162,7 @@ class ReportSettings:
       value is a convention fixed before these results, not fitted to them;
     - ``l1`` (0.005): "beats" / "better than doing nothing" claims on the ground-truth pixel L1 (0..1 scale): half a
       percent of the pixel range, on average over the image; below it a difference is not called a win;
-    - ``presence`` (0.05): a mixed direction "shows" a style when the small CLIP's probability of that style on the
+    - ``presence`` (0.05): a mixed direction "shows" a style when the judge CLIP's probability of that style on the
       mixed images exceeds its probability under the other direction alone by more than this;
     - ``diversity`` (0.01): "more diverse" for the diffusion cells (intra-cluster diversity, compared per seed).
 
@@ -245,7 +246,15 @@ def pick(report: dict) -> dict:
             "clip_accuracy": acc.get("accuracy"), "domain_l1": de.get("pixel_l1"),
             "identity_l1": (de.get("identity_baseline") or {}).get("pixel_l1"),
             "gap_closed": (de.get("gap_closed") or {}).get("pixel_l1"),
-            "source_fid": (report.get("source") or {}).get("fid"), "per_latent": report.get("per_latent")}
+            "source_fid": (report.get("source") or {}).get("fid"),
+            "per_latent": report.get("per_latent") or _per_image(de)}
+
+
+def _per_image(domain_error: dict) -> dict | None:
+    """A report's per-image ground-truth errors in the study's per-latent form (the diffusion cells': one value
+    per DDIM sample, the same noises in every row)."""
+    pi = domain_error.get("per_image")
+    return {"domain_l1": pi["pixel_l1"], "identity_l1": pi["identity_l1"]} if pi else None
 
 
 def synthfaces_truth(names: list[str]):
@@ -517,7 +526,7 @@ class Study:
 
     @torch.no_grad()
     def domain_probs(self, images: torch.Tensor, names: list[str], per_latent: bool = False) -> dict:
-        """The small CLIP's mean probability of each SynthFaces domain (softmax over all similar domains and
+        """The judge CLIP's (``exp.clip``) mean probability of each SynthFaces domain (softmax over all similar domains and
         photo, at CLIP's logit scale); with ``per_latent`` each image's probabilities (lists) instead."""
         from adapt_common import synthfaces as sf
         doms = ["photo"] + [n for n, d in sf.DOMAINS.items() if d.kind == "similar"]
@@ -648,9 +657,24 @@ class Study:
             cells += list(self.property_cells())
         return cells + list(self.floor_cells())
 
+    def check_judge(self) -> None:
+        """Refuse a judge CLIP that also guides the one-shot cells: a guide's shortcuts (a tint it reads as a
+        style) fool itself, so its scores would grade the training by its own loss."""
+        from adapt_common.clip_models import same_clip
+        from gan_adapt.training.clip_guided import OneShotConfig
+        if not self.cfg.oneshot.domains:
+            return
+        guides = load_config(OneShotConfig, [self.cfg.oneshot.config], list(self.cfg.oneshot.extra)).loss.clip
+        shared = [c for c in guides if same_clip(self.cfg.exp.clip, c)]
+        if shared:
+            raise ValueError(f"exp.clip={self.cfg.exp.clip!r} is also a guiding CLIP of the one-shot cells "
+                             f"({self.cfg.oneshot.config}: loss.clip={list(guides)}); judge with a CLIP that guided "
+                             "nothing, e.g. exp.clip=synthfaces_judge (bundled) or another real model")
+
     def run(self) -> dict:
         """Run the cells not done yet (training cells through the engine, then the property cells here) and write
         the report."""
+        self.check_judge()
         training = (self.run_oneshot, self.run_fewshot, self.run_diffusion)
         cells = self.plan()
         todo = [c for c in cells if self.done(c[0]) is None]
@@ -801,6 +825,11 @@ def main(argv=None) -> int:
     if cfg.exp.engine not in ("local", "slurm", "inline"):
         ap.error(f"exp.engine={cfg.exp.engine!r}: use local, slurm or inline")
     study = Study(cfg)
+    if not (args.from_results or args.report_only):
+        try:
+            study.check_judge()
+        except ValueError as e:
+            ap.error(str(e))
     if args.from_results:
         out = study.write_report_from_results()
     else:

@@ -54,9 +54,9 @@ def _known(x) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 
 
-def interval(runs, cfg=None) -> stats.Interval | None:
+def interval(runs, cfg=None, bounds=None) -> stats.Interval | None:
     """The bootstrap interval of the mean over ``runs`` (a list of per-run value arrays; a run with one value is a
-    cell-level number), or None when there is nothing."""
+    cell-level number), or None when there is nothing; ``bounds``: the range the quantity can take."""
     runs = [np.asarray(r, dtype=np.float64).reshape(-1) for r in runs]
     runs = [r[~np.isnan(r)] for r in runs]
     runs = [r for r in runs if r.size]
@@ -64,12 +64,16 @@ def interval(runs, cfg=None) -> stats.Interval | None:
         return None
     rep = getattr(cfg, "report", None)
     return stats.bootstrap_interval(runs, level=getattr(rep, "level", 0.95), n_boot=getattr(rep, "n_boot", 2000),
-                                    student=getattr(rep, "student", True))
+                                    student=getattr(rep, "student", True), bounds=bounds)
 
 
-def ci(runs, digits: int = 3, cfg=None) -> str:
+#: The range of a probability (the judge CLIP's P(domain)): its intervals are cut to it.
+PROBABILITY = (0.0, 1.0)
+
+
+def ci(runs, digits: int = 3, cfg=None, bounds=None) -> str:
     """Table cell: the mean and its 95 % interval over runs (and latents, when a run has several)."""
-    iv = interval(runs, cfg)
+    iv = interval(runs, cfg, bounds)
     if iv is None:
         return "–"
     if iv.n_values == 1:
@@ -138,6 +142,22 @@ def l1_and_gap_runs(sel: list[dict]) -> tuple[list, list]:
     return cell_runs(sel, "domain_l1"), cell_runs(sel, "gap_closed")
 
 
+def judge_text(cfg) -> str:
+    """Whose view the CLIP columns are: a judge apart from the guide, or (results made before the project had one)
+    the guide's own."""
+    from adapt_common.clip_models import same_clip
+    from adapt_common.config import load_config
+    from gan_adapt.training.clip_guided import OneShotConfig
+    try:
+        guides = load_config(OneShotConfig, [cfg.oneshot.config], list(cfg.oneshot.extra)).loss.clip
+    except Exception:  # noqa: BLE001 - a config file gone since: say only which CLIP judged
+        return f"CLIP scores and FID are `{cfg.exp.clip}`'s."
+    if any(same_clip(cfg.exp.clip, g) for g in guides):
+        return (f"CLIP scores and FID are `{cfg.exp.clip}`'s, which also guided the cells (these results predate "
+                "the separate judge): read them as the guide's own view.")
+    return f"CLIP scores and FID are the judge's (`{cfg.exp.clip}`), which guided no cell."
+
+
 def oneshot_section(cfg, rows: list[dict]) -> list[str]:
     out = []
     g = cfg.oneshot
@@ -153,7 +173,8 @@ def oneshot_section(cfg, rows: list[dict]) -> list[str]:
             wall = mean_sd([r.get("wall_s") for r in sel])[0] if "wall_s" in sel[0] else float("nan")
             body.append([label, trainable, size_str(sel[0]["file_bytes"]), "–" if math.isnan(wall) else f"{wall:.0f}",
                          ci(l1, 4, cfg), ci(gap, 3, cfg), ci(cell_runs(sel, "clip_quality"), 3, cfg),
-                         ci(cell_runs(sel, "clip_diversity"), 3, cfg), ci(cell_runs(sel, "clip_accuracy"), 2, cfg),
+                         ci(cell_runs(sel, "clip_diversity"), 3, cfg),
+                         ci(cell_runs(sel, "clip_accuracy"), 2, cfg, PROBABILITY),
                          ci(cell_runs(sel, "fid"), 2, cfg)])
             body_dom.append([label] + [ci(l1_and_gap_runs([r for r in sel if r["domain"] == d])[1], 2, cfg)
                                        for d in g.domains])
@@ -172,7 +193,7 @@ def oneshot_section(cfg, rows: list[dict]) -> list[str]:
                 "latents; the CLIP scores and FID are one number per run). Domain L1: mean |G_t(w) − T(G_s(w))| "
                 "on the 0..1 scale, clamped images (doing "
                 f"nothing: {ci(ident, 4, cfg)}); gap closed: 1 − L1 / L1(doing nothing), 1 is the ground truth. CLIP "
-                "scores and FID are the small CLIP's. " + regen_line(cfg), "",
+                + judge_text(cfg) + " " + regen_line(cfg), "",
                 table(["parameterization", "trainable", "file", "wall s", "domain L1", "gap closed", "CLIP quality",
                        "CLIP diversity", "CLIP acc", "FID"], body), "",
                 "Gap closed per domain (interval over seeds and latents):", "",
@@ -187,7 +208,9 @@ def floor_text(floors: list[dict], domain: str, n: int) -> str:
         return f"FID floor at n = {n}: not measured in these results."
     return (f"FID floor (real {domain} against other real {domain}, n = {n}, {f['size']} px, same features): "
             f"**{f['fid']:.2f}**, KID {f['kid']:.4f} (sd over subsets {f['kid_std']:.4f}); a perfect generator scores "
-            "about this, so FIDs closer to each other than the floor is to 0 are not told apart.")
+            "about this, so FIDs closer to each other than the floor is to 0 are not told apart."
+            + (" KID is an unbiased estimate of a squared distance: where two sets are alike it scatters around 0 "
+               "and can fall below it, as here; read a negative KID as 0 within its sd." if f["kid"] < 0 else ""))
 
 
 def fewshot_section(cfg, rows: list[dict], floors: list[dict] = ()) -> list[str]:
@@ -231,14 +254,17 @@ def diffusion_section(cfg, rows: list[dict], floors: list[dict] = ()) -> list[st
         sel = [r for r in rows if r["variant"] == v]
         if not sel:
             continue
+        l1, gap = l1_and_gap_runs(sel)
         body.append([v, f"{sel[0]['trainable']:,}", size_str(sel[0]["file_bytes"]),
                      f"{mean_sd([r.get('wall_s') for r in sel])[0]:.0f}", ci(cell_runs(sel, "fid"), 2, cfg),
-                     ci(cell_runs(sel, "intra_lpips"), 3, cfg), ci(cell_runs(sel, "domain_l1"), 4, cfg),
-                     ci(cell_runs(sel, "gap_closed"), 3, cfg)])
+                     ci(cell_runs(sel, "intra_lpips"), 3, cfg), ci(l1, 4, cfg), ci(gap, 3, cfg)])
     return [f"### Diffusion, {g.shots} shots of {g.domain}",
             f"The bundled DDPM, {g.iters} iterations, {len({r['seed'] for r in rows})} seed(s); {g.n_eval} samples by "
             f"DDIM in {g.ddim_steps} steps from the same noises for every row; domain error against T(source sample). "
-            "Mean and 95 % interval over seeds (one number per seed). " + floor_text(floors, g.domain, g.n_eval) + " "
+            + ("Mean and 95 % interval over seeds (and, for the domain error, the samples, the same noises in every "
+               "row). " if rows and all(r.get("per_latent") for r in rows) else
+               "Mean and 95 % interval over seeds (one number per seed). ")
+            + floor_text(floors, g.domain, g.n_eval) + " "
             + regen_line(cfg), "",
             table(["variant", "trainable", "file", "wall s", "FID", "intra-cluster div.", "domain L1", "gap closed"],
                   body), ""]
@@ -252,7 +278,7 @@ def properties_section(cfg, mixing, transfer, sparsity) -> list[str]:
     out = []
     if mixing:
         out += ["### Mixing directions",
-                "Images of the source with one direction each and with their sum: the small CLIP's mean probability "
+                "Images of the source with one direction each and with their sum: the judge CLIP's mean probability "
                 "of each domain (softmax over photo and the similar domains), and the gap closed towards the "
                 "composed ground truth T_b(T_a(G_s(w))); mean and 95 % interval over seeds and the "
                 f"{cfg.properties.n} latents. " + regen_line(cfg), ""]
@@ -271,8 +297,8 @@ def properties_section(cfg, mixing, transfer, sparsity) -> list[str]:
                     gap = [gap_terms({"identity_l1": s, "domain_l1": x["per_latent_l1"]}) for s, x in zip(src, rows)]
                 else:
                     gap = [[x["error_vs_composed"]["gap_closed"]] for x in rows]
-                body.append([label, ci([[x["probs"]["photo"]] for x in rows], 2, cfg), ci(probs(a), 2, cfg),
-                             ci(probs(b), 2, cfg), ci(gap, 2, cfg)])
+                body.append([label, ci([[x["probs"]["photo"]] for x in rows], 2, cfg, PROBABILITY),
+                             ci(probs(a), 2, cfg, PROBABILITY), ci(probs(b), 2, cfg, PROBABILITY), ci(gap, 2, cfg)])
             out += [table(["directions", "P(photo)", f"P({a})", f"P({b})", f"gap closed to {b}∘{a}"], body), ""]
     if transfer:
         body = []
@@ -339,9 +365,10 @@ class Judge:
         self.m = dict(rep.margins)
         self.kw = {"level": rep.level, "n_boot": rep.n_boot, "student": rep.student}
 
-    def diff(self, a: dict, b: dict) -> stats.Interval | None:
+    def diff(self, a: dict, b: dict, bounds=None) -> stats.Interval | None:
+        """A − B over their paired runs; ``bounds``: the range of A and of B (e.g. :data:`PROBABILITY`)."""
         xa, xb = paired(a, b)
-        return stats.paired_difference(xa, xb, **self.kw) if xa else None
+        return stats.paired_difference(xa, xb, bounds=bounds, **self.kw) if xa else None
 
     def part(self, what: str, iv: stats.Interval | None, margin: float, kind: str, digits: int = 3
              ) -> tuple[str, str]:
@@ -483,10 +510,12 @@ def claims(cfg, parts: dict) -> list[str]:
                                                              get(mix, lambda x: x["per_latent_l1"])), m["l1"],
                    "better", 4),
             j.part(f"P({a}) mixed − {b} alone", j.diff(get(mix, lambda x: x["per_latent_probs"][a]),
-                                                       get(b, lambda x: x["per_latent_probs"][a])), m["presence"],
+                                                       get(b, lambda x: x["per_latent_probs"][a]), PROBABILITY),
+                   m["presence"],
                    "better"),
             j.part(f"P({b}) mixed − {a} alone", j.diff(get(mix, lambda x: x["per_latent_probs"][b]),
-                                                       get(a, lambda x: x["per_latent_probs"][b])), m["presence"],
+                                                       get(a, lambda x: x["per_latent_probs"][b]), PROBABILITY),
+                   m["presence"],
                    "better")]))
     transfer = parts.get("transfer", [])
     for domain in dict.fromkeys(r["domain"] for r in transfer):

@@ -551,7 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--domain", required=True, help="SynthFaces domain name, e.g. sketch")
     e.add_argument("--source-ckpt", help="the source generator, for the domain error against T(source) of the "
                                          "same latents (default: --ckpt itself, the unadapted case)")
-    e.add_argument("--clip", default="synthfaces", help="CLIP judge: name or path (default: bundled synthfaces)")
+    e.add_argument("--clip", default="synthfaces_judge",
+                   help="CLIP judge: name or path (default: the bundled synthfaces_judge, which guides nothing; pass "
+                        "a CLIP other than the one that guided the model)")
     e.add_argument("--features", default="auto", choices=["auto", "inception", "clip"],
                    help="FID/KID features; auto: Inception-v3 if its weights are local, else CLIP")
     e.add_argument("--n", type=positive_int, default=256, help="generated images (seeds SEED .. SEED+n-1)")

@@ -218,10 +218,16 @@ def test_a_saved_config_of_the_old_layout_keeps_every_value(tmp_path):
     assert cfg == old  # the same keys (renamed) with the same values, none added or lost
 
 
-def test_the_hypernetworks_judge_defaults_to_its_first_guiding_clip():
+def test_every_trainer_judges_with_a_clip_that_guides_nothing_by_default():
+    # the hypernetwork's judge used to follow its first guide (loss.clip[0]); a guide grades itself by its own loss
+    from adapt_common.clip_models import DEFAULT_JUDGE, same_clip
+    from gan_adapt.training.clip_guided import OneShotConfig
     from gan_adapt.training.hyper import HyperConfig
-    assert load_config(HyperConfig).evaluation.clip == "synthfaces"
-    assert load_config(HyperConfig, [], ["loss.clip=[a.pt,b.pt]"]).evaluation.clip == "a.pt"
+    for cls in (HyperConfig, OneShotConfig):
+        cfg = load_config(cls)
+        assert cfg.evaluation.clip == DEFAULT_JUDGE
+        assert not any(same_clip(cfg.evaluation.clip, g) for g in cfg.loss.clip)
+    assert load_config(HyperConfig, [], ["loss.clip=[a.pt,b.pt]"]).evaluation.clip == DEFAULT_JUDGE
     assert load_config(HyperConfig, [], ["loss.clip=[a.pt]", "evaluation.clip=c.pt"]).evaluation.clip == "c.pt"
 
 

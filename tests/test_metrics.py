@@ -221,6 +221,11 @@ def test_domain_error_ground_truth_and_identity_baseline():
     assert none["pixel_l1"] == pytest.approx(float(source.abs().mean()))
     half = domain_error(torch.zeros_like(source), source, transform)
     assert 0 < half["pixel_l1"] < none["pixel_l1"] and "feature" not in half
+    # per image: |x| averaged over each image's own pixels (zeros against -x), and the mean of those is the summary
+    per = half["per_image"]
+    assert per["pixel_l1"] == pytest.approx(((source / 2).abs().mean((1, 2, 3))).tolist(), abs=1e-6)
+    assert per["identity_l1"] == pytest.approx(source.abs().mean((1, 2, 3)).tolist(), abs=1e-6)
+    assert np.mean(per["pixel_l1"]) == pytest.approx(half["pixel_l1"], abs=1e-6)
 
 
 def test_domain_accuracy_with_hand_built_embeddings(monkeypatch):

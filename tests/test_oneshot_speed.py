@@ -95,6 +95,58 @@ def test_optimised_trainer_trains_what_the_reference_trains(tiny_ckpt_clip, tmp_
     assert new.source.input.input.is_contiguous() and new.param.generator.input.input.is_contiguous()
 
 
+@pytest.mark.parametrize("recipe", ["truth", "encoder"])
+def test_a_recipe_without_clip_losses_skips_clip_and_trains_the_same(tiny_ckpt_clip, tiny_generator, tmp_path,
+                                                                     monkeypatch, recipe):
+    """Pixel losses only (the oracle's truth_l1; the encoder recipe's analogy_l1 after an encoder inversion): the
+    optimised step never runs CLIP on the batch, nor G_B on the inverted reference that no term reads, and still
+    trains the reference step's tensors bit for bit."""
+    from gan_adapt.encoder import StyleEncoder
+    extra = ["training.parameterization=stylespace", "training.lr=0.08", "loss.clip_direction=0", "loss.indomain=0"]
+    if recipe == "truth":
+        extra += ["loss.truth_l1=1", "target.domain=sketch"]
+    else:
+        enc = StyleEncoder.for_generator(tiny_generator, n_stats=200).save_pretrained(tmp_path / "enc.safetensors")
+        extra += ["loss.analogy_l1=1", f"target.invert_encoder={enc}", "target.invert_prompt_weight=0",
+                  "analogy.steps=0"]
+    ref = ClipTrainer(_cfg(tiny_ckpt_clip, tmp_path / "ref", *extra), quiet=True, optimised=False)
+    ref_stream = rng_state()
+    new = ClipTrainer(_cfg(tiny_ckpt_clip, tmp_path / "new", *extra), quiet=True)
+    new_stream = rng_state()
+    assert not new.losses_read_embeddings()
+    calls = {"n": 0}
+    encode = type(new.guide).encode_images
+
+    def counting(self, *a, **kw):
+        calls["n"] += 1
+        return encode(self, *a, **kw)
+    monkeypatch.setattr(type(new.guide), "encode_images", counting)
+    renders = {"n": 0}
+    generate = type(new.param.generator).generate
+
+    def counting_generate(self, *a, **kw):
+        renders["n"] += 1
+        return generate(self, *a, **kw)
+    monkeypatch.setattr(type(new.param.generator), "generate", counting_generate)
+    assert (new.w_ref is not None) == (recipe == "encoder")
+    for _ in range(3):
+        set_rng_state(ref_stream)
+        n0, r0 = calls["n"], renders["n"]
+        a = ref.train_step()
+        assert calls["n"] > n0  # the step as first written embeds both batches
+        assert renders["n"] - r0 == (recipe == "encoder")  # ... and renders G_B(w_ref) when there is an inversion
+        ref_stream = rng_state()
+        set_rng_state(new_stream)
+        n0, r0 = calls["n"], renders["n"]
+        b = new.train_step()
+        assert calls["n"] == n0 and renders["n"] == r0  # the optimised one does neither
+        new_stream = rng_state()
+        assert a == b and a["truth_l1" if recipe == "truth" else "analogy_l1"] > 0
+    after = torch.cat([p.detach().flatten() for p in new.param.trainable_parameters()])
+    before = torch.cat([p.detach().flatten() for p in ref.param.trainable_parameters()])
+    assert torch.equal(after, before) and float(after.abs().sum()) > 0
+
+
 @pytest.mark.parametrize("fast_math", [False, True])
 def test_one_optimised_step_has_the_gradient_of_a_plain_computation(tiny_ckpt_clip, tmp_path, fast_math):
     """The gradient one optimised step applies, against the demo's losses written out here on images from each

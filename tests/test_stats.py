@@ -96,3 +96,22 @@ def test_student_interval_matches_the_percentile_one_at_large_n_and_is_infinite_
     one = bootstrap_interval([[0.3]], student=True)
     assert one.mean == 0.3 and one.low == -np.inf and one.high == np.inf
     assert verdict_better(one, 0.0) == CANNOT_TELL and verdict_equivalent(one, 1.0) == CANNOT_TELL
+
+
+def test_bounded_interval_of_a_probability_stays_in_its_range_and_keeps_the_inside_end():
+    # three runs near 1 (the judge is sure): Student's symmetric interval pokes above 1 unless cut
+    runs = [[0.99, 1.0, 0.98], [0.80, 0.85, 0.9], [1.0, 0.99, 1.0]]
+    free = bootstrap_interval(runs, student=True, seed=3)
+    cut = bootstrap_interval(runs, student=True, seed=3, bounds=(0.0, 1.0))
+    assert free.high > 1.0  # the premise: uncut, the interval leaves [0, 1]
+    assert cut.high == 1.0 and cut.low == free.low and cut.mean == free.mean
+    # one run of one value has the interval (-inf, inf): cut, it is the whole range
+    whole = bootstrap_interval([[0.4]], student=True, bounds=(0.0, 1.0))
+    assert (whole.low, whole.high) == (0.0, 1.0)
+    # a difference of two probabilities lies in [-1, 1]; paired_difference widens the bounds to that
+    a, b = [[1.0, 1.0], [0.1, 0.0], [1.0, 0.9]], [[0.0, 0.0], [0.0, 0.1], [0.0, 0.0]]
+    d = paired_difference(a, b, student=True, seed=0, bounds=(0.0, 1.0))
+    assert d.high == 1.0 and -1.0 <= d.low < 0.2
+    assert paired_difference(a, b, student=True, seed=0).high > 1.0
+    with pytest.raises(ValueError, match="outside the bounds"):
+        bootstrap_interval([[2.0, 3.0]], bounds=(0.0, 1.0))

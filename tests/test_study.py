@@ -94,6 +94,10 @@ def test_the_whole_grid_on_a_tiny_world(tiny_world, tmp_path, monkeypatch):
     full, ds = cells["diffusion/full/s0"], cells["diffusion/svdiff_domainstudio/s0"]
     assert ds["trainable"] < full["trainable"] / 5 and ds["file_bytes"] < full["file_bytes"] / 5
     assert full["domain_l1"] is not None  # the source is sampled even without DomainStudio's frozen copy
+    # ... and scored per sample: the same noises in every row (doing nothing is one list), means are the cell's
+    assert full["per_latent"]["identity_l1"] == ds["per_latent"]["identity_l1"]
+    assert len(full["per_latent"]["domain_l1"]) == 8
+    assert np.mean(full["per_latent"]["domain_l1"]) == pytest.approx(full["domain_l1"], abs=1e-5)
     # Mixing: probabilities of the three named domains from a softmax over all.
     mixed = cells["mixing/sketch+sepia/s0"]["rows"]["sketch+sepia"]["probs"]
     assert all(0 <= p <= 1 for p in mixed.values()) and sum(mixed.values()) <= 1 + 1e-6
@@ -471,3 +475,19 @@ def test_cells_get_the_learning_rates_used_before_the_specs(tmp_path, monkeypatc
     assert "training.lr=0.01" in cell_overrides(study, "oneshot", "mapping")
     assert "training.lr_g=0.001" in cell_overrides(study, "fewshot", "full")
     assert "training.lr=0.08" in cell_overrides(study, "oneshot", "stylespace")  # the others keep the spec's
+
+
+def test_the_study_refuses_a_judge_that_guides_its_cells(tmp_path, capsys):
+    # the guide of every one-shot cell (configs/oneshot_sketch_image.yaml: loss.clip [synthfaces]) named as judge,
+    # once by its name and once by its file's path: refused before any cell runs
+    from adapt_common.clip_models import BUNDLED
+    for judge in ("synthfaces", str(BUNDLED["synthfaces"])):
+        with pytest.raises(SystemExit) as e:
+            st.main(["--config", "configs/study/quick.yaml", f"exp.clip={judge}", f"exp.work_dir={tmp_path}/w",
+                     f"exp.report_dir={tmp_path}/r"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "also a guiding CLIP of the one-shot cells" in err and "synthfaces_judge" in err
+        assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()
+    # a study without one-shot cells has no guide to clash with
+    st.Study(load_config(st.StudyConfig, [], ["exp.clip=synthfaces", "oneshot.domains=[]"])).check_judge()

@@ -46,6 +46,12 @@ def test_hyper_readme_marks_unseen_captions(tmp_path, monkeypatch):
     assert "| a pencil sketch of a face | sketch 50% | -0.01 |" in text
     assert "| *unseen:* a sepia pencil sketch of a face | sketch 25%, sepia 100% | 0.20 |" in text
     assert "8.9 min" in text and "100000-100127" in text
+    assert "guide's own view" in text  # a row measured before the judge existed says whose view it is
+    data["rows"]["s0"].update(judge="synthfaces_judge", guides=["synthfaces"])
+    (tmp_path / "hyper_synthfaces" / "results.json").write_text(json.dumps(data))
+    text = tables.write_report("hyper_synthfaces").read_text()
+    assert "judge CLIP `synthfaces_judge`, which did not guide (the guide: `synthfaces`)" in text
+    assert "guide's own view" not in text
 
 
 def test_a_table_without_results_says_which_command_writes_them(tmp_path, monkeypatch):

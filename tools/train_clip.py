@@ -282,8 +282,14 @@ def train(cfg: ClipTrainConfig, resume: bool = False, hooks: LoopHooks | None = 
 def write_model_card(cfg: ClipTrainConfig, result: dict, command: str, per_domain: int = 100) -> dict:
     """Evaluate the exported file through the real loading path and write ``<output>.json`` and ``.md``."""
     from adapt_common import synthfaces as sf
-    from adapt_common.clip_models import load_clip
+    from adapt_common.clip_models import BUNDLED, DEFAULT_JUDGE, load_clip
     clip = load_clip(cfg.output)
+    alias = next((k for k, v in BUNDLED.items() if v.resolve() == Path(cfg.output).resolve()), None)
+    load_line = f"`load_clip(\"{cfg.output}\")`" + (f" (or `load_clip(\"{alias}\")`)" if alias else "")
+    role = ("\nIt is the **judge**: reports score CLIP domain calls and FID features with it by default "
+            "(`evaluation.clip`), and it guides nothing, so no report grades a run by the model that guided it. It "
+            "was trained like the guide (`synthfaces`) but from another seed on another stream of faces.\n"
+            if alias == DEFAULT_JUDGE else "")
     ev = evaluate_clip(clip, per_domain=per_domain, size=cfg.data.size, domains=training_domains(cfg.data))
     n_params = sum(p.numel() for p in clip.parameters())
     card = {"command": command, "config": to_dict(cfg), "wall_time_s": result["wall_time_s"], "steps": result["steps"],
@@ -298,14 +304,14 @@ def write_model_card(cfg: ClipTrainConfig, result: dict, command: str, per_domai
 
 A small CLIP in the `clip` package's own architecture (ViT image tower, real 49,408-token BPE tokenizer),
 trained contrastively on SynthFaces image-caption pairs across all domains (distractors included) and
-attributes. Loads through the same code as a real ViT-B/32: `adapt_common.clip_models.load_clip("{out}")`
-(or `load_clip("synthfaces")`); `clip.load("{out}", jit=False)` reads it too.
-
+attributes. Loads through the same code as a real ViT-B/32: {load_line};
+`clip.load("{out}", jit=False)` reads it too.
+{role}
 | | |
 |---|---|
 | architecture | embed {m.embed_dim}; image {m.image_resolution} px, ViT {m.vision_layers} layers, width {m.vision_width}, patch {m.vision_patch_size}; text {m.transformer_layers} layers, width {m.transformer_width}, context {m.context_length} |
 | parameters | {n_params:,} ({Path(cfg.output).stat().st_size / 2**20:.1f} MiB, float16) |
-| training | {result['steps']} steps of batch {cfg.data.batch}, AdamW lr {cfg.optim.lr}, seed {cfg.exp.seed}, {torch.get_num_threads()} CPU threads |
+| training | {result['steps']} steps of batch {cfg.data.batch}, AdamW lr {cfg.optim.lr}, seed {cfg.exp.seed}, faces of stream {cfg.data.stream_seed}, {torch.get_num_threads()} CPU threads |
 | wall time | {result['wall_time_s'] / 60:.1f} min on a 2-core CPU machine |
 | command | `{command}` |
 

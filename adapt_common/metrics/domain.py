@@ -45,6 +45,9 @@ def domain_error(target_images: torch.Tensor, source_images: torch.Tensor, trans
       doing nothing; ``gap_closed`` = ``1 − error / baseline`` per metric (1: perfect, 0: no better than the
       source, negative: worse).
 
+    - ``per_image``: each image's ``pixel_l1`` and that of doing nothing (``identity_l1``), in the order of the
+      latents, so that intervals can be taken over images as well as over runs.
+
     ``transformed_source`` skips computing T(source) (pass it when it is at hand already).
     """
     if target_images.shape != source_images.shape:
@@ -60,8 +63,12 @@ def domain_error(target_images: torch.Tensor, source_images: torch.Tensor, trans
     err = _errors(target_images, ref, feature_extractor, fref)
     base = _errors(source_images, ref, feature_extractor, fref)
     gap = {k: (1 - err[k] / base[k]) if base[k] > 0 else float("nan") for k in err}
+
+    def per_image(a):
+        return [round(float(x), 6) for x in ((a.double() - ref.double()) / 2).abs().mean((1, 2, 3))]
     return {**err, "feature_extractor": getattr(feature_extractor, "name", None), "identity_baseline": base,
-            "gap_closed": gap, "n": int(target_images.shape[0])}
+            "gap_closed": gap, "n": int(target_images.shape[0]),
+            "per_image": {"pixel_l1": per_image(target_images), "identity_l1": per_image(source_images)}}
 
 
 @torch.no_grad()

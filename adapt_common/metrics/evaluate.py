@@ -284,7 +284,7 @@ def _set_scores(feats, eval_feats, emb, target_text, domain, clip, kid_subsets, 
 
 def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDomain, *,
              sample_source: Callable[[Any], torch.Tensor] | None = None, n: int = 256, batch: int = 32,
-             clip="synthfaces", features="auto", out_dir: str | Path | None = None, seed: int = 0,
+             clip="synthfaces_judge", features="auto", out_dir: str | Path | None = None, seed: int = 0,
              make_batch: Callable[[list[int]], Any] | None = None, n_eval: int | None = None,
              size: int | None = None, templates: str | Sequence[str] = PROMPT_ONLY, diversity_metric="auto",
              kid_subsets: int = 100, kid_subset_size: int = 1000, baselines: bool = True,
@@ -312,7 +312,7 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
                          f"({domain.name}) was built with eval_offset={domain.eval_offset}")
     if clip is None or isinstance(clip, (str, Path)):
         from ..clip_models import load_clip
-        clip = load_clip(str(clip or "synthfaces"))
+        clip = load_clip(str(clip or "synthfaces_judge"))
     clip_feats = ClipFeatures(clip)
     extractor = clip_feats if features == "clip" else feature_extractor(features, clip)
     tset_name, tset = template_set(templates)

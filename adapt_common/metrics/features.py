@@ -124,7 +124,7 @@ def inception_available(weights_path: str | os.PathLike | None = None) -> bool:
 def feature_extractor(kind: str = "auto", clip=None, *, inception_weights: str | None = None):
     """An extractor by kind: ``"inception"`` (raises :class:`InceptionWeightsMissing` if its weights are not
     local), ``"clip"`` (``clip``: a ClipModel or a name for :func:`load_clip`; default the bundled
-    ``synthfaces``), or ``"auto"`` (Inception when its weights are local, else CLIP). An object with ``.name``
+    judge ``synthfaces_judge``), or ``"auto"`` (Inception when its weights are local, else CLIP). An object with ``.name``
     and ``__call__`` is returned as it is."""
     if not isinstance(kind, str):
         return kind
@@ -135,6 +135,6 @@ def feature_extractor(kind: str = "auto", clip=None, *, inception_weights: str |
     if kind == "clip":
         if clip is None or isinstance(clip, str):
             from ..clip_models import load_clip
-            clip = load_clip(clip or "synthfaces")
+            clip = load_clip(clip or "synthfaces_judge")
         return ClipFeatures(clip)
     raise ValueError(f"unknown feature extractor {kind!r}: use auto, inception or clip")

@@ -19,6 +19,11 @@ around the mean with the hierarchical bootstrap's standard error: mean ± t_{n�
 standard deviation of the bootstrap means and n the number of units resampled at the top level (the runs, or the
 values when there is one run). For one level of n values this is exactly the t interval; at large n it is close to
 the percentile interval; with a single value there is no interval (−∞, ∞).
+
+Student's interval is symmetric, so near a bound it can leave the range a quantity can take (a probability of 0.97
+± 0.05, or a difference of probabilities of 0.43 ± 0.60). ``bounds=(lo, hi)`` cuts the interval to that range: the
+true mean lies in it for certain, so the cut loses no coverage and only stops the table from printing impossible
+values; a verdict read from the cut interval is the one read from the uncut one.
 """
 from __future__ import annotations
 
@@ -61,10 +66,22 @@ class Interval:
 
 
 def bootstrap_interval(values, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0,
-                       student: bool = False) -> Interval:
+                       student: bool = False, bounds: tuple[float, float] | None = None) -> Interval:
     """Percentile bootstrap interval of the mean over runs of the per-run mean, resampling runs, then values
     within each run (``values``: one array, or a list of arrays, one per seed/reference run). ``student``: Student's
-    interval with the bootstrap standard error, for small samples (module docstring)."""
+    interval with the bootstrap standard error, for small samples; ``bounds``: the range the quantity can take, to
+    which the interval is cut (module docstring)."""
+    iv = _bootstrap_interval(values, level=level, n_boot=n_boot, seed=seed, student=student)
+    if bounds is not None:
+        lo, hi = bounds
+        if not lo <= iv.mean <= hi:
+            raise ValueError(f"the mean {iv.mean:g} lies outside the bounds {bounds}: these values are not of a "
+                             "quantity in that range")
+        iv.low, iv.high = max(iv.low, lo), min(iv.high, hi)
+    return iv
+
+
+def _bootstrap_interval(values, *, level: float, n_boot: int, seed: int, student: bool) -> Interval:
     runs = _as_runs(values)
     rng = np.random.default_rng(seed)
     k = len(runs)
@@ -86,10 +103,14 @@ def bootstrap_interval(values, *, level: float = 0.95, n_boot: int = 2000, seed:
 
 
 def paired_difference(a, b, **kw) -> Interval:
-    """Interval of mean(A − B) for paired scores (same runs, same latents, in the same order)."""
+    """Interval of mean(A − B) for paired scores (same runs, same latents, in the same order); ``bounds``, if
+    given, is the range of A and of B (the difference is cut to the range it can take)."""
     ra, rb = _as_runs(a), _as_runs(b)
     if len(ra) != len(rb) or any(x.shape != y.shape for x, y in zip(ra, rb)):
         raise ValueError("paired scores need the same runs and latents on both sides")
+    if kw.get("bounds") is not None:  # A and B each in [lo, hi]: A − B in [lo − hi, hi − lo]
+        lo, hi = kw["bounds"]
+        kw = {**kw, "bounds": (lo - hi, hi - lo)}
     return bootstrap_interval([x - y for x, y in zip(ra, rb)], **kw)
 
 

@@ -339,21 +339,29 @@ class ClipTrainer(LoopTrainer):
         bit for bit the same result as :meth:`train_step_reference`. With ``training.fast_math`` also both
         generators in channels-last layout (:func:`channels_last_input`) and CLIP's last block on the class token
         only: images and gradients then agree with the reference step's within float rounding (1e-6 relative), which
-        the training's sensitivity grows to a few 1e-3 of the direction over 300 steps."""
+        the training's sensitivity grows to a few 1e-3 of the direction over 300 steps. A recipe whose losses read
+        no CLIP embedding of the batch (the encoder recipe: pixels against the analogy only) skips CLIP altogether,
+        which changes nothing of the result (CLIP's forward draws no random numbers)."""
         z, inject = self._latents()
         g_b = self.param.generator
+        embed = self.losses_read_embeddings()
         with channels_last_input(self.source, g_b) if self.fast_math else nullcontext():
             with torch.no_grad():
                 img_a, latent = self.source(z, inject_index=inject, randomize_noise=False, return_latents=True)
                 img_a = img_a.contiguous()
-                emb_a = self.guide.encode_images(img_a)
+                emb_a = self.guide.encode_images(img_a) if embed else None
             if self._adapted_maps_like_source():
                 img_b = g_b(latent, input_is_latent=True, randomize_noise=False)[0]
             else:
                 img_b = g_b(z, inject_index=inject, randomize_noise=False)[0]
         img_b = img_b.contiguous()
-        emb_b = self.guide.encode_images(img_b)
+        emb_b = self.guide.encode_images(img_b) if embed else None
         return self._losses_and_update(img_a, img_b, emb_a, emb_b)
+
+    def losses_read_embeddings(self) -> bool:
+        """Whether a loss of the step reads the CLIP embeddings of the batch (G_A's or G_B's images)."""
+        lc = self.cfg.loss
+        return lc.clip_direction > 0 or lc.indomain > 0 or (self.w_ref is not None and lc.clip_within > 0)
 
     def _losses_and_update(self, img_a, img_b, emb_a, emb_b) -> dict:
         """The losses of one step from the source and adapted images and their CLIP embeddings; one Adam step."""
@@ -372,7 +380,11 @@ class ClipTrainer(LoopTrainer):
             d = sum(p.square().mean() for p in self.param.trainable_parameters())
             loss = loss + lc.offsets_l2 * d
             stats["offsets_l2"] = float(d.detach())
-        if self.w_ref is not None:
+        # G_B's image of the inverted reference, for the reference-pair terms; the step as first written renders it
+        # whenever there is an inversion (the encoder recipe has one for its analogy), the optimised one only when a
+        # term reads it (rendered with constant noise, it draws no random numbers: skipping it changes nothing)
+        ref_terms = lc.clip_ref > 0 or lc.rec_l2 > 0 or lc.clip_within > 0
+        if self.w_ref is not None and (ref_terms or not self.optimised):
             img_ref = self.param.generator.generate(w=self.w_ref)
             if lc.clip_ref > 0:
                 d = self.guide.clip_ref_loss(self.guide.encode_images(img_ref), self.emb_ref)
@@ -506,9 +518,18 @@ class ClipTrainer(LoopTrainer):
         report = evaluate(sample, domain, sample_source=source, make_batch=make_batch, n=ev.n,
                           clip=ev.clip, features=ev.features, out_dir=self.run_dir / "eval", seed=self.cfg.exp.seed,
                           settings={"steps": self.step, "parameterization": self.param.name}, quiet=True)
+        report["judge_is_guide"] = self.judge_is_guide()
         for line in summary_lines(report):
             self._log(line)
+        if report["judge_is_guide"]:
+            self._log(f"warning: evaluation.clip={ev.clip!r} also guided this run, so its CLIP scores grade the run "
+                      "by its own loss; judge with a CLIP that guided nothing (the default, synthfaces_judge)")
         return report
+
+    def judge_is_guide(self) -> bool:
+        """Whether the report's judge CLIP (``evaluation.clip``) is one of the CLIPs that guided the training."""
+        from adapt_common.clip_models import same_clip
+        return any(same_clip(self.cfg.evaluation.clip, g) for g in self.guide.names)
 
     # -- the loop ------------------------------------------------------------------------------------------
 
@@ -548,6 +569,8 @@ class ClipTrainer(LoopTrainer):
             else:
                 metrics = {k: report.get(k) for k in ("fid", "kid", "domain_error", "clip_quality", "clip_diversity",
                                                       "domain_accuracy", "skipped") if k in report}
+                if metrics.get("domain_error"):  # the summary goes in the file's manifest; per image stays in eval/
+                    metrics["domain_error"] = {k: v for k, v in metrics["domain_error"].items() if k != "per_image"}
                 out = self.result = self.export(metrics)
         return {"steps": self.step, "wall_time_s": self.elapsed, "result": str(out),
                 "evaluation_error": self.evaluation_error, "stopped": False}

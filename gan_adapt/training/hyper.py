@@ -103,10 +103,10 @@ class HyperConfig:
     training: HyperTraining = section(HyperTraining, "the optimisation")
     loss: HyperLoss = section(HyperLoss, "the CLIP guidance")
     logging: LoggingSection = section(LoggingSection, "log, sample and checkpoint cadences")
-    # The judge defaults to the first guiding CLIP, as before the evaluation section was shared; the report has no
-    # FID/KID, so evaluation.features is refused unless auto.
+    # The report has no FID/KID, so evaluation.features is refused unless auto. Its judge is the shared default
+    # (a CLIP that guided nothing), not the first guide.
     evaluation: HyperEval = section(HyperEval, "the end-of-run report: each named domain's ground-truth error and "
-                                    "CLIP's domain calls", clip="${loss.clip[0]}")
+                                    "the judge CLIP's domain calls")
 
 
 def parse_domains(lines: list[str], source: str) -> list[tuple[str, str]]:
@@ -138,6 +138,7 @@ class HyperTrainer(LoopTrainer):
         set_threads(cfg.exp.threads, "exp.threads")
         torch.manual_seed(cfg.exp.seed + self.rank)  # every process draws its own domains and latents
         self.device = torch.device(cfg.exp.device)
+        self._judge = None  # the report's judge CLIP, loaded when first needed
         self.domains = parse_domains(list(cfg.domains.train), cfg.domains.source)
         tr = cfg.training
         if tr.per_domain < 1 or tr.batch % tr.per_domain:
@@ -315,19 +316,21 @@ class HyperTrainer(LoopTrainer):
                                         "pixel_l1": err["pixel_l1"],
                                         "identity_l1": err["identity_baseline"]["pixel_l1"],
                                         "gap_closed": err["gap_closed"]["pixel_l1"],
-                                        # the judge CLIP (the first guide): which domain it calls the images
+                                        # the judge CLIP: which domain it calls the images
                                         "clip_domain": self.clip_domains(tgt, names)}
         return out
 
     @torch.no_grad()
     def clip_domains(self, images: torch.Tensor, names: list[str]) -> dict[str, float]:
-        """The fraction of ``images`` the judge (``evaluation.clip``, by default the first guiding CLIP) classifies
-        as each of ``names`` (zero-shot among photo and every similar SynthFaces domain)."""
+        """The fraction of ``images`` the judge (``evaluation.clip``, by default a CLIP that guided nothing)
+        classifies as each of ``names`` (zero-shot among photo and every similar SynthFaces domain)."""
         from adapt_common import synthfaces as sf
         from adapt_common.clip_models import load_clip
         from adapt_common.metrics.domain import domain_accuracy
         judge = self.cfg.evaluation.clip
-        clip = self.guide.clips[0] if judge == self.guide.names[0] else load_clip(judge, self.device)
+        if self._judge is None:
+            self._judge = self.guide.clips[0] if judge == self.guide.names[0] else load_clip(judge, self.device)
+        clip = self._judge
         doms = ["photo"] + [n for n, d in sf.DOMAINS.items() if d.kind == "similar"]
         acc = domain_accuracy(clip, images, doms, [sf.domain_prompt(d) for d in doms])
         return {n: acc["counts"][n] / acc["n"] for n in names}
