@@ -21,7 +21,8 @@ CLIP on its images, the adapted generator's forward and backward (G_B fwd+bwd), 
 those (CLIP B fwd+bwd) and the rest (latents, losses, Adam), by running the path's step with the backward taken in
 stages (loss -> G_B's images, then those -> trained tensors), which gives the same gradients. A recipe whose losses
 read no CLIP embedding (the encoder recipe's pixel loss) runs CLIP only in the reference step, which computes the
-embeddings and drops them, as the step was first written; the optimised step skips it.
+embeddings and drops them, as the step was first written; the optimised step skips it. The losses are the trainer's
+own (``ClipTrainer.step_loss``), so the reference step's unread render of G_B(w_ref) counts under "losses + Adam".
 """
 from __future__ import annotations
 
@@ -73,31 +74,17 @@ def trained_vector(trainer) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in trainer.param.trainable_parameters()])
 
 
-def profile_loss(trainer, img_a, img_b, emb_a, emb_b) -> torch.Tensor:
-    """The loss of one step for the terms the demos use (CLIP direction and in-domain, analogy and truth pixels),
-    as :meth:`ClipTrainer._losses_and_update` adds them."""
+def check_profiled_terms(trainer) -> None:
+    """The two-stage backward carries the gradient of terms that read G_B's batch; a term on the trained tensors
+    themselves or on G_B(w_ref) would lose its gradient, so such a recipe is not profiled."""
     lc = trainer.cfg.loss
     if lc.offsets_l2 > 0 or lc.clip_ref > 0 or lc.rec_l2 > 0 or lc.clip_within > 0:
-        raise SystemExit("the profile covers loss.clip_direction, indomain, analogy_l1 and truth_l1; run this config "
-                         "with --profile-steps 0")
-    loss = torch.zeros(())
-    if lc.clip_direction > 0:
-        loss = loss + lc.clip_direction * trainer.guide.direction_loss(emb_b, emb_a, trainer.directions)
-    if lc.indomain > 0:
-        loss = loss + lc.indomain * trainer.guide.indomain_loss(emb_b, emb_a)
-    if trainer.analogy is not None:
-        with torch.no_grad():
-            pseudo = trainer.analogy(img_a)
-        loss = loss + lc.analogy_l1 * (img_b.clamp(-1, 1) - pseudo).abs().mean()
-    if lc.truth_l1 > 0:
-        from adapt_common import synthfaces as sf
-        truth = sf.apply_domain(img_a, trainer.domain).clamp(-1, 1)
-        loss = loss + lc.truth_l1 * (img_b.clamp(-1, 1) - truth).abs().mean()
-    return loss
+        raise SystemExit("the profile covers losses on G_B's batch (CLIP direction and in-domain, analogy and truth "
+                         "pixels); run this config with --profile-steps 0")
 
 
 def profile_step(trainer, clocks: dict[str, Clock]) -> None:
-    """One training step of ``trainer`` (either path; :func:`profile_loss`'s terms) timed by part; the gradients
+    """One training step of ``trainer`` (either path; :func:`check_profiled_terms`) timed by part; the gradients
     are the step's own (the backward runs in two stages through a detached copy of the adapted image)."""
     from gan_adapt.training.clip_guided import channels_last_input
     guide, g_b = trainer.guide, trainer.param.generator
@@ -114,8 +101,6 @@ def profile_step(trainer, clocks: dict[str, Clock]) -> None:
             with clocks["CLIP A"]:
                 emb_a = guide.encode_images(img_a) if embed else None
         with clocks["G_B fwd+bwd"]:
-            if trainer.w_ref is not None and not opt:  # as first written: G_B(w_ref) rendered, read by no term here
-                g_b.generate(w=trainer.w_ref)
             if opt and trainer._adapted_maps_like_source():
                 img_b = g_b(latent, input_is_latent=True, randomize_noise=False)[0].contiguous()
             else:
@@ -124,7 +109,7 @@ def profile_step(trainer, clocks: dict[str, Clock]) -> None:
     with clocks["CLIP B fwd+bwd"]:
         emb_b = guide.encode_images(x) if embed else None
     with clocks["losses + Adam"]:
-        loss = profile_loss(trainer, img_a, x, emb_a, emb_b)
+        loss, _ = trainer.step_loss(img_a, x, emb_a, emb_b)
         for g in trainer.opt.param_groups:
             g["lr"] = trainer.lr_at(trainer.step)
         trainer.opt.zero_grad(set_to_none=True)
@@ -186,6 +171,7 @@ def main(argv=None) -> int:
             outputs[name] = c
         profile = {}
         if args.profile_steps > 0:
+            check_profiled_terms(trainers["reference"])
             for name, tr in trainers.items():
                 part = {p: Clock() for p in PARTS}
                 profile_step(tr, {p: Clock() for p in PARTS})  # warm-up

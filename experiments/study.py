@@ -660,15 +660,13 @@ class Study:
     def check_judge(self) -> None:
         """Refuse a judge CLIP that also guides the one-shot cells: a guide's shortcuts (a tint it reads as a
         style) fool itself, so its scores would grade the training by its own loss."""
-        from adapt_common.clip_models import same_clip
-        from gan_adapt.training.clip_guided import OneShotConfig
+        from .study_report import guides_judging
         if not self.cfg.oneshot.domains:
             return
-        guides = load_config(OneShotConfig, [self.cfg.oneshot.config], list(self.cfg.oneshot.extra)).loss.clip
-        shared = [c for c in guides if same_clip(self.cfg.exp.clip, c)]
+        guides, shared = guides_judging(self.cfg)
         if shared:
             raise ValueError(f"exp.clip={self.cfg.exp.clip!r} is also a guiding CLIP of the one-shot cells "
-                             f"({self.cfg.oneshot.config}: loss.clip={list(guides)}); judge with a CLIP that guided "
+                             f"({self.cfg.oneshot.config}: loss.clip={guides}); judge with a CLIP that guided "
                              "nothing, e.g. exp.clip=synthfaces_judge (bundled) or another real model")
 
     def run(self) -> dict:

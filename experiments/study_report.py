@@ -142,17 +142,23 @@ def l1_and_gap_runs(sel: list[dict]) -> tuple[list, list]:
     return cell_runs(sel, "domain_l1"), cell_runs(sel, "gap_closed")
 
 
-def judge_text(cfg) -> str:
-    """Whose view the CLIP columns are: a judge apart from the guide, or (results made before the project had one)
-    the guide's own."""
+def guides_judging(cfg) -> tuple[list, list]:
+    """(the guiding CLIPs of the study's one-shot cells, those of them that are also its judge ``exp.clip``)."""
     from adapt_common.clip_models import same_clip
     from adapt_common.config import load_config
     from gan_adapt.training.clip_guided import OneShotConfig
+    guides = list(load_config(OneShotConfig, [cfg.oneshot.config], list(cfg.oneshot.extra)).loss.clip)
+    return guides, [g for g in guides if same_clip(cfg.exp.clip, g)]
+
+
+def judge_text(cfg) -> str:
+    """Whose view the CLIP columns are: a judge apart from the guide, or (results made before the project had one)
+    the guide's own."""
     try:
-        guides = load_config(OneShotConfig, [cfg.oneshot.config], list(cfg.oneshot.extra)).loss.clip
+        _, shared = guides_judging(cfg)
     except Exception:  # noqa: BLE001 - a config file gone since: say only which CLIP judged
         return f"CLIP scores and FID are `{cfg.exp.clip}`'s."
-    if any(same_clip(cfg.exp.clip, g) for g in guides):
+    if shared:
         return (f"CLIP scores and FID are `{cfg.exp.clip}`'s, which also guided the cells (these results predate "
                 "the separate judge): read them as the guide's own view.")
     return f"CLIP scores and FID are the judge's (`{cfg.exp.clip}`), which guided no cell."

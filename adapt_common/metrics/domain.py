@@ -17,15 +17,18 @@ import torch.nn.functional as F
 
 
 
-def _errors(a: torch.Tensor, b: torch.Tensor, feature_extractor=None, fb: np.ndarray | None = None) -> dict:
+def _errors(a: torch.Tensor, b: torch.Tensor, feature_extractor=None, fb: np.ndarray | None = None
+            ) -> tuple[dict, list[float]]:
+    """(the mean errors of images ``a`` against ``b``, each image's pixel L1)."""
     d = (a.double() - b.double()) / 2  # [-1, 1] scale -> 0..1 scale
-    out = {"pixel_l1": float(d.abs().mean()), "pixel_mse": float((d ** 2).mean())}
+    l1 = d.abs().mean((1, 2, 3))
+    out = {"pixel_l1": float(l1.mean()), "pixel_mse": float((d ** 2).mean())}
     out["pixel_rmse"] = float(np.sqrt(out["pixel_mse"]))
     if feature_extractor is not None:
         fa = torch.from_numpy(np.asarray(feature_extractor(a), np.float64))
         fb_t = torch.from_numpy(np.asarray(fb if fb is not None else feature_extractor(b), np.float64))
         out["feature"] = float((1 - F.cosine_similarity(fa, fb_t, dim=-1)).mean())
-    return out
+    return out, [round(float(x), 6) for x in l1]
 
 
 @torch.no_grad()
@@ -60,15 +63,12 @@ def domain_error(target_images: torch.Tensor, source_images: torch.Tensor, trans
     ref = transformed_source if transformed_source is not None else transform(source_images)
     ref = ref.to(target_images.device).clamp(-1, 1)
     fref = np.asarray(feature_extractor(ref), np.float64) if feature_extractor is not None else None
-    err = _errors(target_images, ref, feature_extractor, fref)
-    base = _errors(source_images, ref, feature_extractor, fref)
+    err, err_per_image = _errors(target_images, ref, feature_extractor, fref)
+    base, base_per_image = _errors(source_images, ref, feature_extractor, fref)
     gap = {k: (1 - err[k] / base[k]) if base[k] > 0 else float("nan") for k in err}
-
-    def per_image(a):
-        return [round(float(x), 6) for x in ((a.double() - ref.double()) / 2).abs().mean((1, 2, 3))]
     return {**err, "feature_extractor": getattr(feature_extractor, "name", None), "identity_baseline": base,
             "gap_closed": gap, "n": int(target_images.shape[0]),
-            "per_image": {"pixel_l1": per_image(target_images), "identity_l1": per_image(source_images)}}
+            "per_image": {"pixel_l1": err_per_image, "identity_l1": base_per_image}}
 
 
 @torch.no_grad()

@@ -284,7 +284,7 @@ def _set_scores(feats, eval_feats, emb, target_text, domain, clip, kid_subsets, 
 
 def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDomain, *,
              sample_source: Callable[[Any], torch.Tensor] | None = None, n: int = 256, batch: int = 32,
-             clip="synthfaces_judge", features="auto", out_dir: str | Path | None = None, seed: int = 0,
+             clip=None, features="auto", out_dir: str | Path | None = None, seed: int = 0,
              make_batch: Callable[[list[int]], Any] | None = None, n_eval: int | None = None,
              size: int | None = None, templates: str | Sequence[str] = PROMPT_ONLY, diversity_metric="auto",
              kid_subsets: int = 100, kid_subset_size: int = 1000, baselines: bool = True,
@@ -292,7 +292,7 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
     """Evaluate a target sampler on a domain; see the module docstring for what is reported.
 
     ``domain``: a SynthFaces domain name or an :class:`EvalDomain`. ``clip``: a ClipModel or a name/path for
-    :func:`load_clip` (default the bundled SynthFaces CLIP). ``features``: "auto" (Inception when its weights are
+    :func:`load_clip` (default the bundled judge, ``DEFAULT_JUDGE``). ``features``: "auto" (Inception when its weights are
     local, else CLIP), "inception", "clip", or an extractor. ``n_eval``: eval-set size (default ``n``).
     ``eval_offset``: the first eval image's index for a domain given by name (0: validation, :data:`TEST_START`:
     test; ``seed`` is the first latent's). ``templates``: "prompt-only" (default: SynthFaces prompts are whole
@@ -311,8 +311,8 @@ def evaluate(sample_target: Callable[[Any], torch.Tensor], domain: str | EvalDom
         raise ValueError(f"eval_offset={eval_offset} applies to a SynthFaces domain given by name; this EvalDomain "
                          f"({domain.name}) was built with eval_offset={domain.eval_offset}")
     if clip is None or isinstance(clip, (str, Path)):
-        from ..clip_models import load_clip
-        clip = load_clip(str(clip or "synthfaces_judge"))
+        from ..clip_models import DEFAULT_JUDGE, load_clip
+        clip = load_clip(str(clip or DEFAULT_JUDGE))
     clip_feats = ClipFeatures(clip)
     extractor = clip_feats if features == "clip" else feature_extractor(features, clip)
     tset_name, tset = template_set(templates)

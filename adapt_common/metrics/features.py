@@ -134,7 +134,7 @@ def feature_extractor(kind: str = "auto", clip=None, *, inception_weights: str |
         return InceptionFeatures(inception_weights)
     if kind == "clip":
         if clip is None or isinstance(clip, str):
-            from ..clip_models import load_clip
-            clip = load_clip(clip or "synthfaces_judge")
+            from ..clip_models import DEFAULT_JUDGE, load_clip
+            clip = load_clip(clip or DEFAULT_JUDGE)
         return ClipFeatures(clip)
     raise ValueError(f"unknown feature extractor {kind!r}: use auto, inception or clip")

@@ -365,6 +365,18 @@ class ClipTrainer(LoopTrainer):
 
     def _losses_and_update(self, img_a, img_b, emb_a, emb_b) -> dict:
         """The losses of one step from the source and adapted images and their CLIP embeddings; one Adam step."""
+        loss, stats = self.step_loss(img_a, img_b, emb_a, emb_b)
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        stats["loss"] = loss.item()
+        self.step += 1
+        return stats
+
+    def step_loss(self, img_a, img_b, emb_a, emb_b) -> tuple[torch.Tensor, dict]:
+        """(the step's loss, each term's value) from the source and adapted images and their CLIP embeddings."""
         lc = self.cfg.loss
         stats = {}
         loss = torch.zeros((), device=self.device)
@@ -409,14 +421,7 @@ class ClipTrainer(LoopTrainer):
             d = (img_b.clamp(-1, 1) - sf.apply_domain(img_a, self.domain).clamp(-1, 1)).abs().mean()
             loss = loss + lc.truth_l1 * d
             stats["truth_l1"] = d.item()
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr_at(self.step)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        stats["loss"] = loss.item()
-        self.step += 1
-        return stats
+        return loss, stats
 
     # -- state ---------------------------------------------------------------------------------------------
 

@@ -325,11 +325,12 @@ class HyperTrainer(LoopTrainer):
         """The fraction of ``images`` the judge (``evaluation.clip``, by default a CLIP that guided nothing)
         classifies as each of ``names`` (zero-shot among photo and every similar SynthFaces domain)."""
         from adapt_common import synthfaces as sf
-        from adapt_common.clip_models import load_clip
+        from adapt_common.clip_models import load_clip, same_clip
         from adapt_common.metrics.domain import domain_accuracy
         judge = self.cfg.evaluation.clip
         if self._judge is None:
-            self._judge = self.guide.clips[0] if judge == self.guide.names[0] else load_clip(judge, self.device)
+            same = next((c for c, name in zip(self.guide.clips, self.guide.names) if same_clip(judge, name)), None)
+            self._judge = same if same is not None else load_clip(judge, self.device)
         clip = self._judge
         doms = ["photo"] + [n for n, d in sf.DOMAINS.items() if d.kind == "similar"]
         acc = domain_accuracy(clip, images, doms, [sf.domain_prompt(d) for d in doms])
