@@ -669,10 +669,35 @@ class Study:
                              f"({self.cfg.oneshot.config}: loss.clip={guides}); judge with a CLIP that guided "
                              "nothing, e.g. exp.clip=synthfaces_judge (bundled) or another real model")
 
+    def check_transfer(self) -> None:
+        """Refuse, before any cell runs, a transfer property whose fine-tuned generator is not a cell of this grid
+        (it would otherwise fail after every training cell)."""
+        c = self.cfg
+        if not (c.properties.enabled and c.oneshot.enabled and c.oneshot.domains):
+            return
+        where, _, other = c.properties.transfer_to.partition(":")
+        if where not in ("fewshot", "oneshot") or not other:
+            raise ValueError(f"properties.transfer_to={c.properties.transfer_to!r}: use fewshot:<domain> or "
+                             "oneshot:<domain>")
+        part = c.fewshot if where == "fewshot" else c.oneshot
+        missing = [what for what, ok in (
+            (f"{where}.enabled", part.enabled), (f"{other!r} in {where}.domains", other in part.domains),
+            (f"full in {where}.parameterizations", "full" in part.parameterizations),
+            ("image in oneshot.guidance", where == "fewshot" or "image" in c.oneshot.guidance)) if not ok]
+        if missing:
+            raise ValueError(f"properties.transfer_to={c.properties.transfer_to!r} needs the full fine-tune of "
+                             f"{other!r} in this grid, but it lacks: {'; '.join(missing)}. Add it, or point "
+                             "transfer_to at a full run the grid has (or set properties.enabled=false)")
+
+    def check(self) -> None:
+        """What can be refused before any cell runs: the judge, the transfer's fine-tuned generator."""
+        self.check_judge()
+        self.check_transfer()
+
     def run(self) -> dict:
         """Run the cells not done yet (training cells through the engine, then the property cells here) and write
         the report."""
-        self.check_judge()
+        self.check()
         training = (self.run_oneshot, self.run_fewshot, self.run_diffusion)
         cells = self.plan()
         todo = [c for c in cells if self.done(c[0]) is None]
@@ -825,7 +850,7 @@ def main(argv=None) -> int:
     study = Study(cfg)
     if not (args.from_results or args.report_only):
         try:
-            study.check_judge()
+            study.check()
         except ValueError as e:
             ap.error(str(e))
     if args.from_results:

@@ -198,7 +198,7 @@ def oneshot_section(cfg, rows: list[dict]) -> list[str]:
                 "and its 95 % interval (Student's, with the bootstrap's standard error: runs resampled, then "
                 "latents; the CLIP scores and FID are one number per run). Domain L1: mean |G_t(w) − T(G_s(w))| "
                 "on the 0..1 scale, clamped images (doing "
-                f"nothing: {ci(ident, 4, cfg)}); gap closed: 1 − L1 / L1(doing nothing), 1 is the ground truth. CLIP "
+                f"nothing: {ci(ident, 4, cfg)}); gap closed: 1 − L1 / L1(doing nothing), 1 is the ground truth. "
                 + judge_text(cfg) + " " + regen_line(cfg), "",
                 table(["parameterization", "trainable", "file", "wall s", "domain L1", "gap closed", "CLIP quality",
                        "CLIP diversity", "CLIP acc", "FID"], body), "",

@@ -34,3 +34,39 @@ def test_a_test_split_run_evaluates_on_the_test_split(tmp_path, monkeypatch):
         assert seeds == ([expect] if expect else [])
         report = json.loads((tmp_path / split / "full_s1" / "eval_250.json").read_text())
         assert report["variant"]["split"] == split
+
+
+def _eval(run: Path, iters: int, fid: float, div: float, pixel_l1=None, split="test"):
+    run.mkdir(parents=True, exist_ok=True)
+    de = None if pixel_l1 is None else {"gap_closed": {"pixel_l1": 0.0},
+                                        "per_image": {"pixel_l1": pixel_l1, "identity_l1": [1.0] * len(pixel_l1)}}
+    (run / f"eval_{iters}.json").write_text(json.dumps({
+        "fid": fid, "intra_cluster_diversity": {"value": div}, "domain_error": de, "variant": {"split": split}}))
+
+
+def test_the_report_judges_the_claim_by_seeds_paired_with_full_fine_tuning(tmp_path):
+    """DomainStudio's claim read from run folders through the report command: diversity against full fine-tuning's
+    at the same FID (interpolated along its run, computed here with np.interp), gap closed per sample at the same
+    steps, and a seed whose FID lies outside full fine-tuning's run named instead of counted."""
+    import numpy as np
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    full_fid, full_div = [1.4, 1.1, 0.9], [0.46, 0.50, 0.47]
+    deltas = {0: 0.05, 1: 0.06, 2: 0.07}
+    for s in (0, 1, 2, 3):
+        for it, fid, div in zip((250, 500, 1000), full_fid, full_div):
+            _eval(runs / f"full_s{s}", it, fid, div, [0.7, 0.7, 0.7, 0.7] if it == 1000 else None)
+        fid = 1.25 if s < 3 else 2.0  # seed 3: less far than full fine-tuning's first point
+        at = float(np.interp(fid, full_fid[::-1], full_div[::-1]))
+        _eval(runs / f"{sweep.CHOSEN}_s{s}", 1000, fid, at + deltas.get(s, 0.0), [0.9, 0.9, 0.9, 0.9])
+    assert sweep.main(["report", "--runs", str(runs), "--out", str(out)]) == 0
+    text = (out / "table.md").read_text()
+    diversity = next(line for line in text.splitlines() if line.startswith("- More diverse"))
+    assert "+0.060 [" in diversity and "(3 seeds)" in diversity and diversity.endswith("**holds**.")
+    gap = next(line for line in text.splitlines() if line.startswith("- Loses little"))
+    # gap closed per sample: 0.1 against full fine-tuning's 0.3, on 4 seeds (seed 3 has samples at the same steps)
+    assert "-0.200 [-0.200, -0.200]" in gap and "4 seeds × 4 samples" in gap and gap.endswith("**does not hold**.")
+    assert "seed 3: FID 2.00 outside full fine-tuning's trajectory" in text
+    # the committed results alone rebuild the same table
+    (out / "table.md").unlink()
+    assert sweep.main(["report", "--from-results", "--out", str(out)]) == 0
+    assert (out / "table.md").read_text() == text

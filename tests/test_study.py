@@ -491,3 +491,22 @@ def test_the_study_refuses_a_judge_that_guides_its_cells(tmp_path, capsys):
         assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()
     # a study without one-shot cells has no guide to clash with
     st.Study(load_config(st.StudyConfig, [], ["exp.clip=synthfaces", "oneshot.domains=[]"])).check_judge()
+
+
+def test_the_study_refuses_a_transfer_to_a_fine_tune_it_does_not_train(tmp_path, capsys):
+    # the transfer property reads the full fine-tune of properties.transfer_to: a grid without that cell is refused
+    # before any cell runs (it used to fail after every training cell had run)
+    base = ["--config", "configs/study/quick.yaml", f"exp.work_dir={tmp_path}/w", f"exp.report_dir={tmp_path}/r"]
+    for bad, lacks in ((["fewshot.parameterizations=[affine_plus]"], "full in fewshot.parameterizations"),
+                       (["properties.transfer_to=fewshot:dog"], "'dog' in fewshot.domains"),
+                       (["properties.transfer_to=oneshot:sepia", "oneshot.guidance=[text]"],
+                        "image in oneshot.guidance")):
+        with pytest.raises(SystemExit) as e:
+            st.main(base + bad)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "needs the full fine-tune" in err and lacks in err, err
+        assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()
+    # the committed grids name a fine-tune they train
+    for name in ("quick", "full", "oneshot"):
+        st.Study(load_config(st.StudyConfig, [f"configs/study/{name}.yaml"], [])).check_transfer()
