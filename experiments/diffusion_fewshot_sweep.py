@@ -94,9 +94,11 @@ def _run_variant(name: str, args, deadline: float) -> None:
                f"training.iters={stage}", f"exp.run_dir={run_dir}", f"exp.seed={args.seed}",
                f"exp.device={args.device}", f"exp.threads={args.threads}", f"evaluation.n={args.n_eval}",
                "evaluation.steps=25", "logging.sample_every=100000", "logging.checkpoint_every=500",
-               "logging.log_every=50"] + (["--resume"] if (run_dir / "checkpoint.pt").exists() else [])
+               "logging.log_every=50"]
         if args.split == "test":  # noises and eval sketches from TEST_START: numbers to report, never to choose by
             cmd.append(f"evaluation.seed={TEST_START}")
+        if (run_dir / "checkpoint.pt").exists():  # after the overrides: argparse takes no override past a flag
+            cmd.append("--resume")
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(5.0, deadline - time.time()))
         except subprocess.TimeoutExpired:

@@ -36,6 +36,28 @@ def test_a_test_split_run_evaluates_on_the_test_split(tmp_path, monkeypatch):
         assert report["variant"]["split"] == split
 
 
+def test_every_stage_command_parses_in_the_real_cli(tmp_path, monkeypatch):
+    # the second stage resumes: its command (with --resume and the test split's seed) must be one the user's own
+    # parser accepts, overrides and all (an override after the flag was once refused, failing every test-split run)
+    from diffusion_adapt.cli import build_parser
+    seen = []
+
+    def fake(cmd, capture_output, text, timeout):
+        run = _fake_train(seen)(cmd, capture_output, text, timeout)
+        run_dir = next(a.split("=", 1)[1] for a in cmd if a.startswith("exp.run_dir="))
+        (Path(run_dir) / "checkpoint.pt").write_bytes(b"ckpt")  # what a finished stage leaves
+        return run
+    monkeypatch.setattr(sweep.subprocess, "run", fake)
+    args = types.SimpleNamespace(runs=str(tmp_path), seed=1, stages=[250, 500], device="cpu", threads=1, n_eval=8,
+                                 split="test")
+    sweep._run_variant("full", args, deadline=1e18)
+    assert len(seen) == 2 and "--resume" not in seen[0] and "--resume" in seen[1]
+    for cmd in seen:
+        parsed = build_parser().parse_args(cmd[cmd.index("diffusion_adapt") + 1:])
+        assert parsed.resume == (cmd is seen[1])
+        assert "evaluation.seed=100000" in parsed.overrides and f"exp.seed=1" in parsed.overrides
+
+
 def _eval(run: Path, iters: int, fid: float, div: float, pixel_l1=None, split="test"):
     run.mkdir(parents=True, exist_ok=True)
     de = None if pixel_l1 is None else {"gap_closed": {"pixel_l1": 0.0},
