@@ -16,8 +16,8 @@ space, SynthFaces domain error, 256 samples at DDIM 25). It stops a variant befo
 within ``--budget`` seconds. On 2 CPU cores a 1000-step stage takes about 8 (full) to 17 (SVDiff + DomainStudio)
 minutes; the published numbers (docs/results) came from one H100 (10 variants at once, 0.1-0.2 s a step under that sharing).
 
-``report`` collects ``<runs>/<variant>_s<seed>/eval_<iters>.json`` into ``results.json``, a Markdown table and
-``frontier.png`` (FID against intra-cluster diversity along each run). DomainStudio's claim is "more diverse at a
+``report`` collects ``<runs>/<variant>_s<seed>/eval_<iters>.json`` into ``results.json``, a Markdown table
+(``README.md``) and ``frontier.png`` (FID against intra-cluster diversity along each run). DomainStudio's claim is "more diverse at a
 comparable FID", so the report compares each point's diversity with the full fine-tuning run's at the same FID
 (linear interpolation along that run's trajectory). Under the table it judges that claim for the chosen variant
 (:data:`CHOSEN`) as paired comparisons over the seeds that ran it and full fine-tuning: diversity at the same FID
@@ -34,8 +34,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-
-import numpy as np
 
 from adapt_common.metrics import stats
 from adapt_common.metrics.evaluate import TEST_START
@@ -142,7 +140,8 @@ def _point(r: dict, iters: int) -> dict:
     point = {"iters": iters, "split": split, "fid": r["fid"], "kid": (r.get("kid") or {}).get("mean"),
              "diversity": r["intra_cluster_diversity"]["value"],
              "gap_closed": (de.get("gap_closed") or {}).get("pixel_l1"),
-             "domain_accuracy": acc.get("accuracy") if isinstance(acc, dict) else acc}
+             "domain_accuracy": acc.get("accuracy") if isinstance(acc, dict) else acc,
+             "clip": acc.get("clip") if isinstance(acc, dict) else None}
     if split == "test" and de.get("per_image"):  # the samples' own errors: intervals over seeds x samples
         point["per_image"] = de["per_image"]
     return point
@@ -179,10 +178,10 @@ CHOSEN = "svd2e-2_1d_dsab_p1"
 MARGINS = {"diversity": 0.01, "gap_closed": 0.05}
 
 
-def _gap_terms(per_image: dict) -> np.ndarray:
-    """Per-sample share of the gap closed; its mean is the gap closed (as experiments.study_report.gap_terms)."""
-    ident = np.asarray(per_image["identity_l1"], np.float64)
-    return (ident - np.asarray(per_image["pixel_l1"], np.float64)) / ident.mean()
+def _gap_terms(per_image: dict):
+    """Per-sample share of the gap closed (its mean is the gap closed), from domain_error's per-image L1."""
+    from .study_report import gap_terms
+    return gap_terms({"identity_l1": per_image["identity_l1"], "domain_l1": per_image["pixel_l1"]})
 
 
 def comparisons(res: dict, variant: str = CHOSEN) -> list[str]:
@@ -265,10 +264,20 @@ def cmd_report(args) -> int:
     claim = comparisons(res)
     if claim:
         lines += [""] + claim
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+    splits = sorted({p.get("split", "validation") for r in res.values() for p in r["points"]})
+    # points made before they recorded their CLIP were all scored by the small guide CLIP (no DDPM cell is guided)
+    clips = " and ".join(f"`{c}`" for c in sorted({p.get("clip") or "synthfaces" for r in res.values()
+                                                    for p in r["points"]}))
+    head = [f"# 10-shot DDPM adaptation to sketch along training ({', '.join(splits)} split)", "",
+            "Every point of every run: FID against 256 held-out sketches and intra-cluster diversity in the "
+            f"features of the CLIP {clips}, the ground-truth gap closed (the same noise through the frozen base, "
+            "then the true sketch transform), and the share that CLIP calls sketches. "
+            f"Generated from `results.json` by `python -m experiments.diffusion_fewshot_sweep report --from-results "
+            f"--out {out.as_posix()}`.", "", "![diversity against FID](frontier.png)", ""]
+    (out / "README.md").write_text("\n".join(head + lines) + "\n")
     print("\n".join(lines))
     _plot(res, out / "frontier.png")
-    print(f"wrote {out}/results.json, table.md, frontier.png")
+    print(f"wrote {out}/results.json, README.md, frontier.png")
     return 0
 
 
@@ -318,7 +327,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="reports/diffusion_fewshot")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--from-results", action="store_true",
-                   help="rebuild table.md and frontier.png from the committed <out>/results.json alone")
+                   help="rebuild README.md and frontier.png from the committed <out>/results.json alone")
     args = ap.parse_args(argv)
     if args.cmd == "run":
         args.stages = [int(s) for s in args.stages.split(",")]

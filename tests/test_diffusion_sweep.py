@@ -81,7 +81,7 @@ def test_the_report_judges_the_claim_by_seeds_paired_with_full_fine_tuning(tmp_p
         at = float(np.interp(fid, full_fid[::-1], full_div[::-1]))
         _eval(runs / f"{sweep.CHOSEN}_s{s}", 1000, fid, at + deltas.get(s, 0.0), [0.9, 0.9, 0.9, 0.9])
     assert sweep.main(["report", "--runs", str(runs), "--out", str(out)]) == 0
-    text = (out / "table.md").read_text()
+    text = (out / "README.md").read_text()
     diversity = next(line for line in text.splitlines() if line.startswith("- More diverse"))
     assert "+0.060 [" in diversity and "(3 seeds)" in diversity and diversity.endswith("**holds**.")
     gap = next(line for line in text.splitlines() if line.startswith("- Loses little"))
@@ -89,6 +89,6 @@ def test_the_report_judges_the_claim_by_seeds_paired_with_full_fine_tuning(tmp_p
     assert "-0.200 [-0.200, -0.200]" in gap and "4 seeds × 4 samples" in gap and gap.endswith("**does not hold**.")
     assert "seed 3: FID 2.00 outside full fine-tuning's trajectory" in text
     # the committed results alone rebuild the same table
-    (out / "table.md").unlink()
+    (out / "README.md").unlink()
     assert sweep.main(["report", "--from-results", "--out", str(out)]) == 0
-    assert (out / "table.md").read_text() == text
+    assert (out / "README.md").read_text() == text
