@@ -196,8 +196,34 @@ def hyper_markdown(data: dict) -> str:
         out.append(f"Seed {r['seed']}, `{r['config']}` ({r['wall_s'] / 60:.1f} min on one CPU thread), evaluated "
                    f"on the test split: {r['n']} latents of seeds {r['latent_seeds']}. " + judge + "\n\n"
                    + _table(["caption", "CLIP calls it", "gap closed"], rows))
-    return ("\n\n".join(out) + "\n\n*Generated from `reports/hyper_synthfaces/results.json` by "
-            "`python -m experiments.tables report hyper_synthfaces`; `run hyper_synthfaces` retrains.*")
+    summary = hyper_summary(data)
+    return ("\n\n".join(([summary, "Each seed:"] if summary else []) + out)
+            + "\n\n*Generated from `reports/hyper_synthfaces/results.json` by "
+            "`python -m experiments.tables report hyper_synthfaces`; `run hyper_synthfaces --seed S` retrains "
+            "seed S.*")
+
+
+def hyper_summary(data: dict) -> str:
+    """Over seeds (two or more, each judged by a CLIP that did not guide it): each caption's mean gap closed with
+    a 95 % interval (Student's, one number per seed) and the judge's mean call."""
+    from adapt_common.metrics import stats
+    runs = [r for r in data["rows"].values() if "judge" in r]
+    if len(runs) < 2:
+        return ""
+    rows = []
+    for name, e in runs[0]["eval"].items():
+        per = [r["eval"][name] for r in runs if name in r["eval"]]
+        iv = stats.bootstrap_interval([[x["gap_closed"]] for x in per], student=True)
+        calls = ", ".join(f"{k} {sum(x['clip_domain'][k] for x in per) / len(per):.0%}" for k in e["clip_domain"])
+        rows.append([("*unseen:* " if not e["seen"] else "") + e["prompt"], calls,
+                     f"{iv.mean:.2f} [{iv.low:.2f}, {iv.high:.2f}]",
+                     ", ".join(f"{x['gap_closed']:.2f}" for x in per)])
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    return (f"Seeds {seeds} of `{runs[0]['config']}`, each evaluated on the test split ({runs[0]['n']} latents of "
+            f"seeds {runs[0]['latent_seeds']}): the gap closed (ground truth) as the mean over seeds with its 95 % "
+            "interval (Student's, one number per seed), and how often the judge CLIP "
+            f"(`{runs[0]['judge']}`, which did not guide) calls the images each domain, averaged over seeds.\n\n"
+            + _table(["caption", "the judge calls it", "gap closed", "per seed"], rows))
 
 
 MARKDOWN = {"fewshot_cat": ("10-shot cat: Affine+ and AffineLight+", fewshot_cat_markdown),

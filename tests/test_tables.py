@@ -51,7 +51,27 @@ def test_hyper_readme_marks_unseen_captions(tmp_path, monkeypatch):
     (tmp_path / "hyper_synthfaces" / "results.json").write_text(json.dumps(data))
     text = tables.write_report("hyper_synthfaces").read_text()
     assert "judge CLIP `synthfaces_judge`, which did not guide (the guide: `synthfaces`)" in text
-    assert "guide's own view" not in text
+    assert "guide's own view" not in text and "per seed" not in text  # one seed: no summary over seeds
+    # three seeds: each caption's mean gap closed with Student's 95 % interval over the seeds (computed here with
+    # scipy), the judge's calls averaged, each seed's value listed
+    import numpy as np
+    from scipy import stats as sps
+    gaps = {0: -0.014, 1: 0.016, 2: 0.031}
+    for seed, g in gaps.items():
+        run = json.loads(json.dumps(data["rows"]["s0"]))
+        run["seed"], run["eval"]["sketch"]["gap_closed"] = seed, g
+        run["eval"]["sketch"]["clip_domain"]["sketch"] = 0.5 + 0.1 * seed
+        data["rows"][f"s{seed}"] = run
+    (tmp_path / "hyper_synthfaces" / "results.json").write_text(json.dumps(data))
+    text = tables.write_report("hyper_synthfaces").read_text()
+    x = np.array(list(gaps.values()))
+    half = sps.t.ppf(0.975, 2) * x.std(ddof=1) / np.sqrt(3)
+    line = next(s for s in text.splitlines() if s.startswith("| a pencil sketch of a face | sketch 60% |"))
+    low, high = (float(v) for v in line.split("|")[3].split("[")[1].rstrip("] ").split(","))
+    assert f"{x.mean():.2f} [" in line and "-0.01, 0.02, 0.03" in line
+    # the bootstrap's standard error scatters around the exact one: the bounds agree to a few hundredths
+    assert abs(low - (x.mean() - half)) < 0.02 and abs(high - (x.mean() + half)) < 0.02
+    assert "Seeds 0, 1, 2" in text and "Each seed:" in text
 
 
 def test_a_table_without_results_says_which_command_writes_them(tmp_path, monkeypatch):
