@@ -194,7 +194,7 @@ def comparisons(res: dict, variant: str = CHOSEN) -> list[str]:
         return []
     label = VARIANTS[variant][0]
     splits = sorted({p.get("split", "validation") for k in res.values() for p in k["points"]})
-    div_a, div_b, gap_a, gap_b, notes = [], [], [], [], []
+    div_a, div_b, gap_a, gap_b, steps, notes = [], [], [], [], [], []
     for s in seeds:
         mine, full = res[f"{variant}_s{s}"]["points"], res[f"full_s{s}"]["points"]
         last = mine[-1]
@@ -208,6 +208,7 @@ def comparisons(res: dict, variant: str = CHOSEN) -> list[str]:
         if same is not None and last.get("per_image") and same.get("per_image"):
             gap_a.append(_gap_terms(last["per_image"]))
             gap_b.append(_gap_terms(same["per_image"]))
+            steps.append(last["iters"])
     kw = {"student": True}
     lines = [f"Paired comparisons of **{label}** with full fine-tuning ({', '.join(splits)} split; seeds "
              f"{', '.join(map(str, seeds))}; mean A − B with a 95 % interval, Student's over the seeds with the "
@@ -223,7 +224,8 @@ def comparisons(res: dict, variant: str = CHOSEN) -> list[str]:
     if gap_a:
         iv = stats.paired_difference(gap_a, gap_b, **kw)
         v = stats.verdict_better(iv, -MARGINS["gap_closed"])
-        lines.append(f"- Loses little of the ground truth at the same steps ({mine[-1]['iters']}): gap closed minus "
+        lines.append(f"- Loses little of the ground truth at the same steps ({', '.join(map(str, sorted(set(steps))))}): "
+                     "gap closed minus "
                      f"full fine-tuning's {iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}] ({len(gap_a)} seeds × "
                      f"{gap_a[0].size} samples), margin −{MARGINS['gap_closed']:g} → **{v}**.")
     lines += [f"- ({n})" for n in notes]
