@@ -510,3 +510,30 @@ def test_the_study_refuses_a_transfer_to_a_fine_tune_it_does_not_train(tmp_path,
     # the committed grids name a fine-tune they train
     for name in ("quick", "full", "oneshot"):
         st.Study(load_config(st.StudyConfig, [f"configs/study/{name}.yaml"], [])).check_transfer()
+
+
+def test_long_cells_go_to_the_jobs_first_and_the_properties_take_the_free_cores(tmp_path):
+    # a chunk of long cells started last keeps one process busy while the others idle: the jobs get the diffusion
+    # and few-shot cells first, then the short one-shot ones; the property cells run here after the local jobs,
+    # on as many threads as the jobs had, and the process's thread count is put back afterwards
+    keys = ["oneshot/image/sketch/full/s0", "fewshot/cat/full/s0", "oneshot/image/sepia/full/s0",
+            "diffusion/full/s0", "fewshot/cat/stylespace/s1"]
+    expected = ["diffusion/full/s0", "fewshot/cat/full/s0", "fewshot/cat/stylespace/s1",
+                "oneshot/image/sketch/full/s0", "oneshot/image/sepia/full/s0"]
+    assert st.longest_first(keys) == expected
+    study = st.Study(load_config(st.StudyConfig, [], [
+        "exp.engine=local", "exp.jobs=2", "exp.threads=1", f"exp.work_dir={tmp_path}/w",
+        f"exp.report_dir={tmp_path}/r"]), quiet=True)
+    part = {"oneshot": study.run_oneshot, "fewshot": study.run_fewshot, "diffusion": study.run_diffusion}
+    submitted, threads = [], []
+    study.check = lambda: None
+    study.plan = lambda: [(k, part[k.split("/")[0]], ()) for k in keys] + [("mixing/a+b/s0", study.run_mixing, ())]
+    study.done = lambda key: None
+    study.run_jobs = lambda ks, label: submitted.extend(ks)
+    study.run_cell = lambda key: threads.append((key, torch.get_num_threads()))
+    study.write_report = lambda: {}
+    before = torch.get_num_threads()
+    study.run()
+    assert submitted == expected
+    assert threads == [("mixing/a+b/s0", 2)]
+    assert torch.get_num_threads() == before
