@@ -53,7 +53,7 @@ bench: $(STAMP)
 	env -u OMP_NUM_THREADS $(PY) -m benchmarks.diffusion_speed
 	env -u OMP_NUM_THREADS $(PY) -m benchmarks.app_speed
 
-# The study (reports/quick/): StyleDomain's findings on SynthFaces, 3 seeds, 198 cells (31 minutes on an idle 2-core machine).
+# The study (reports/quick/): StyleDomain's findings on SynthFaces, 3 seeds, 198 cells (26 minutes on an idle 2-core machine).
 study: $(STAMP)
 	env -u OMP_NUM_THREADS $(PY) -m experiments.study --config configs/study/quick.yaml
 
