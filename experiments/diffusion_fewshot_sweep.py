@@ -172,10 +172,13 @@ def full_diversity_at(full_points: list[dict], fid: float) -> float | None:
     return None
 
 
-#: the variant the validation sweep chose (docs/results), and the margins its claim is read against: the study's
-#: (experiments/study.py ReportSettings): diversity 0.01, gap closed 0.05 of the gap
+#: the variant the validation sweep chose (docs/results); its claim is read against the study's margins and interval
+#: (experiments/study.py ReportSettings: diversity 0.01, gap closed 0.05 of the gap, Student's interval)
 CHOSEN = "svd2e-2_1d_dsab_p1"
-MARGINS = {"diversity": 0.01, "gap_closed": 0.05}
+
+
+def _splits(res: dict) -> list[str]:
+    return sorted({p.get("split", "validation") for r in res.values() for p in r["points"]})
 
 
 def _gap_terms(per_image: dict):
@@ -187,13 +190,16 @@ def _gap_terms(per_image: dict):
 def comparisons(res: dict, variant: str = CHOSEN) -> list[str]:
     """DomainStudio's claim as paired comparisons over the seeds that ran both ``variant`` and full fine-tuning:
     (1) more diverse than full fine-tuning at the same FID (its last point against full fine-tuning's trajectory
-    of the same seed, interpolated), margin ``MARGINS['diversity']``; (2) the ground truth it gives up for it: gap
-    closed against full fine-tuning at the same number of steps, per sample (the same noises on both sides)."""
+    of the same seed, interpolated), against the study's diversity margin; (2) the ground truth it gives up for
+    it: gap closed against full fine-tuning at the same number of steps, per sample (the same noises on both
+    sides)."""
     seeds = sorted(r["seed"] for r in res.values() if r["variant"] == variant and f"full_s{r['seed']}" in res)
     if not seeds:
         return []
+    from .study import ReportSettings
+    settings = ReportSettings()
+    margins = settings.margins
     label = VARIANTS[variant][0]
-    splits = sorted({p.get("split", "validation") for k in res.values() for p in k["points"]})
     div_a, div_b, gap_a, gap_b, steps, notes = [], [], [], [], [], []
     for s in seeds:
         mine, full = res[f"{variant}_s{s}"]["points"], res[f"full_s{s}"]["points"]
@@ -209,25 +215,25 @@ def comparisons(res: dict, variant: str = CHOSEN) -> list[str]:
             gap_a.append(_gap_terms(last["per_image"]))
             gap_b.append(_gap_terms(same["per_image"]))
             steps.append(last["iters"])
-    kw = {"student": True}
-    lines = [f"Paired comparisons of **{label}** with full fine-tuning ({', '.join(splits)} split; seeds "
+    kw = {"student": settings.student, "level": settings.level, "n_boot": settings.n_boot}
+    lines = [f"Paired comparisons of **{label}** with full fine-tuning ({', '.join(_splits(res))} split; seeds "
              f"{', '.join(map(str, seeds))}; mean A − B with a 95 % interval, Student's over the seeds with the "
              "bootstrap's standard error):", ""]
     verdicts = []
     if div_a:
         iv = stats.paired_difference(div_a, div_b, **kw)
-        v = stats.verdict_better(iv, MARGINS["diversity"])
+        v = stats.verdict_better(iv, margins["diversity"])
         verdicts.append(v)
         lines.append(f"- More diverse at the same FID: intra-cluster diversity minus full fine-tuning's at that FID "
                      f"{iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}] ({len(div_a)} seeds), margin "
-                     f"{MARGINS['diversity']:g} → **{v}**.")
+                     f"{margins['diversity']:g} → **{v}**.")
     if gap_a:
         iv = stats.paired_difference(gap_a, gap_b, **kw)
-        v = stats.verdict_better(iv, -MARGINS["gap_closed"])
+        v = stats.verdict_better(iv, -margins["gap_closed"])
         lines.append(f"- Loses little of the ground truth at the same steps ({', '.join(map(str, sorted(set(steps))))}): "
                      "gap closed minus "
                      f"full fine-tuning's {iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}] ({len(gap_a)} seeds × "
-                     f"{gap_a[0].size} samples), margin −{MARGINS['gap_closed']:g} → **{v}**.")
+                     f"{gap_a[0].size} samples), margin −{margins['gap_closed']:g} → **{v}**.")
     lines += [f"- ({n})" for n in notes]
     if verdicts:
         lines += ["", f"DomainStudio's claim (more diverse at a comparable FID): **{verdicts[0]}**."]
@@ -266,7 +272,7 @@ def cmd_report(args) -> int:
     claim = comparisons(res)
     if claim:
         lines += [""] + claim
-    splits = sorted({p.get("split", "validation") for r in res.values() for p in r["points"]})
+    splits = _splits(res)
     # points made before they recorded their CLIP were all scored by the small guide CLIP (no DDPM cell is guided)
     clips = " and ".join(f"`{c}`" for c in sorted({p.get("clip") or "synthfaces" for r in res.values()
                                                     for p in r["points"]}))

@@ -569,6 +569,14 @@ class Study:
                                "per_latent_l1": err["per_latent"]["domain_l1"]}
         return {"part": "mixing", "pair": [a, b], "seed": seed, "rows": rows}
 
+    def transfer_target(self) -> tuple[str, str]:
+        """``properties.transfer_to`` as (part, domain): whose full fine-tune the transfer cells read."""
+        where, _, other = self.cfg.properties.transfer_to.partition(":")
+        if where not in ("fewshot", "oneshot") or not other:
+            raise ValueError(f"properties.transfer_to={self.cfg.properties.transfer_to!r}: use fewshot:<domain> or "
+                             "oneshot:<domain>")
+        return where, other
+
     def run_transfer(self, key: str, domain: str, seed: int) -> dict:
         import warnings
 
@@ -576,10 +584,7 @@ class Study:
         from gan_adapt.adapter_files import Adapter, TransferNote
         from gan_adapt.directions import DomainEdit
         from gan_adapt.formats import load_generator
-        where, _, other = self.cfg.properties.transfer_to.partition(":")
-        if where not in ("fewshot", "oneshot"):
-            raise ValueError(f"properties.transfer_to={self.cfg.properties.transfer_to!r}: use fewshot:<domain> or "
-                             "oneshot:<domain>")
+        where, other = self.transfer_target()
         cell = self.done(f"fewshot/{other}/full/s{seed}" if where == "fewshot" else f"oneshot/image/{other}/full/s{seed}")
         if cell is None:
             raise RuntimeError(f"the transfer needs the full run of {self.cfg.properties.transfer_to} (seed {seed}); "
@@ -685,12 +690,9 @@ class Study:
         """Refuse, before any cell runs, a transfer property whose fine-tuned generator is not a cell of this grid
         (it would otherwise fail after every training cell)."""
         c = self.cfg
-        if not (c.properties.enabled and c.oneshot.enabled and c.oneshot.domains):
+        if not (c.properties.enabled and any(k.startswith("transfer/") for k, _, _ in self.property_cells())):
             return
-        where, _, other = c.properties.transfer_to.partition(":")
-        if where not in ("fewshot", "oneshot") or not other:
-            raise ValueError(f"properties.transfer_to={c.properties.transfer_to!r}: use fewshot:<domain> or "
-                             "oneshot:<domain>")
+        where, other = self.transfer_target()
         part = c.fewshot if where == "fewshot" else c.oneshot
         missing = [what for what, ok in (
             (f"{where}.enabled", part.enabled), (f"{other!r} in {where}.domains", other in part.domains),
