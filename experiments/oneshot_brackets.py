@@ -21,7 +21,9 @@ seed (``--seeds``, or ``name:k`` for k seeds of one method): each method is a co
 (:data:`METHODS`): ``encoder_analogy`` (configs/oneshot_encoder.yaml: the encoder's inversion, an image analogy of
 the pair, a StyleSpace direction trained on pixels towards it; its analogy applied directly to G_s(w) is reported
 too, as a "(direct)" row), ``analogy`` (configs/oneshot_analogy.yaml: the same from a source-domain optimisation
-inversion), ``clip`` (the image-guided CLIP direction of configs/oneshot_sketch_image.yaml) and ``oracle`` (the
+inversion), ``clip`` (the image-guided CLIP direction of configs/oneshot_sketch_image.yaml), ``text`` (the
+text-guided direction of configs/oneshot_sketch_text.yaml, prompted with the style's own caption, e.g. "a duotone
+print of a face"; it sees no reference, so its seeds run once, not per reference) and ``oracle`` (the
 same StyleSpace direction trained on pixels against T(G_s(w)), ``loss.truth_l1``: the reachable best of the
 parameterization). Each run's wall time is recorded (``run_seconds``). Gap closed = 1 − error / identity error per
 latent set; intervals are hierarchical bootstrap intervals over references (and seeds), then latents
@@ -49,14 +51,19 @@ METHODS = {
     "encoder_analogy_dommod": ("configs/oneshot_encoder.yaml", ["training.parameterization=dommod"]),
     "clip": ("configs/oneshot_sketch_image.yaml", []),
     "oracle": ("configs/oneshot_analogy.yaml", ["loss.analogy_l1=0", "loss.truth_l1=1"]),
+    # text-guided (StyleGAN-NADA's directional loss, configs/oneshot_sketch_text.yaml), the prompt the style's own
+    # caption ("a duotone print of a face"): it sees no reference image, so it runs once per seed, not per reference
+    "text": ("configs/oneshot_sketch_text.yaml", []),
 }
+#: Methods that take the style's caption instead of a reference image.
+TEXT_METHODS = {"text"}
 ROW_NAMES = {"colour_map_user": "colour map (user)", "colour_map_encoder": "colour map (user, encoder)",
              "colour_map_privileged": "colour map (privileged)",
              "analogy_direct": "analogy (direct)", "analogy": "analogy → direction",
              "encoder_analogy_direct": "encoder analogy (direct)", "encoder_analogy": "encoder analogy → direction",
              "encoder_analogy_conv": "encoder analogy → conv direction",
              "encoder_analogy_dommod": "encoder analogy → domain modulation",
-             "clip": "CLIP direction",
+             "clip": "CLIP direction", "text": "text-guided direction",
              "oracle": "oracle"}
 
 
@@ -87,12 +94,15 @@ def run_method(method: str, style: str, ref: int, seed: int, generator: str, wor
     wall time in seconds, set-up (inversion, analogy) and training together (``seconds``)."""
     import tempfile
 
+    from adapt_common import synthfaces as sf
     from adapt_common.config import load_config
     from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
     config = METHODS[method][0]
+    target = (f"target.text={sf.domain_prompt(style)}" if method in TEXT_METHODS
+              else f"target.image=synthfaces:{style}/{ref}")
     with tempfile.TemporaryDirectory(dir=work_dir) as run:
         cfg = load_config(OneShotConfig, [config], [*METHODS[method][1], *overrides, f"base={generator}",
-                                                     f"target.image=synthfaces:{style}/{ref}", f"exp.seed={seed}",
+                                                     target, f"exp.seed={seed}",
                                                      f"exp.run_dir={run}", "evaluation.n=0", "exp.threads=1",
                                                      f"target.domain={style}"])
         t0 = time.time()
@@ -137,6 +147,8 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
         rows["identity"].append(identity)
         counts = methods if isinstance(methods, dict) else {m: seeds for m in methods}
         for method, k in counts.items():
+            if method in TEXT_METHODS and r > 0:  # a text run does not depend on the reference image
+                continue
             for s in range(k):
                 out = run_method(method, style, r, s, generator, work_dir, z, source, truth, overrides)
                 seconds.setdefault(method, []).append(round(out.pop("seconds"), 1))

@@ -142,3 +142,24 @@ def test_compare_pairs_a_row_of_several_seeds_with_one_run_per_reference(tmp_pat
     assert diff == pytest.approx(0.2, abs=1e-9) and "holds" in lines[2]
     with pytest.raises(ValueError, match="whole number of seeds"):
         ob.per_reference([np.zeros(3)] * 5, 2)
+
+
+def test_text_method_is_prompted_with_the_styles_caption_once_per_seed(tmp_path, monkeypatch):
+    """``text`` trains on the style's own caption, not the config's sketch prompt nor a reference image, and runs
+    once per seed whatever the number of references; its seeds are different runs."""
+    from gan_adapt.training import clip_guided
+    seen = []
+    real_init = clip_guided.ClipTrainer.__init__
+
+    def recording_init(self, cfg, **kw):
+        seen.append((cfg.target.text, cfg.target.image, cfg.exp.seed))
+        real_init(self, cfg, **kw)
+    monkeypatch.setattr(clip_guided.ClipTrainer, "__init__", recording_init)
+    out = tmp_path / "t"
+    assert ob.main(["--family", "validation", "--styles", "tritone", "--refs", "2", "--n", "8", "--seeds", "2",
+                    "--invert-steps", "5", "--methods", "text", "--set", "training.iters=20",
+                    "--out", str(out)]) == 0
+    assert seen == [("a tritone print of a face", "", 0), ("a tritone print of a face", "", 1)]
+    runs = np.asarray(json.loads((out / "results.json").read_text())["styles"][0]["errors"]["text"])
+    assert runs.shape == (2, 8) and not np.allclose(runs[0], runs[1])
+    assert "text-guided direction" in (out / "README.md").read_text()
