@@ -318,6 +318,11 @@ class Study:
         p = self.cell_path(key)
         return json.loads(p.read_text()) if p.exists() else None
 
+    def other_threads(self, keys: list[str]) -> list[str]:
+        """The done cells among ``keys`` that recorded another thread count than ``exp.threads`` (a resumed run
+        with other settings): their wall times are not comparable with the cells this run adds."""
+        return [k for k in keys if (d := self.done(k)) is not None and d.get("threads") != self.cfg.exp.threads]
+
     def record(self, key: str, result: dict) -> dict:
         result = {"key": key, "threads": self.cfg.exp.threads, **result}
         p = self.cell_path(key)
@@ -717,8 +722,13 @@ class Study:
         todo = [c for c in cells if self.done(c[0]) is None]
         label = f"study {self.cfg.exp.name}"
         self.say(f"{label}: {len(cells)} cells, {len(cells) - len(todo)} already done ({self.cells_dir})")
-        t0 = time.time()
         train_todo = [c for c in todo if c[1] in training]
+        other = self.other_threads([k for k, fn, _ in cells if fn in training])
+        if other and train_todo:
+            self.say(f"{label}: warning: {len(other)} done training cell(s) ran with another thread count than "
+                     f"exp.threads={self.cfg.exp.threads} (e.g. {other[0]}): the report's wall times will mix "
+                     "them; delete those files in the cells folder to rerun them alike")
+        t0 = time.time()
         if self.cfg.exp.engine == "inline":
             self.run_here(train_todo, label)
         elif train_todo:

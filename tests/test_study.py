@@ -537,3 +537,18 @@ def test_long_cells_go_to_the_jobs_first_and_the_properties_take_the_free_cores(
     assert submitted == expected
     assert threads == [("mixing/a+b/s0", 2)]
     assert torch.get_num_threads() == before
+
+
+def test_a_resumed_run_names_the_done_cells_of_another_thread_count(tmp_path):
+    """Cells done at 2 threads, resumed at exp.threads=1: those cells, and only those, are reported as not
+    comparable (cells recorded by this thread count and cells not done are not)."""
+    def study(threads):
+        return st.Study(load_config(st.StudyConfig, [], [f"exp.work_dir={tmp_path}", f"exp.threads={threads}",
+                                                          "exp.name=resumed"]), quiet=True)
+    old = study(2)
+    old.record("oneshot/a", {"x": 1})
+    old.record("oneshot/b", {"x": 2})
+    new = study(1)
+    new.record("oneshot/c", {"x": 3})
+    assert new.other_threads(["oneshot/a", "oneshot/b", "oneshot/c", "oneshot/never"]) == ["oneshot/a", "oneshot/b"]
+    assert old.other_threads(["oneshot/a", "oneshot/c"]) == ["oneshot/c"]
