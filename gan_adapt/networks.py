@@ -559,6 +559,13 @@ class Generator(nn.Module):
         mults = weight_mults if weight_mults is not None else [None] * len(layers)
         batch = styles[0].shape[0]
         out = self.input(batch)
+        # CPU inference of a batch on the optimised path: channels-last activations from the first layer on, which
+        # oneDNN convolves without reordering to its blocked layout and back (config-f 256, batch 4 forward: 1.6x
+        # less time; the same images within 1e-5). Not with gradients (the backward gains nothing) nor for one sample.
+        channels_last = (batch > 1 and not out.is_cuda and not torch.is_grad_enabled()
+                         and getattr(self.conv1.conv, "impl", "auto") != "ref")
+        if channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
         out = self.conv1(out, styles[0], noise[0], mults[0])
         skip = self.to_rgb1(out, styles[1], None, mults[1])
         i = 2
@@ -567,7 +574,7 @@ class Generator(nn.Module):
             out = self.convs[2 * k + 1](out, styles[i + 1], noise[2 + 2 * k], mults[i + 1])
             skip = self.to_rgbs[k](out, styles[i + 2], skip, mults[i + 2])
             i += 3
-        return skip
+        return skip.contiguous() if channels_last else skip
 
     # -- the rosinality-compatible entry point ------------------------------------------------------------
 

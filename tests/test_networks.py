@@ -142,6 +142,27 @@ def test_optimised_path_equals_reference_forward_and_backward(tiny_generator):
         assert rel < 1e-3, name
 
 
+def test_cpu_inference_of_a_batch_runs_channels_last_and_returns_plain_images(tiny_generator):
+    """Without gradients, a batch on the optimised CPU path convolves channels-last activations (the layout oneDNN
+    needs no reorder for) and still gives the reference path's images, in the ordinary NCHW layout; with gradients,
+    one sample, or the reference path, the activations stay NCHW."""
+    fast = copy.deepcopy(tiny_generator).set_impl("auto").eval()
+    ref = copy.deepcopy(tiny_generator).set_impl("ref").eval()
+    seen = []
+    fast.convs[0].register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    ref.convs[0].register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    z = torch.randn(4, TINY["style_dim"], generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        out_fast, out_ref = fast.generate(z), ref.generate(z)
+        fast.generate(z[:1])
+    fast.generate(z)
+    assert seen == [True, False, False, False]
+    _close(out_fast, out_ref)
+    assert out_fast.is_contiguous() and out_fast.view(-1).numel() == out_fast.numel()
+
+
 def test_stylespace_round_trip_and_edits(tiny_generator):
     g = tiny_generator
     w = g.get_latent(torch.randn(2, TINY["style_dim"]))
