@@ -10,8 +10,9 @@ Two execution paths share the same parameters and give the same images (within 1
   weights (one shared convolution for the whole batch instead of a grouped one, which oneDNN runs poorly),
   and so does a single sample in the layers where its activations are fewer than the weights (the
   equalised-lr scale goes into the per-channel multiplier, so the stored weight is convolved as it is),
-  FIR filters run as depthwise convolutions, bias/activation/noise update in place where autograd allows;
-  on CUDA the compiled kernels of :mod:`ops`.
+  FIR filters run as depthwise convolutions, bias/activation/noise update in place where autograd allows,
+  and a batch rendered without gradients keeps its activations channels-last; on CUDA the compiled kernels of
+  :mod:`ops`.
 
 StyleSpace: every modulated layer turns its w into a style vector ``s = A(w)`` (the affine "modulation"
 layer). :meth:`Generator.styles_from_latent` returns these vectors and :meth:`Generator.synthesis` renders
@@ -182,7 +183,10 @@ class _ChannelScale(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = grad * s.reshape(batch, channels, 1, 1)
         if ctx.needs_input_grad[1]:
-            gs = (grad.reshape(batch, channels, 1, -1) @ x.reshape(batch, channels, -1, 1)).reshape(batch, channels)
+            if x.is_contiguous() and grad.is_contiguous():
+                gs = (grad.reshape(batch, channels, 1, -1) @ x.reshape(batch, channels, -1, 1)).reshape(batch, channels)
+            else:  # channels-last: the matmul would copy both to NCHW first, which costs more than the product
+                gs = (grad * x).sum((2, 3))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum((0, 2, 3))
         return gx, gs, gb

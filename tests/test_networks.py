@@ -163,6 +163,24 @@ def test_cpu_inference_of_a_batch_runs_channels_last_and_returns_plain_images(ti
     assert out_fast.is_contiguous() and out_fast.view(-1).numel() == out_fast.numel()
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_channel_scale_gradients_equal_autograds_in_either_layout(layout):
+    """The per-channel multiply's own backward (a batched dot product for NCHW, a product and sum for channels-last
+    tensors) gives autograd's gradients of the plain broadcast multiply-add, for x, s and b."""
+    from gan_adapt.networks import channel_scale
+    gen = torch.Generator().manual_seed(7)
+    x0 = torch.randn(3, 5, 6, 7, generator=gen).contiguous(memory_format=layout)
+    s0, b0 = torch.randn(3, 5, generator=gen), torch.randn(5, generator=gen)
+    g = torch.randn(3, 5, 6, 7, generator=gen).contiguous(memory_format=layout)
+    grads = []
+    for fn in (lambda x, s, b: channel_scale(x, s, b), lambda x, s, b: x * s[:, :, None, None] + b[None, :, None, None]):
+        x, s, b = (t.clone().requires_grad_(True) for t in (x0, s0, b0))
+        fn(x, s, b).backward(g)
+        grads.append((x.grad, s.grad, b.grad))
+    for ours, autograd in zip(*grads):
+        torch.testing.assert_close(ours, autograd, rtol=1e-5, atol=1e-5)
+
+
 def test_stylespace_round_trip_and_edits(tiny_generator):
     g = tiny_generator
     w = g.get_latent(torch.randn(2, TINY["style_dim"]))
