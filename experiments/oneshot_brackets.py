@@ -51,11 +51,10 @@ METHODS = {
     "encoder_analogy_dommod": ("configs/oneshot_encoder.yaml", ["training.parameterization=dommod"]),
     "clip": ("configs/oneshot_sketch_image.yaml", []),
     "oracle": ("configs/oneshot_analogy.yaml", ["loss.analogy_l1=0", "loss.truth_l1=1"]),
-    # text-guided (StyleGAN-NADA's directional loss, configs/oneshot_sketch_text.yaml), the prompt the style's own
-    # caption ("a duotone print of a face"): it sees no reference image, so it runs once per seed, not per reference
-    "text": ("configs/oneshot_sketch_text.yaml", []),
+    "text": ("configs/oneshot_sketch_text.yaml", []),  # StyleGAN-NADA's directional loss, see TEXT_METHODS
 }
-#: Methods that take the style's caption instead of a reference image.
+#: Methods prompted with the style's own caption ("a duotone print of a face") instead of a reference image: their
+#: seeds run once per style, not once per reference.
 TEXT_METHODS = {"text"}
 ROW_NAMES = {"colour_map_user": "colour map (user)", "colour_map_encoder": "colour map (user, encoder)",
              "colour_map_privileged": "colour map (privileged)",

@@ -567,7 +567,7 @@ class Generator(nn.Module):
         # oneDNN convolves without reordering to its blocked layout and back (config-f 256, batch 4 forward: 1.6x
         # less time; the same images within 1e-5). Not with gradients (the backward gains nothing) nor for one sample.
         channels_last = (batch > 1 and not out.is_cuda and not torch.is_grad_enabled()
-                         and getattr(self.conv1.conv, "impl", "auto") != "ref")
+                         and self.conv1.conv.impl != "ref")
         if channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         out = self.conv1(out, styles[0], noise[0], mults[0])
