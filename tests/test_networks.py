@@ -129,10 +129,11 @@ def test_invalid_configs_are_refused():
         GeneratorConfig(size=64, n_mlp=0)
 
 
-def test_optimised_path_equals_reference_forward_and_backward(tiny_generator):
+@pytest.mark.parametrize("batch", [3, 1])  # one sample: the weight-modulating path and its in-place epilogue
+def test_optimised_path_equals_reference_forward_and_backward(tiny_generator, batch):
     ref = copy.deepcopy(tiny_generator).set_impl("ref").requires_grad_(True)
     fast = copy.deepcopy(tiny_generator).set_impl("auto").requires_grad_(True)
-    z = torch.randn(3, TINY["style_dim"], generator=torch.Generator().manual_seed(5))
+    z = torch.randn(batch, TINY["style_dim"], generator=torch.Generator().manual_seed(5))
     out_ref, out_fast = ref.generate(z), fast.generate(z)
     _close(out_fast, out_ref)
     (out_ref.square().mean()).backward()
@@ -142,25 +143,46 @@ def test_optimised_path_equals_reference_forward_and_backward(tiny_generator):
         assert rel < 1e-3, name
 
 
-def test_cpu_inference_of_a_batch_runs_channels_last_and_returns_plain_images(tiny_generator):
-    """Without gradients, a batch on the optimised CPU path convolves channels-last activations (the layout oneDNN
-    needs no reorder for) and still gives the reference path's images, in the ordinary NCHW layout; with gradients,
-    one sample, or the reference path, the activations stay NCHW."""
+def test_cpu_inference_runs_channels_last_throughout_and_returns_plain_images(tiny_generator):
+    """Without gradients, the optimised CPU path convolves channels-last activations (the layout oneDNN needs no
+    reorder for) in every modulated layer, for a batch and for one sample, and still gives the reference path's
+    images in the ordinary NCHW layout; with gradients, or on the reference path, the activations stay NCHW.
+    (One sample takes the weight-modulating path in the upper layers; a reshape there once rewrote the batch
+    stride, and every layer after the first upsampling fell back to NCHW.)"""
+    from gan_adapt.networks import StyledConv, ToRGB
     fast = copy.deepcopy(tiny_generator).set_impl("auto").eval()
     ref = copy.deepcopy(tiny_generator).set_impl("ref").eval()
-    seen = []
-    fast.convs[0].register_forward_pre_hook(
-        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
-    ref.convs[0].register_forward_pre_hook(
-        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    seen, fused = [], []
+
+    def record(m, args):
+        x = args[0]
+        seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        fused.append(x.shape[0] == 1 and x[0].numel() >= m.conv.weight.numel())
+    layer_types = (StyledConv, ToRGB)
+    for g in (fast, ref):
+        for m in g.modules():
+            if isinstance(m, layer_types):
+                m.register_forward_pre_hook(record)
+    n_layers = sum(isinstance(m, layer_types) for m in fast.modules())
     z = torch.randn(4, TINY["style_dim"], generator=torch.Generator().manual_seed(6))
+
+    def layouts(fn):
+        seen.clear(), fused.clear()
+        out = fn()
+        assert len(seen) == n_layers
+        return list(seen), out
     with torch.no_grad():
-        out_fast, out_ref = fast.generate(z), ref.generate(z)
-        fast.generate(z[:1])
-    fast.generate(z)
-    assert seen == [True, False, False, False]
+        batch_fast, out_fast = layouts(lambda: fast.generate(z))
+        batch_ref, out_ref = layouts(lambda: ref.generate(z))
+        one_fast, out_one = layouts(lambda: fast.generate(z[:1]))
+        assert any(fused)  # the weight-modulating path was among the layers seen
+    with_grad, _ = layouts(lambda: fast.generate(z))
+    assert all(batch_fast) and all(one_fast)
+    assert not any(batch_ref) and not any(with_grad)
     _close(out_fast, out_ref)
-    assert out_fast.is_contiguous() and out_fast.view(-1).numel() == out_fast.numel()
+    _close(out_one, out_ref[:1])
+    for out in (out_fast, out_one):
+        assert out.is_contiguous() and out.view(-1).numel() == out.numel()
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
