@@ -1,8 +1,8 @@
 """Result tables of single training runs, each backed by a committed results file and written by one command.
 
     python -m experiments.tables run fewshot_cat [--only unadapted,affine_plus] [--seed 0]   # train, evaluate
-    python -m experiments.tables run hyper_synthfaces [--seed 0]
-    python -m experiments.tables report fewshot_cat | hyper_synthfaces             # the table from results.json
+    python -m experiments.tables run hyper_synthfaces | hyper_synthfaces_analogy [--seed 0]
+    python -m experiments.tables report fewshot_cat | hyper_synthfaces | hyper_synthfaces_analogy  # from results.json
 
 ``run`` trains through the user's own command (``python -m gan_adapt train``, one CPU thread, the run folders under
 ``runs/tables/``), evaluates on the **test split** (latents from seed 100,000 and SynthFaces eval images from index
@@ -18,6 +18,9 @@ number is copied by hand.
 - ``hyper_synthfaces``: the HyperDomainNet hypernetwork over nine SynthFaces captions
   (``configs/hyper_synthfaces.yaml``): per caption, the share the small CLIP calls the domain and the ground-truth
   gap closed, on 128 test latents, and two unseen combined captions.
+- ``hyper_synthfaces_analogy``: the same hypernetwork and domains, each learned from one reference image through
+  the style encoder and an image analogy (``configs/hyper_synthfaces_analogy.yaml``) instead of its caption's CLIP
+  direction; the same report.
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ BASE = "checkpoints/synthfaces_stylegan2.safetensors"
 FEWSHOT_ROWS = {"affine_plus": ("Affine+", "configs/fewshot_cat_affine_plus.yaml"),
                 "affine_light_plus": ("AffineLight+", "configs/fewshot_cat_affine_light_plus.yaml")}
 FEWSHOT_N = 500
-HYPER_CONFIG = "configs/hyper_synthfaces.yaml"
+HYPER_CONFIGS = {"hyper_synthfaces": "configs/hyper_synthfaces.yaml",
+                 "hyper_synthfaces_analogy": "configs/hyper_synthfaces_analogy.yaml"}
 HYPER_N = 128
 
 
@@ -130,17 +134,21 @@ def run_fewshot_cat(only: list[str], seed: int) -> None:
     write_report("fewshot_cat")
 
 
-def run_hyper(seed: int) -> None:
-    run = RUNS / "hyper_synthfaces" / f"s{seed}"
-    wall = _train(HYPER_CONFIG, run, seed, f"evaluation.n={HYPER_N}", f"evaluation.seed={TEST_START}")
-    data = _results("hyper_synthfaces")
+def run_hyper(table: str, seed: int) -> None:
+    config = HYPER_CONFIGS[table]
+    run = RUNS / table / f"s{seed}"
+    wall = _train(config, run, seed, f"evaluation.n={HYPER_N}", f"evaluation.seed={TEST_START}")
+    data = _results(table)
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    data["rows"][f"s{seed}"] = {"seed": seed, "config": HYPER_CONFIG, "wall_s": round(wall, 1), "n": HYPER_N,
-                                "latent_seeds": f"{TEST_START}-{TEST_START + HYPER_N - 1}",
-                                "judge": saved["evaluation"]["clip"], "guides": saved["loss"]["clip"],
-                                "eval": json.loads((run / "eval.json").read_text())}
-    _save("hyper_synthfaces", data)
-    write_report("hyper_synthfaces")
+    row = {"seed": seed, "config": config, "wall_s": round(wall, 1), "n": HYPER_N,
+           "latent_seeds": f"{TEST_START}-{TEST_START + HYPER_N - 1}",
+           "judge": saved["evaluation"]["clip"], "guides": saved["loss"]["clip"],
+           "eval": json.loads((run / "eval.json").read_text())}
+    if saved["loss"].get("analogy_l1", 0) > 0:
+        row["references"] = saved["domains"]["references"]
+    data["rows"][f"s{seed}"] = row
+    _save(table, data)
+    write_report(table)
 
 
 # -- the READMEs ------------------------------------------------------------------------------------------------
@@ -178,7 +186,14 @@ def fewshot_cat_markdown(data: dict) -> str:
               "`python -m experiments.tables report fewshot_cat`; `run fewshot_cat` retrains and re-evaluates.*")
 
 
-def hyper_markdown(data: dict) -> str:
+def _hyper_guide(r: dict) -> str:
+    if "references" in r:  # the analogy guide: the CLIP only embedded the captions
+        return ("each domain's image analogy from one reference image; the CLIP "
+                f"{', '.join(f'`{g}`' for g in r['guides'])} only embedded the captions")
+    return ", ".join(f"`{g}`" for g in r["guides"])
+
+
+def hyper_markdown(data: dict, table: str = "hyper_synthfaces") -> str:
     out = []
     for key, r in data["rows"].items():
         rows = []
@@ -186,8 +201,8 @@ def hyper_markdown(data: dict) -> str:
             calls = ", ".join(f"{k} {v:.0%}" for k, v in e["clip_domain"].items())
             rows.append([("*unseen:* " if not e["seen"] else "") + e["prompt"], calls, _f(e["gap_closed"], 2)])
         if "judge" in r:
-            judge = (f"The judge CLIP `{r['judge']}`, which did not guide (the guide: "
-                     f"{', '.join(f'`{g}`' for g in r['guides'])}), calls the domains (zero-shot among photo and the "
+            judge = (f"The judge CLIP `{r['judge']}`, which did not guide (the guide: {_hyper_guide(r)}), calls the "
+                     "domains (zero-shot among photo and the "
                      "similar domains); the gap closed is the ground truth.")
         else:  # rows measured before the project had a second CLIP
             judge = ("The small CLIP that guided training also calls the domains here (zero-shot among photo and the "
@@ -198,9 +213,8 @@ def hyper_markdown(data: dict) -> str:
                    + _table(["caption", "CLIP calls it", "gap closed"], rows))
     summary = hyper_summary(data)
     return ("\n\n".join(([summary, "Each seed:"] if summary else []) + out)
-            + "\n\n*Generated from `reports/hyper_synthfaces/results.json` by "
-            "`python -m experiments.tables report hyper_synthfaces`; `run hyper_synthfaces --seed S` retrains "
-            "seed S.*")
+            + f"\n\n*Generated from `reports/{table}/results.json` by "
+            f"`python -m experiments.tables report {table}`; `run {table} --seed S` retrains seed S.*")
 
 
 def hyper_summary(data: dict) -> str:
@@ -227,7 +241,10 @@ def hyper_summary(data: dict) -> str:
 
 
 MARKDOWN = {"fewshot_cat": ("10-shot cat: Affine+ and AffineLight+", fewshot_cat_markdown),
-            "hyper_synthfaces": ("HyperDomainNet hypernetwork over nine SynthFaces captions", hyper_markdown)}
+            "hyper_synthfaces": ("HyperDomainNet hypernetwork over nine SynthFaces captions", hyper_markdown),
+            "hyper_synthfaces_analogy": ("HyperDomainNet hypernetwork over nine SynthFaces domains, each from one "
+                                         "reference image (analogy guide)",
+                                         lambda data: hyper_markdown(data, "hyper_synthfaces_analogy"))}
 
 
 def write_report(table: str) -> Path:
@@ -256,7 +273,7 @@ def main(argv=None) -> int:
                 ap.error(f"--only {','.join(unknown)}: rows are unadapted, {', '.join(FEWSHOT_ROWS)}")
             run_fewshot_cat(only, args.seed)
         else:
-            run_hyper(args.seed)
+            run_hyper(args.table, args.seed)
     print(f"wrote {write_report(args.table)}")
     return 0
 

@@ -14,6 +14,12 @@ keeps domains apart). With ``training.per_domain`` = k each drawn target serves 
 keeps the pairwise CLIP geometry within each group (HyperDomainNet's single-domain diversity term, added here
 because the small CLIP collapses every domain to one image without it). Under torchrun every process draws its own batch and gradients are averaged.
 
+With ``loss.analogy_l1`` (``configs/hyper_synthfaces_analogy.yaml``) each domain is learned from one reference
+image instead of its caption's CLIP direction: the style encoder inverts the reference to its source face, an image
+analogy T̂_k is fitted on that pair (as in the one-shot encoder recipe), and a sample of domain k is pulled towards
+T̂_k of its source image in pixels. The mapper's input stays the caption's embedding, so a caption still names a
+domain (and an unseen caption can be tried); the CLIP terms can be combined with it or set to 0.
+
 Outputs: ``hypernet.safetensors`` (+ manifest: domains, the mapper's CLIP, the base generator's hash),
 ``samples/`` grids with one row per training domain (source first), and ``eval.json`` with each similar
 SynthFaces domain's ground-truth error of the predicted modulation when ``evaluation.n > 0``.
@@ -34,7 +40,7 @@ from adapt_common.image_io import save_grid
 from adapt_common.loop import (LoopTrainer, average_gradients, finish_distributed, init_distributed, rng_state,
                                    set_rng_state, set_threads, world_info)
 from ..hypernetwork import Hypernetwork
-from .clip_guided import DEFAULT_SOURCE
+from .clip_guided import DEFAULT_SOURCE, AnalogySection
 
 
 @dataclass
@@ -46,6 +52,10 @@ class HyperDomains:
     names: list = setting([], "the SynthFaces domain name of each line of `train` (optional), for the evaluation")
     unseen: list = setting([], "held-out prompts evaluated at the end: \"prompt = dom1+dom2\" (the ground truth: "
                                "dom2's transform of dom1's)")
+    references: list = setting([], "one reference image per line of `train` (a path, or synthfaces:<domain>[/<index>]): "
+                                   "loss.analogy_l1 learns each domain from its reference's image analogy")
+    invert_encoder: str = setting("", "the style-invariant encoder that inverts each reference to its source face, "
+                                      "for the analogies of loss.analogy_l1")
 
 
 @dataclass
@@ -82,6 +92,9 @@ class HyperLoss:
     indomain: float = setting(0.0, "weight of the in-domain angle consistency within each group of one target "
                                    "(needs training.per_domain >= 2)")
     offsets_l2: float = setting(0.0, "weight of the mean square of the predicted modulation offsets")
+    analogy_l1: float = setting(0.0, "weight of the pixel L1 between each sample and its domain's image analogy of the "
+                                     "source sample (the one-shot encoder recipe's guide, one reference per domain: "
+                                     "needs domains.references and domains.invert_encoder, and training.convex false)")
 
 
 @dataclass
@@ -101,7 +114,8 @@ class HyperConfig:
     domains: HyperDomains = section(HyperDomains, "the domains the hypernetwork learns, as text")
     mapper: HyperMapper = section(HyperMapper, "the hypernetwork (CLIP text embedding -> domain modulation)")
     training: HyperTraining = section(HyperTraining, "the optimisation")
-    loss: HyperLoss = section(HyperLoss, "the CLIP guidance")
+    loss: HyperLoss = section(HyperLoss, "the guidance: CLIP terms and/or the reference images' analogies")
+    analogy: AnalogySection = section(AnalogySection, "the image analogies of loss.analogy_l1")
     logging: LoggingSection = section(LoggingSection, "log, sample and checkpoint cadences")
     # The report has no FID/KID, so evaluation.features is refused unless auto. Its judge is the shared default
     # (a CLIP that guided nothing), not the first guide.
@@ -152,8 +166,12 @@ class HyperTrainer(LoopTrainer):
             raise ValueError(f"evaluation.features={cfg.evaluation.features!r}: the hypernetwork's report measures "
                              "ground-truth errors and CLIP's domain calls, no FID/KID; leave evaluation.features "
                              "unset")
+        lc = cfg.loss
+        if not any(x > 0 for x in (lc.clip_direction, lc.tt_direction, lc.indomain, lc.analogy_l1)):
+            raise ValueError("no guidance: set loss.clip_direction, tt_direction, indomain or analogy_l1 above 0")
         self.source = load_generator(cfg.base, device=self.device).eval().requires_grad_(False)
         self.guide = ClipGuide(list(cfg.loss.clip), self.device)
+        self.analogies = self.fit_analogies() if lc.analogy_l1 > 0 else []
         tmpl = list(cfg.domains.templates)
         targets = [t for t, _ in self.domains]
         sources = [s for _, s in self.domains]
@@ -170,6 +188,33 @@ class HyperTrainer(LoopTrainer):
         gen = torch.Generator().manual_seed(cfg.logging.sample_seed)
         self.sample_z = torch.randn(cfg.logging.n_samples, self.source.style_dim, generator=gen)
         self.run_dir = Path(cfg.exp.run_dir)
+
+    def fit_analogies(self) -> list:
+        """One image analogy per domain, fitted on (the encoder's source face of its reference, the reference)."""
+        from adapt_common.analogy import ImageAnalogy
+        from ..encoder import StyleEncoder
+        from .clip_guided import reference_image
+        cfg, dm = self.cfg, self.cfg.domains
+        if len(dm.references) != len(self.domains):
+            raise ValueError(f"loss.analogy_l1 needs one reference image per domain: domains.references has "
+                             f"{len(dm.references)} entries for {len(self.domains)} lines of domains.train")
+        if not dm.invert_encoder:
+            raise ValueError("loss.analogy_l1 needs domains.invert_encoder (a style-invariant encoder file, e.g. "
+                             "checkpoints/synthfaces_encoder.safetensors) to find each reference's source face")
+        if cfg.training.convex:
+            raise ValueError("loss.analogy_l1 has a pixel target for each domain, not for a mix of domains: set "
+                             "training.convex=false")
+        encoder = StyleEncoder.from_pretrained(dm.invert_encoder).to(self.device)
+        an, out = cfg.analogy, []
+        for spec in dm.references:
+            ref = reference_image(str(spec), self.source.size)[0].to(self.device)
+            inv = encoder.invert(self.source, ref)
+            analogy, fit = ImageAnalogy.fit(inv.image.clamp(-1, 1), ref, steps=an.steps, lr=an.lr, degree=an.degree,
+                                            width=an.width, depth=an.depth, seed=cfg.exp.seed)
+            self._log(f"analogy for {spec}: residual net {fit.steps} steps (held-out L1 {fit.holdout_best:.4f}, colour "
+                      f"map {fit.holdout_colour_map:.4f}, identity {fit.holdout_identity:.4f})")
+            out.append(analogy.eval().requires_grad_(False))
+        return out
 
     # -- one step ------------------------------------------------------------------------------------------
 
@@ -199,8 +244,9 @@ class HyperTrainer(LoopTrainer):
         g = self.source
         weights, ids = self.domain_weights(tr.batch)
         mapper_in = F.normalize(weights @ self.mapper_emb, dim=-1)
+        use_clip = lc.clip_direction > 0 or lc.tt_direction > 0 or lc.indomain > 0
         directions = []
-        for trg, src in zip(self.trg_emb, self.src_emb):
+        for trg, src in zip(self.trg_emb, self.src_emb) if use_clip else ():
             t = F.normalize(weights @ trg, dim=-1)
             if tr.resample:
                 t = resample_near(t, tr.resample_min_cos)
@@ -216,14 +262,24 @@ class HyperTrainer(LoopTrainer):
                 wp = g.to_wplus(g.get_latent(z.to(self.device)))
             styles = g.styles_from_latent(wp)
             img_a = g.synthesis(styles, "const")
-            emb_a = self.guide.encode_images(img_a)
+            emb_a = self.guide.encode_images(img_a) if use_clip else None
+            # each sample's domain (pure domains only: fit_analogies refuses convex mixes)
+            pseudo = torch.cat([self.analogies[int(k)](img_a[i:i + 1]) for i, k in enumerate(ids)]) \
+                if lc.analogy_l1 > 0 else None
         self.mapper.train()
         mults = self.mapper.weight_mults(g, mapper_in.to(self.device))
         img_b = g.synthesis(styles, "const", mults)
-        emb_b = self.guide.encode_images(img_b)
+        emb_b = self.guide.encode_images(img_b) if use_clip else None
         stats = {}
-        loss = lc.clip_direction * self.guide.direction_loss(emb_b, emb_a, directions)
-        stats["direction"] = loss.item() / max(lc.clip_direction, 1e-12)
+        loss = img_b.new_zeros(())
+        if lc.clip_direction > 0:
+            d = self.guide.direction_loss(emb_b, emb_a, directions)
+            loss = loss + lc.clip_direction * d
+            stats["direction"] = d.item()
+        if pseudo is not None:
+            d = (img_b.clamp(-1, 1) - pseudo).abs().mean()
+            loss = loss + lc.analogy_l1 * d
+            stats["analogy_l1"] = d.item()
         if lc.tt_direction > 0:
             tt = self.guide.tt_direction_loss(emb_b, directions, ids)
             loss = loss + lc.tt_direction * tt
@@ -251,12 +307,19 @@ class HyperTrainer(LoopTrainer):
     # -- state ---------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        # the analogies too: refitting them at --resume would cost a minute; the saved ones are exact
         return {"step": self.step, "elapsed_s": self.elapsed, "mapper": self.mapper.state_dict(),
-                "opt": self.opt.state_dict(), "rng": rng_state(), "domains": [list(d) for d in self.domains]}
+                "opt": self.opt.state_dict(), "rng": rng_state(), "domains": [list(d) for d in self.domains],
+                "analogies": [a.state_dict() for a in self.analogies]}
 
     def load_state_dict(self, state: dict) -> None:
         if [tuple(d) for d in state["domains"]] != self.domains:
             raise ValueError("the checkpoint was trained on another domain list; choose another exp.run_dir")
+        if len(state.get("analogies", [])) != len(self.analogies):
+            raise ValueError("the checkpoint was trained with another loss.analogy_l1 setting; choose another "
+                             "exp.run_dir")
+        for analogy, saved in zip(self.analogies, state.get("analogies", [])):
+            analogy.load_state_dict(saved)
         self.mapper.load_state_dict(state["mapper"])
         self.opt.load_state_dict(state["opt"])
         set_rng_state(state["rng"])
