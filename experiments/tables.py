@@ -186,6 +186,10 @@ def fewshot_cat_markdown(data: dict) -> str:
               "`python -m experiments.tables report fewshot_cat`; `run fewshot_cat` retrains and re-evaluates.*")
 
 
+def _by_seed(data: dict) -> list[dict]:
+    return sorted(data["rows"].values(), key=lambda r: r["seed"])  # runs side by side finish in any order
+
+
 def _hyper_guide(r: dict) -> str:
     if "references" in r:  # the analogy guide: the CLIP only embedded the captions
         return ("each domain's image analogy from one reference image; the CLIP "
@@ -195,7 +199,7 @@ def _hyper_guide(r: dict) -> str:
 
 def hyper_markdown(data: dict, table: str = "hyper_synthfaces") -> str:
     out = []
-    for key, r in data["rows"].items():
+    for r in _by_seed(data):
         rows = []
         for name, e in r["eval"].items():
             calls = ", ".join(f"{k} {v:.0%}" for k, v in e["clip_domain"].items())
@@ -221,7 +225,7 @@ def hyper_summary(data: dict) -> str:
     """Over seeds (two or more, each judged by a CLIP that did not guide it): each caption's mean gap closed with
     a 95 % interval (Student's, one number per seed) and the judge's mean call."""
     from adapt_common.metrics import stats
-    runs = [r for r in data["rows"].values() if "judge" in r]
+    runs = [r for r in _by_seed(data) if "judge" in r]
     if len(runs) < 2:
         return ""
     rows = []

@@ -78,3 +78,22 @@ def test_a_table_without_results_says_which_command_writes_them(tmp_path, monkey
     monkeypatch.setattr(tables, "REPORTS", tmp_path)
     with pytest.raises(SystemExit, match="python -m experiments.tables run fewshot_cat"):
         tables.write_report("fewshot_cat")
+
+
+def test_the_analogy_hypernetwork_table_names_its_guide_and_orders_seeds(tmp_path, monkeypatch):
+    """The analogy-guided hypernetwork's report says the CLIP only embedded the captions (the references guided), and
+    lists seeds in order whichever finished first (runs side by side append in any order)."""
+    monkeypatch.setattr(tables, "REPORTS", tmp_path)
+    table = "hyper_synthfaces_analogy"
+    (tmp_path / table).mkdir()
+    ev = {"sketch": {"prompt": "a pencil sketch of a face", "seen": True, "gap_closed": 0.6,
+                     "clip_domain": {"sketch": 0.5}}}
+    row = {"config": "configs/hyper_synthfaces_analogy.yaml", "wall_s": 400.0, "n": 128,
+           "latent_seeds": "100000-100127", "judge": "synthfaces_judge", "guides": ["synthfaces"],
+           "references": ["synthfaces:sketch"], "eval": ev}
+    data = {"table": table, "rows": {"s2": {**row, "seed": 2}, "s0": {**row, "seed": 0}}}
+    (tmp_path / table / "results.json").write_text(json.dumps(data))
+    text = tables.write_report(table).read_text()
+    assert "the guide: each domain's image analogy from one reference image; the CLIP `synthfaces` only embedded" in text
+    assert "Seeds 0, 2 of" in text and text.index("Seed 0,") < text.index("Seed 2,")
+    assert f"python -m experiments.tables report {table}" in text
