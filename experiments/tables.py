@@ -197,7 +197,8 @@ def _hyper_guide(r: dict) -> str:
     return ", ".join(f"`{g}`" for g in r["guides"])
 
 
-def hyper_markdown(data: dict, table: str = "hyper_synthfaces") -> str:
+def hyper_markdown(data: dict) -> str:
+    table = data["table"]  # hyper_synthfaces or hyper_synthfaces_analogy: one report for both
     out = []
     for r in _by_seed(data):
         rows = []
@@ -247,8 +248,7 @@ def hyper_summary(data: dict) -> str:
 MARKDOWN = {"fewshot_cat": ("10-shot cat: Affine+ and AffineLight+", fewshot_cat_markdown),
             "hyper_synthfaces": ("HyperDomainNet hypernetwork over nine SynthFaces captions", hyper_markdown),
             "hyper_synthfaces_analogy": ("HyperDomainNet hypernetwork over nine SynthFaces domains, each from one "
-                                         "reference image (analogy guide)",
-                                         lambda data: hyper_markdown(data, "hyper_synthfaces_analogy"))}
+                                         "reference image (analogy guide)", hyper_markdown)}
 
 
 def write_report(table: str) -> Path:

@@ -250,7 +250,7 @@ class ModulatedConv2d(nn.Module):
 
     def _forward_fused(self, x, s, weight_mult):
         """Textbook path: per-sample weights, one grouped convolution over the batch."""
-        batch, in_ch, h, w_ = x.shape
+        batch, in_ch = x.shape[:2]
         if self.impl != "ref" and batch == 1:
             weight = self._modulated_weight_single(s, weight_mult)
         else:

@@ -85,6 +85,14 @@ class AnalogySection:
     degree: int = setting(3, "degree of the colour map's polynomial")
     lr: float = setting(0.002, "Adam learning rate of the residual net")
 
+    def fit(self, source_face: torch.Tensor, reference: torch.Tensor, seed: int):
+        """(analogy, what the fit measured) of this section's settings on one (source face, reference) pair: the
+        one place the one-shot and the hypernetwork trainers turn the section into an
+        :class:`adapt_common.analogy.ImageAnalogy`."""
+        from adapt_common.analogy import ImageAnalogy
+        return ImageAnalogy.fit(source_face, reference, steps=self.steps, lr=self.lr, degree=self.degree,
+                                width=self.width, depth=self.depth, seed=seed)
+
 
 @dataclass
 class OneShotTraining:
@@ -271,11 +279,8 @@ class ClipTrainer(LoopTrainer):
                 self.emb_ref = self.guide.encode_images(self.reference.to(self.device))
                 self.emb_a_ref = self.guide.encode_images(inv.image)
             if lc.analogy_l1 > 0:
-                from adapt_common.analogy import ImageAnalogy
-                an = cfg.analogy
-                self.analogy, self.analogy_fit = ImageAnalogy.fit(
-                    self.inverted, self.reference.to(self.device), steps=an.steps, lr=an.lr, degree=an.degree,
-                    width=an.width, depth=an.depth, seed=cfg.exp.seed)
+                self.analogy, self.analogy_fit = cfg.analogy.fit(self.inverted, self.reference.to(self.device),
+                                                                 seed=cfg.exp.seed)
         self.lr, betas = self.optimiser_settings()
         self.opt = torch.optim.Adam(self.param.trainable_parameters(), lr=self.lr, betas=betas)
         self.step, self.elapsed = 0, 0.0

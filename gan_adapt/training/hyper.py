@@ -191,7 +191,6 @@ class HyperTrainer(LoopTrainer):
 
     def fit_analogies(self) -> list:
         """One image analogy per domain, fitted on (the encoder's source face of its reference, the reference)."""
-        from adapt_common.analogy import ImageAnalogy
         from ..encoder import StyleEncoder
         from .clip_guided import reference_image
         cfg, dm = self.cfg, self.cfg.domains
@@ -205,12 +204,11 @@ class HyperTrainer(LoopTrainer):
             raise ValueError("loss.analogy_l1 has a pixel target for each domain, not for a mix of domains: set "
                              "training.convex=false")
         encoder = StyleEncoder.from_pretrained(dm.invert_encoder).to(self.device)
-        an, out = cfg.analogy, []
+        out = []
         for spec in dm.references:
             ref = reference_image(str(spec), self.source.size)[0].to(self.device)
             inv = encoder.invert(self.source, ref)
-            analogy, fit = ImageAnalogy.fit(inv.image.clamp(-1, 1), ref, steps=an.steps, lr=an.lr, degree=an.degree,
-                                            width=an.width, depth=an.depth, seed=cfg.exp.seed)
+            analogy, fit = cfg.analogy.fit(inv.image.clamp(-1, 1), ref, seed=cfg.exp.seed)
             self._log(f"analogy for {spec}: residual net {fit.steps} steps (held-out L1 {fit.holdout_best:.4f}, colour "
                       f"map {fit.holdout_colour_map:.4f}, identity {fit.holdout_identity:.4f})")
             out.append(analogy.eval().requires_grad_(False))
