@@ -17,6 +17,17 @@ image. One pair overfits quickly, and this holds a part of it out without any ot
 
 One-shot training uses T̂(G_A(w)) as a pixel target for G_B(w) (``loss.analogy_l1`` of the one-shot trainer): the
 analogy supplies what the pair shows, the trained parameterization makes it a property of the generator.
+
+One pair also teaches the analogy the inversion's errors: where the inverted face differs from the reference's true
+face (another skin tone, a sharper edge), T̂ learns to "correct" it, and applies that correction to every other
+face. :class:`AnalogyEnsemble` averages analogies fitted on several views of the reference (the reference and its
+mirror image, each inverted on its own: a style-invariant encoder is not mirror-symmetric, so the two inversions
+err differently while the style is the same), and pulls the average towards the unchanged face by how much the
+views disagree (:func:`shrinkage`), a Wiener-style factor signal² / (signal² + k · disagreement²):
+
+    views = [ImageAnalogy.fit(invert(r), r)[0] for r in (reference, reference.flip(-1))]
+    s = shrinkage(views, probe_faces, k=2.0)                   # probe_faces: a few G_A(w)
+    analogy = AnalogyEnsemble(views, strength=s.strength)      # x + s * (mean_i T̂_i(x) - x)
 """
 from __future__ import annotations
 
@@ -133,3 +144,51 @@ class ImageAnalogy(nn.Module):
         model.requires_grad_(False).eval()
         return model, AnalogyFit(steps=best_step, holdout_colour_map=cmap_score, holdout_best=best_score,
                                  holdout_identity=identity)
+
+
+class AnalogyEnsemble(nn.Module):
+    """x + strength · (mean_i T̂_i(x) − x): the mean of analogies fitted on views of one reference, pulled towards
+    the unchanged image by ``strength`` in [0, 1] (a buffer, so that a saved state restores it exactly)."""
+
+    def __init__(self, members: list[ImageAnalogy], strength: float = 1.0):
+        super().__init__()
+        if not members:
+            raise ValueError("an analogy ensemble needs at least one fitted analogy")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        self.members = nn.ModuleList(members)
+        self.register_buffer("strength", torch.tensor(float(strength)))
+
+    def mean_analogy(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(images) for m in self.members]).mean(0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images + self.strength.to(images.dtype) * (self.mean_analogy(images) - images)).clamp(-1, 1)
+
+
+@dataclass
+class Shrinkage:
+    """What :func:`shrinkage` measured on the probe faces (mean L1 on the 0..1 scale)."""
+    signal: float  # the averaged analogy's change of a face
+    disagreement: float  # between the views' analogies (the mean over pairs of views)
+    strength: float  # signal² / (signal² + k · disagreement²)
+
+
+@torch.no_grad()
+def shrinkage(members: list[ImageAnalogy], probe: torch.Tensor, k: float) -> Shrinkage:
+    """How far to trust the mean of ``members`` (analogies fitted on views of one reference), judged on ``probe``
+    [N, 3, H, W] source faces other than the reference's: the views agree on the style and disagree on what each
+    learned from its own inversion's errors, so their disagreement estimates the part of the change that is noise.
+    k = 0 trusts the mean fully (strength 1)."""
+    if len(members) < 2 and k > 0:
+        raise ValueError("the shrinkage compares analogies fitted on different views: it needs at least two")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    outs = torch.stack([m(probe) for m in members])
+    mean = outs.mean(0)
+    signal = float((mean - probe).abs().mean() / 2)
+    pairs = [(i, j) for i in range(len(members)) for j in range(i + 1, len(members))]
+    disagreement = float(sum((outs[i] - outs[j]).abs().mean() for i, j in pairs) / (2 * len(pairs))) if pairs else 0.0
+    denominator = signal ** 2 + k * disagreement ** 2
+    strength = signal ** 2 / denominator if denominator > 0 else 0.0
+    return Shrinkage(signal=signal, disagreement=disagreement, strength=float(strength))

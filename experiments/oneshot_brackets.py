@@ -27,7 +27,8 @@ print of a face"; it sees no reference, so its seeds run once, not per reference
 same StyleSpace direction trained on pixels against T(G_s(w)), ``loss.truth_l1``: the reachable best of the
 parameterization). Each run's wall time is recorded (``run_seconds``). Gap closed = 1 − error / identity error per
 latent set; intervals are hierarchical bootstrap intervals over references (and seeds), then latents
-(``adapt_common.metrics.stats``).
+(``adapt_common.metrics.stats``). With ``analogy.shrink`` set, each run's analogy strength is recorded too
+(``analogy_strength``).
 """
 from __future__ import annotations
 
@@ -112,6 +113,8 @@ def run_method(method: str, style: str, ref: int, seed: int, generator: str, wor
         if tr.analogy is not None and f"{method}_direct" in ROW_NAMES:  # the variants fit the same analogy
             with torch.no_grad():
                 out[f"{method}_direct"] = per_latent_error(tr.analogy(source), truth).tolist()
+        if tr.analogy_shrinkage is not None:  # analogy.shrink: how far the run trusted its analogy
+            out["strength"] = round(tr.analogy_shrinkage.strength, 4)
     return out
 
 
@@ -132,6 +135,7 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
     true_sources, _ = sf.fewshot_set("photo", refs, size=g.size)
     rows = {"identity": [], "colour_map_user": [], "colour_map_privileged": []}
     seconds: dict[str, list[float]] = {}  # wall time of each trained run
+    strengths: dict[str, list[float]] = {}  # the analogy's strength of each run (analogy.shrink)
     if encoder is not None:
         rows["colour_map_encoder"] = []
     for r in range(refs):
@@ -151,12 +155,14 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
             for s in range(k):
                 out = run_method(method, style, r, s, generator, work_dir, z, source, truth, overrides)
                 seconds.setdefault(method, []).append(round(out.pop("seconds"), 1))
+                if "strength" in out:
+                    strengths.setdefault(method, []).append(out.pop("strength"))
                 for key, errs in out.items():
                     rows.setdefault(key, []).append(torch.tensor(errs))
     return {"style": style, "family": sf.family_of(style), "kind": sf.STYLE_KIND.get(style, "train"), "refs": refs,
             "n": n, "identity_error": [r.tolist() for r in rows["identity"]],
             "errors": {k: [r.tolist() for r in v] for k, v in rows.items() if k != "identity"},
-            "run_seconds": seconds}
+            "run_seconds": seconds, **({"analogy_strength": strengths} if strengths else {})}
 
 
 def gap_interval(errors: list[list[float]], identity: list[list[float]]) -> dict:

@@ -1,12 +1,13 @@
 """The image analogy of one-shot training (adapt_common.analogy): fitted on one pair of SynthFaces faces, it carries a
 known style to other faces (scored against the style's own transform, not against the analogy); before its net
 trains it is the least-squares colour map exactly; the held-out half picks no training for a pair with nothing to
-learn beyond colour; and the one-shot trainer's loss.analogy_l1 pulls the generator towards T̂(G_A(w))."""
+learn beyond colour; the one-shot trainer's loss.analogy_l1 pulls the generator towards T̂(G_A(w)); and an ensemble
+of analogies is their mean pulled towards the unchanged face by the Wiener factor of their agreement."""
 import pytest
 import torch
 
 from adapt_common import synthfaces as sf
-from adapt_common.analogy import ImageAnalogy
+from adapt_common.analogy import AnalogyEnsemble, ImageAnalogy, shrinkage
 from adapt_common.colour_map import ColourMap
 
 
@@ -99,3 +100,34 @@ def test_the_analogy_term_trains_towards_its_pseudo_targets(tiny_ckpt_clip, tmp_
         assert _error(tr.param.generator.generate(z), pseudo) < 0.8 * _error(a, pseudo)
     with pytest.raises(ValueError, match="need an image target"):
         ClipTrainer(load_config(OneShotConfig, [], base[:-8] + ["target.text=a sketch of a face"]), quiet=True)
+
+
+def _offset_analogy(pair, offset):
+    """An analogy that adds ``offset`` to every channel (its colour map fitted on an exact shift; no net)."""
+    return ImageAnalogy.fit(pair, pair + offset, steps=0)[0]
+
+
+def test_shrinkage_is_the_wiener_factor_of_the_views_agreement():
+    """Two analogies that shift every pixel by 0.2 and 0.4 (on the [-1, 1] scale; faces kept off the clamp): their
+    mean shifts by 0.3, a change of 0.15 on the 0..1 scale, and they disagree by 0.1 there; with k = 2 the strength
+    is 0.15² / (0.15² + 2 · 0.1²) = 0.529, and the ensemble adds 0.529 · 0.3 to a face. Identical views keep the
+    whole change; views that change nothing give strength 0, not a division by zero."""
+    pair = _faces(1) * 0.5
+    probe = _faces(8, offset=30) * 0.5
+    views = [_offset_analogy(pair, 0.2), _offset_analogy(pair, 0.4)]
+    s = shrinkage(views, probe, k=2.0)
+    assert s.signal == pytest.approx(0.15, abs=2e-3) and s.disagreement == pytest.approx(0.1, abs=2e-3)
+    assert s.strength == pytest.approx(0.0225 / (0.0225 + 0.02), abs=2e-2)
+    ensemble = AnalogyEnsemble(views, strength=s.strength)
+    with torch.no_grad():
+        torch.testing.assert_close(ensemble(probe), probe + s.strength * 0.3, atol=3e-3, rtol=0)
+    assert shrinkage([views[0], _offset_analogy(pair, 0.2)], probe, k=5.0).strength == pytest.approx(1.0, abs=1e-6)
+    assert shrinkage([_offset_analogy(pair, 0.0)] * 2, probe, k=2.0).strength == 0.0
+    assert shrinkage(views, probe, k=0.0).strength == 1.0
+    with pytest.raises(ValueError, match="at least two"):
+        shrinkage(views[:1], probe, k=1.0)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        AnalogyEnsemble(views, strength=1.5)
+    copy = AnalogyEnsemble([ImageAnalogy(), ImageAnalogy()])
+    copy.load_state_dict(ensemble.state_dict())  # the strength travels with the state
+    assert float(copy.strength) == pytest.approx(s.strength)

@@ -68,6 +68,18 @@ def test_trained_methods_are_scored_on_the_same_latents(tmp_path):
         ob.main(["--family", "validation", "--styles", "duotone", "--out", str(out)])
 
 
+def test_each_runs_analogy_strength_is_recorded(tmp_path):
+    """With analogy.mirror and analogy.shrink set for the encoder guide, every run records the strength its analogy
+    was pulled to: one per reference, in (0, 1), and not the same for two different references."""
+    out = tmp_path / "s"
+    assert ob.main(["--family", "validation", "--styles", "scanlines", "--refs", "2", "--n", "8", "--invert-steps", "2",
+                    "--encoder", "checkpoints/synthfaces_encoder.safetensors", "--methods", "encoder_analogy",
+                    "--set", "training.iters=2", "analogy.steps=0", "analogy.mirror=true", "analogy.shrink=2",
+                    "--out", str(out)]) == 0
+    strengths = json.loads((out / "results.json").read_text())["styles"][0]["analogy_strength"]["encoder_analogy"]
+    assert len(strengths) == 2 and all(0 < s < 1 for s in strengths) and strengths[0] != strengths[1], strengths
+
+
 def test_compare_gives_paired_verdicts_with_a_margin(tmp_path, capsys):
     """Two results files whose method B errs by exactly 0.1 x the identity error more than A on every latent: A − B
     is 0.1 of the gap with no spread (holds at margin 0.05, does not hold at 0.2); files of other latents are refused."""

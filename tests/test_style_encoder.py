@@ -156,3 +156,43 @@ def test_oneshot_run_inverts_the_reference_with_the_encoder(tmp_path, capsys):
     assert tr.analogy_fit.steps == 0
     assert gan_cli.main(["train", *args, f"exp.run_dir={tmp_path / 'run3'}", "target.invert_prompt_weight=0.2"]) == 2
     assert "target.invert_prompt_weight=0" in capsys.readouterr().err
+
+
+def test_oneshot_run_averages_the_mirror_image_and_shrinks(tmp_path, capsys):
+    """analogy.mirror + analogy.shrink through the CLI, with analogy.steps=0 (each view's analogy is then its colour
+    map): the target is x + s · (mean of the colour maps of (G(E(ref)), ref) and (G(E(mirror)), mirror) − x), with
+    s the Wiener factor of the two maps' change and disagreement on 16 source faces, all computed here from the
+    encoder and the colour map alone; the strength is logged, saved in the checkpoint and restored at --resume;
+    shrink without mirror is refused with what to do."""
+    from adapt_common.colour_map import ColourMap
+    from adapt_common.config import load_config
+    from adapt_common.loop import load_training_state
+    from gan_adapt import cli as gan_cli
+    from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
+    args = ["--config", "configs/oneshot_encoder.yaml", f"exp.run_dir={tmp_path / 'run'}",
+            "target.image=synthfaces:scanlines/1", "training.iters=2", "analogy.steps=0", "analogy.mirror=true",
+            "analogy.shrink=2", "evaluation.n=0", "exp.threads=1", "logging.n_samples=2", "exp.seed=3"]
+    assert gan_cli.main(["train", *args]) == 0
+    assert "strength" in capsys.readouterr().out
+    g, enc = _g(), StyleEncoder.from_pretrained(BUNDLED_E)
+    ref = sf.fewshot_set("scanlines", 2, size=g.size)[0][1:2]
+    with torch.no_grad():
+        maps = [ColourMap.fit(g.generate(w=enc(r)).clamp(-1, 1), r) for r in (ref, ref.flip(-1))]
+        z = torch.randn(16, g.style_dim, generator=torch.Generator().manual_seed(3))
+        probe = g.generate(z).clamp(-1, 1)
+        views = torch.stack([m(probe).clamp(-1, 1) for m in maps])
+        signal = float((views.mean(0) - probe).abs().mean() / 2)
+        disagreement = float((views[0] - views[1]).abs().mean() / 2)
+        strength = signal ** 2 / (signal ** 2 + 2 * disagreement ** 2)
+        assert 0.05 < strength < 0.95  # a case where the pull matters
+        state = load_training_state(tmp_path / "run" / "checkpoint.pt")
+        assert float(state["analogy"]["strength"]) == pytest.approx(strength, abs=2e-3)
+        cfg = load_config(OneShotConfig, ["configs/oneshot_encoder.yaml"], args[2:])
+        tr = ClipTrainer(cfg, quiet=True)
+        tr.load_state_dict(state)
+        others = g.generate(torch.randn(4, g.style_dim, generator=torch.Generator().manual_seed(5))).clamp(-1, 1)
+        mean = torch.stack([m(others).clamp(-1, 1) for m in maps]).mean(0)
+        torch.testing.assert_close(tr.analogy(others), (others + strength * (mean - others)).clamp(-1, 1),
+                                   atol=2e-3, rtol=0)
+    assert gan_cli.main(["train", *args[:-3], "analogy.mirror=false", f"exp.run_dir={tmp_path / 'r2'}"]) == 2
+    assert "analogy.mirror=true" in capsys.readouterr().err

@@ -84,14 +84,46 @@ class AnalogySection:
     depth: int = setting(3, "conv layers of the residual net")
     degree: int = setting(3, "degree of the colour map's polynomial")
     lr: float = setting(0.002, "Adam learning rate of the residual net")
+    mirror: bool = setting(False, "also fit an analogy on the mirror image of the reference, inverted on its own, and "
+                                  "average the two: the inversions err differently, the style is the same")
+    shrink: float = setting(0.0, "k of the pull towards the unchanged face (needs mirror): the averaged analogy's "
+                                 "change is scaled by signal^2 / (signal^2 + k * disagreement^2), measured on "
+                                 "probe_faces source faces; 0: no pull", minimum=0)
+    probe_faces: int = setting(16, "source faces (training latents) on which shrink measures the views' change and "
+                                   "disagreement", minimum=1)
 
-    def fit(self, source_face: torch.Tensor, reference: torch.Tensor, seed: int):
-        """(analogy, what the fit measured) of this section's settings on one (source face, reference) pair: the
-        one place the one-shot and the hypernetwork trainers turn the section into an
-        :class:`adapt_common.analogy.ImageAnalogy`."""
-        from adapt_common.analogy import ImageAnalogy
-        return ImageAnalogy.fit(source_face, reference, steps=self.steps, lr=self.lr, degree=self.degree,
-                                width=self.width, depth=self.depth, seed=seed)
+    def fit(self, source_face: torch.Tensor, reference: torch.Tensor, seed: int, invert=None, source=None):
+        """(analogy, what the fit measured, the shrinkage or None) of this section's settings on one (source face,
+        reference) pair: the one place the one-shot and the hypernetwork trainers turn the section into an
+        :class:`adapt_common.analogy.ImageAnalogy`, or with ``mirror`` an
+        :class:`adapt_common.analogy.AnalogyEnsemble` of the reference and its mirror image. ``invert`` (image ->
+        its source face, as ``source_face`` was found) inverts the mirror image; ``shrink`` is measured on faces of
+        the ``source`` generator, from training latents of their own random stream (seed ``seed``), so that the
+        training's stream of latents stays as it was."""
+        from adapt_common.analogy import AnalogyEnsemble, ImageAnalogy, shrinkage
+
+        def one(face, ref):
+            return ImageAnalogy.fit(face, ref, steps=self.steps, lr=self.lr, degree=self.degree, width=self.width,
+                                    depth=self.depth, seed=seed)
+        if self.shrink > 0 and not self.mirror:
+            raise ValueError("analogy.shrink compares the analogies of the reference and its mirror image: set "
+                             "analogy.mirror=true (or analogy.shrink=0)")
+        analogy, fit = one(source_face, reference)
+        if not self.mirror:
+            return analogy, fit, None
+        if invert is None:
+            raise ValueError("analogy.mirror needs the trainer's inversion to find the mirror image's source face")
+        mirrored = reference.flip(-1)
+        members = [analogy, one(invert(mirrored).clamp(-1, 1), mirrored)[0]]
+        shrunk = None
+        if self.shrink > 0:
+            gen = torch.Generator().manual_seed(seed)
+            z = torch.randn(self.probe_faces, source.style_dim, generator=gen).to(source_face.device)
+            with torch.no_grad():
+                probe = source.generate(z).clamp(-1, 1)
+            shrunk = shrinkage(members, probe, self.shrink)
+        ensemble = AnalogyEnsemble(members, strength=shrunk.strength if shrunk else 1.0)
+        return ensemble.requires_grad_(False).eval(), fit, shrunk
 
 
 @dataclass
@@ -247,6 +279,7 @@ class ClipTrainer(LoopTrainer):
             self.source_mean = self.guide.mean_embedding(sample, tg.source_mean_n)
             self.directions = self.guide.image_direction(self.reference.to(self.device), self.source_mean)
         self.w_ref, self.inverted, self.analogy, self.analogy_fit = None, None, None, None
+        self.analogy_shrinkage = None
         lc = cfg.loss
         if lc.truth_l1 > 0:
             from adapt_common import synthfaces as sf
@@ -266,21 +299,27 @@ class ClipTrainer(LoopTrainer):
                 if tg.invert_prompt_weight > 0:
                     raise ValueError("target.invert_encoder inverts in one pass, without the source-domain prompt "
                                      "term: set target.invert_prompt_weight=0")
-                inv = StyleEncoder.from_pretrained(tg.invert_encoder).to(self.device).invert(self.source,
-                                                                                             self.reference)
+                encoder = StyleEncoder.from_pretrained(tg.invert_encoder).to(self.device)
+
+                def invert_reference(image):
+                    return encoder.invert(self.source, image)
             else:
                 from ..inversion import invert
                 source_domain = dict(source_prompt=tg.source_text, contrast_prompts=list(tg.contrast_prompts),
                                      prompt_weight=tg.invert_prompt_weight) if tg.invert_prompt_weight > 0 else {}
-                inv = invert(self.source, self.reference, steps=tg.invert_steps, space=tg.invert_space,
-                             clip=self.guide.clips[0], seed=cfg.exp.seed, **source_domain)
+
+                def invert_reference(image):
+                    return invert(self.source, image, steps=tg.invert_steps, space=tg.invert_space,
+                                  clip=self.guide.clips[0], seed=cfg.exp.seed, **source_domain)
+            inv = invert_reference(self.reference)
             self.w_ref, self.inverted = inv.w, inv.image.clamp(-1, 1)
             with torch.no_grad():
                 self.emb_ref = self.guide.encode_images(self.reference.to(self.device))
                 self.emb_a_ref = self.guide.encode_images(inv.image)
             if lc.analogy_l1 > 0:
-                self.analogy, self.analogy_fit = cfg.analogy.fit(self.inverted, self.reference.to(self.device),
-                                                                 seed=cfg.exp.seed)
+                self.analogy, self.analogy_fit, self.analogy_shrinkage = cfg.analogy.fit(
+                    self.inverted, self.reference.to(self.device), seed=cfg.exp.seed,
+                    invert=lambda image: invert_reference(image).image, source=self.source)
         self.lr, betas = self.optimiser_settings()
         self.opt = torch.optim.Adam(self.param.trainable_parameters(), lr=self.lr, betas=betas)
         self.step, self.elapsed = 0, 0.0
@@ -562,6 +601,10 @@ class ClipTrainer(LoopTrainer):
             self._log(f"analogy: residual net trained {fit.steps} steps (chosen on the pair's right half: L1 "
                       f"{fit.holdout_best:.4f}, colour map alone {fit.holdout_colour_map:.4f}, unchanged "
                       f"{fit.holdout_identity:.4f}); {self.analogy_grid(self.run_dir / 'analogy.png').name}")
+            if self.analogy_shrinkage is not None:
+                sh = self.analogy_shrinkage
+                self._log(f"analogy of the reference and its mirror image: change {sh.signal:.4f}, disagreement "
+                          f"{sh.disagreement:.4f}, strength {sh.strength:.3f}")
         self.loop(cfg.training.iters, resume, hooks)
         if self.stopped:
             return {"steps": self.step, "wall_time_s": self.elapsed, "result": None, "evaluation_error": None,

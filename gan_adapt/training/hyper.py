@@ -208,9 +208,12 @@ class HyperTrainer(LoopTrainer):
         for spec in dm.references:
             ref = reference_image(str(spec), self.source.size)[0].to(self.device)
             inv = encoder.invert(self.source, ref)
-            analogy, fit = cfg.analogy.fit(inv.image.clamp(-1, 1), ref, seed=cfg.exp.seed)
+            analogy, fit, shrunk = cfg.analogy.fit(inv.image.clamp(-1, 1), ref, seed=cfg.exp.seed,
+                                                   invert=lambda image: encoder.invert(self.source, image).image,
+                                                   source=self.source)
             self._log(f"analogy for {spec}: residual net {fit.steps} steps (held-out L1 {fit.holdout_best:.4f}, colour "
-                      f"map {fit.holdout_colour_map:.4f}, identity {fit.holdout_identity:.4f})")
+                      f"map {fit.holdout_colour_map:.4f}, identity {fit.holdout_identity:.4f})" +
+                      (f"; with its mirror image: strength {shrunk.strength:.3f}" if shrunk else ""))
             out.append(analogy.eval().requires_grad_(False))
         return out
 
