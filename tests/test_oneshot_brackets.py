@@ -175,3 +175,25 @@ def test_text_method_is_prompted_with_the_styles_caption_once_per_seed(tmp_path,
     runs = np.asarray(json.loads((out / "results.json").read_text())["styles"][0]["errors"]["text"])
     assert runs.shape == (2, 8) and not np.allclose(runs[0], runs[1])
     assert "text-guided direction" in (out / "README.md").read_text()
+
+
+def test_side_by_side_puts_rows_of_several_files_in_one_table(tmp_path, capsys):
+    """Two results files of the same styles and latents (different settings): one column each, gap closed
+    1 − mean error / mean identity error averaged over runs, and their mean over styles; files of other latents are
+    refused."""
+    def results(name, errors, n=4, seed=100000):
+        res = {"n": n, "held_out_seed": seed,
+               "styles": [{"style": s, "identity_error": [[0.2] * n], "errors": {"m": [[e] * n for e in errs]}}
+                          for s, errs in errors.items()]}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(res))
+        return path
+    a = results("a", {"tritone": [0.1, 0.15], "dither": [0.3]})  # gaps 0.5 and 0.25 (mean 0.375), -0.5
+    b = results("b", {"tritone": [0.2], "dither": [0.05]})  # 0, 0.75
+    assert ob.main(["--side-by-side", f"{a}:m=first", f"{b}:m=second", "--out", str(tmp_path / "o")]) == 0
+    table = (tmp_path / "o" / "README.md").read_text()
+    assert "| style | first | second |" in table
+    assert "| tritone | 0.375 | 0.000 |" in table and "| dither | -0.500 | 0.750 |" in table
+    assert "| **mean** | **-0.062** | **0.375** |" in table
+    with pytest.raises(ValueError, match="not side by side"):
+        ob.side_by_side([(a, "m", "x"), (results("c", {"tritone": [0.1], "dither": [0.1]}, seed=5), "m", "y")])

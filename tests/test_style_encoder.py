@@ -131,14 +131,15 @@ def test_bundled_encoder_finds_the_true_source_face():
 
 def test_oneshot_run_inverts_the_reference_with_the_encoder(tmp_path, capsys):
     """configs/oneshot_encoder.yaml through the CLI: the pair the analogy is fitted on is (G(E(reference)),
-    reference), computed here independently; analogy.steps=0 makes T̂ the colour map of that pair; the encoder with
-    the source-domain prompt term is refused with what to do."""
+    reference), computed here independently; analogy.steps=0 and one view (no mirror image) make T̂ the colour map
+    of that pair; the encoder with the source-domain prompt term is refused with what to do."""
     from adapt_common.colour_map import ColourMap
     from adapt_common.config import load_config
     from gan_adapt import cli as gan_cli
     from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
     args = ["--config", "configs/oneshot_encoder.yaml", f"exp.run_dir={tmp_path / 'run'}",
-            "target.image=synthfaces:chalkboard/1", "training.iters=2", "analogy.steps=0", "evaluation.n=0",
+            "target.image=synthfaces:chalkboard/1", "training.iters=2", "analogy.steps=0", "analogy.mirror=false",
+            "analogy.shrink=0", "evaluation.n=0",
             "exp.threads=1", "logging.n_samples=2"]
     assert gan_cli.main(["train", *args]) == 0
     assert (tmp_path / "run" / "analogy.png").is_file() and (tmp_path / "run" / "direction.safetensors").is_file()

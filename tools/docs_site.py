@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 # Repository files served as they are (globs relative to the repository root).
-IMPORTED = ("checkpoints/*.md", "configs/README.md", "reports/*/*.md", "reports/*/*.png", "reports/*/plots/*.png",
-            "tests/fixtures/README.md", "tests/fixtures/*/README.md")
+IMPORTED = ("checkpoints/*.md", "configs/README.md", "reports/*/*.md", "reports/*/*/*.md", "reports/*/*.png",
+            "reports/*/plots/*.png", "tests/fixtures/README.md", "tests/fixtures/*/README.md")
 IGNORED = ("reports/tmp/",)  # scratch output (.gitignore), never part of the site
 
 LINK = re.compile(r"(\]\()([^)\s]+)(\))")
 TABLE_MARK = re.compile(r"^<!-- results-table: ([\w.-]+) -->$", re.MULTILINE)
-REPORT_MARK = re.compile(r"^<!-- report-table: (reports/[\w.-]+/README\.md) -->$", re.MULTILINE)
+REPORT_MARK = re.compile(r"^<!-- report-table: (reports/[\w.-]+(?:/[\w.-]+)*/README\.md) -->$", re.MULTILINE)
 
 
 def imported_paths(root: Path = ROOT) -> list[str]:
