@@ -236,3 +236,41 @@ def test_the_analogy_guide_trains_resumes_exactly_and_refuses_what_it_cannot_use
     assert "convex" in refused("training.convex=true")
     assert "invert_encoder" in refused("domains.invert_encoder=")
     assert "no guidance" in refused("loss.analogy_l1=0")
+
+
+def test_the_analogy_guide_with_the_mirror_view_and_the_pull(tiny_ckpt_clip, tiny_generator, tmp_path):
+    """analogy.mirror + analogy.shrink in the hypernetwork: each domain's analogy averages the colour map of its
+    reference's pair and that of the reference's mirror image with its own inversion (analogy.steps=0), pulled by
+    the Wiener factor of the two on 16 source faces of seed exp.seed; all computed here from the encoder and the
+    colour map alone, and the strengths survive the checkpoint."""
+    from adapt_common.colour_map import ColourMap
+    from gan_adapt.encoder import StyleEncoder
+    from gan_adapt.training.clip_guided import reference_image
+    args = _analogy_args(tiny_ckpt_clip, tiny_generator, tmp_path, "analogy.mirror=true", "analogy.shrink=2")
+    tr = HyperTrainer(load_config(HyperConfig, [], args), quiet=True)
+    enc = StyleEncoder.from_pretrained(tmp_path / "enc.safetensors")
+    g = tr.source
+    probe = g.generate(torch.randn(16, g.style_dim, generator=torch.Generator().manual_seed(tr.cfg.exp.seed)))
+    probe = probe.clamp(-1, 1).detach()
+    others = g.generate(torch.randn(3, g.style_dim, generator=torch.Generator().manual_seed(9))).clamp(-1, 1).detach()
+    strengths = []
+    with torch.no_grad():
+        for spec, analogy in zip(["synthfaces:sketch", "synthfaces:sepia", "synthfaces:negative"], tr.analogies):
+            ref = reference_image(spec, g.size)[0]
+            maps = [ColourMap.fit(g.generate(w=enc(r)).clamp(-1, 1), r) for r in (ref, ref.flip(-1))]
+            views = torch.stack([m(probe).clamp(-1, 1) for m in maps])
+            signal = float((views.mean(0) - probe).abs().mean() / 2)
+            disagreement = float((views[0] - views[1]).abs().mean() / 2)
+            s = signal ** 2 / (signal ** 2 + 2 * disagreement ** 2)
+            assert float(analogy.strength) == pytest.approx(s, abs=2e-3), spec
+            mean = torch.stack([m(others).clamp(-1, 1) for m in maps]).mean(0)
+            torch.testing.assert_close(analogy(others), (others + s * (mean - others)).clamp(-1, 1), atol=2e-3,
+                                       rtol=0)
+            strengths.append(s)
+    assert len(set(round(s, 4) for s in strengths)) == 3  # each domain its own
+    tr.train_step()
+    fresh = HyperTrainer(load_config(HyperConfig, [], args), quiet=True)
+    for a in fresh.analogies:
+        a.strength.fill_(1.0)
+    fresh.load_state_dict(tr.state_dict())
+    assert [round(float(a.strength), 6) for a in fresh.analogies] == [round(float(a.strength), 6) for a in tr.analogies]
