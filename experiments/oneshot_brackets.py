@@ -253,6 +253,12 @@ def per_reference(runs: list, refs: int) -> list:
     return [np.mean(runs[i * k:(i + 1) * k], axis=0) for i in range(refs)]
 
 
+def same_styles_and_latents(a: dict, b: dict) -> bool:
+    """Whether two results dicts scored the same styles, in the same order, on the same held-out latents."""
+    return ([s["style"] for s in a["styles"]] == [s["style"] for s in b["styles"]] and a["n"] == b["n"]
+            and a.get("held_out_seed") == b.get("held_out_seed"))
+
+
 def compare(first: tuple[Path, str], second: tuple[Path, str], margin: float) -> list[str]:
     """Paired verdicts "first beats second by more than ``margin`` of the gap", per style and pooled over styles,
     from two results files (or one) of the same family, references and latents (rows ``key`` of each). Runs pair by
@@ -262,8 +268,7 @@ def compare(first: tuple[Path, str], second: tuple[Path, str], margin: float) ->
     from adapt_common.metrics.stats import paired_difference, verdict_better
     (fa, ka), (fb, kb) = first, second
     ra, rb = json.loads(Path(fa).read_text()), json.loads(Path(fb).read_text())
-    if [s["style"] for s in ra["styles"]] != [s["style"] for s in rb["styles"]] or ra["n"] != rb["n"] \
-            or ra.get("held_out_seed") != rb.get("held_out_seed"):
+    if not same_styles_and_latents(ra, rb):
         raise ValueError(f"{fa} and {fb} are not paired: other styles or latents")
     lines = [f"| style | {ROW_NAMES.get(ka, ka)} − {ROW_NAMES.get(kb, kb)} (gap closed) | verdict at margin "
              f"{margin:g} |", "|---|---|---|"]
@@ -288,8 +293,7 @@ def side_by_side(columns: list[tuple[Path, str, str]]) -> list[str]:
     runs = [(json.loads(Path(f).read_text()), key, label) for f, key, label in columns]
     first = runs[0][0]
     for (r, _, _), (f, _, _) in zip(runs[1:], columns[1:]):
-        if [s["style"] for s in r["styles"]] != [s["style"] for s in first["styles"]] or r["n"] != first["n"] \
-                or r.get("held_out_seed") != first.get("held_out_seed"):
+        if not same_styles_and_latents(r, first):
             raise ValueError(f"{f} and {columns[0][0]} are not side by side: other styles or latents")
     lines = ["| style | " + " | ".join(label for _, _, label in runs) + " |", "|---|" + "---|" * len(runs)]
     means = [[] for _ in runs]
