@@ -30,6 +30,19 @@ parameterization). Each run's wall time is recorded (``run_seconds``). Gap close
 latent set; intervals are hierarchical bootstrap intervals over references (and seeds), then latents
 (``adapt_common.metrics.stats``). With ``analogy.shrink`` set, each run's analogy strength is recorded too
 (``analogy_strength``).
+
+With ``--ceiling`` (needs ``--encoder``), rows that train nothing and bound what the analogy guide can give: the
+one-shot recipe's analogy (``configs/oneshot_encoder.yaml``'s ``analogy`` section) applied directly to G_s(w),
+once per reference and seed (the seed of the analogy's fit, as in a run of that seed). A trained direction follows
+its analogy closely (compare the "(direct)" rows of ``--methods encoder_analogy``), so these rows say where the
+guide's limit lies:
+
+- **one view**: the analogy of the reference alone (strength 1);
+- **two views, pulled**: the recipe's analogy as it trains (the mirror view and the pull of ``analogy.shrink``);
+- **two views, best strength** (privileged): the same views with the strength x + s·(mean − x) that is best
+  against the ground truth (s on a grid 0, 0.1, .., 1): the most any rule for the strength could give;
+- **true source face** (privileged): the one-view analogy fitted on the reference and its true source face: the
+  most a perfect inversion could give this analogy.
 """
 from __future__ import annotations
 
@@ -65,6 +78,9 @@ ROW_NAMES = {"colour_map_user": "colour map (user)", "colour_map_encoder": "colo
              "encoder_analogy_conv": "encoder analogy → conv direction",
              "encoder_analogy_dommod": "encoder analogy → domain modulation",
              "clip": "CLIP direction", "text": "text-guided direction",
+             "ceiling_one_view": "analogy: one view", "ceiling_pulled": "analogy: two views, pulled",
+             "ceiling_best_strength": "analogy: two views, best strength (privileged)",
+             "ceiling_true_source": "analogy: true source face (privileged)",
              "oracle": "oracle"}
 
 
@@ -119,13 +135,44 @@ def run_method(method: str, style: str, ref: int, seed: int, generator: str, wor
     return out
 
 
+#: The strengths ``--ceiling``'s best-strength row chooses from.
+STRENGTH_GRID = tuple(i / 10 for i in range(11))
+
+
+@torch.no_grad()
+def ceiling_rows(g, encoder, reference: torch.Tensor, true_source: torch.Tensor, source: torch.Tensor,
+                 truth: torch.Tensor, seed: int, overrides: list[str] = ()) -> dict[str, torch.Tensor]:
+    """Per-latent errors of the ``--ceiling`` rows (see the module doc) for one reference and one seed; the analogy
+    settings are ``configs/oneshot_encoder.yaml``'s with ``overrides``."""
+    from adapt_common.config import load_config
+    from gan_adapt.training.clip_guided import OneShotConfig
+    section = load_config(OneShotConfig, [METHODS["encoder_analogy"][0]], list(overrides)).analogy
+    if not section.mirror:
+        raise ValueError("--ceiling compares the recipe's two views: its analogy section must set mirror")
+
+    def invert(image):
+        return encoder.invert(g, image).image.clamp(-1, 1)
+    with torch.enable_grad():  # the analogies train their residual nets
+        pulled, _, _ = section.fit(invert(reference), reference, seed=seed, invert=invert, source=g)
+        one_view = type(section)(**{**vars(section), "mirror": False, "shrink": 0.0})
+        privileged, _, _ = one_view.fit(true_source, reference, seed=seed)
+    change = pulled.mean_analogy(source) - source
+    best = min((per_latent_error((source + s * change).clamp(-1, 1), truth) for s in STRENGTH_GRID),
+               key=lambda e: float(e.mean()))
+    return {"ceiling_one_view": per_latent_error(pulled.members[0](source), truth),
+            "ceiling_pulled": per_latent_error(pulled(source), truth),
+            "ceiling_best_strength": best,
+            "ceiling_true_source": per_latent_error(privileged(source), truth)}
+
+
 def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 0, invert_steps: int = 300,
              methods: tuple[str, ...] | dict[str, int] = (), seeds: int = 1, generator: str = "", z: torch.Tensor | None = None,
-             work_dir: Path | None = None, overrides: list[str] = (), encoder=None) -> dict:
+             work_dir: Path | None = None, overrides: list[str] = (), encoder=None, ceiling: bool = False) -> dict:
     """The brackets of one style for generator ``g``, inversion CLIP ``guide`` and ``source`` =
     :func:`held_out_source` (rendered from latents ``z``), and the one-shot ``methods`` (``seeds`` runs per
     reference, of the generator file ``generator``; a dict gives each method its own count); with a style
-    ``encoder``, also the colour map fitted on the reference and the encoder's source face."""
+    ``encoder``, also the colour map fitted on the reference and the encoder's source face, and with ``ceiling``
+    the rows of :func:`ceiling_rows` (``seeds`` per reference)."""
     from adapt_common import synthfaces as sf
     from adapt_common.colour_map import ColourMap
     from gan_adapt.inversion import invert
@@ -149,6 +196,10 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
             cmap = ColourMap.fit(src, ref)
             rows[key].append(per_latent_error(cmap(source), truth))
         rows["identity"].append(identity)
+        for s in range(seeds if ceiling else 0):
+            for key, errs in ceiling_rows(g, encoder, ref, true_sources[r:r + 1], source, truth, s,
+                                          overrides).items():
+                rows.setdefault(key, []).append(errs)
         counts = methods if isinstance(methods, dict) else {m: seeds for m in methods}
         for method, k in counts.items():
             if method in TEXT_METHODS and r > 0:  # a text run does not depend on the reference image
@@ -212,7 +263,7 @@ def write_report(results: list[dict], out: Path, command: str) -> Path:
 
 #: What runs merged into one table must share.
 SAME_SETTINGS = ("generator", "family", "refs", "n", "methods", "seeds", "runs_per_reference", "overrides", "encoder",
-                 "held_out_seed")
+                 "held_out_seed", "ceiling")
 
 
 def merge(paths: list[Path]) -> dict:
@@ -337,6 +388,9 @@ def main(argv=None) -> int:
                                                     "seeds for that one instead of --seeds): "
                                                     + ", ".join(METHODS))
     ap.add_argument("--seeds", type=int, default=1, help="runs of each method per reference image")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="add the rows that bound the analogy guide (needs --encoder; see above), --seeds per "
+                         "reference")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for every method's runs (e.g. training.iters=100)")
     ap.add_argument("--styles", default="", help="comma-separated subset of the family's styles (default: all)")
@@ -396,6 +450,8 @@ def main(argv=None) -> int:
         if not set(chosen) <= set(styles):
             ap.error(f"--styles {sorted(set(chosen) - set(styles))} are not {args.family} styles ({styles})")
         styles = [s for s in styles if s in chosen]
+    if args.ceiling and not args.encoder:
+        ap.error("--ceiling inverts the references with the style encoder: give --encoder")
     if args.refs < 1 or args.n < 2:
         ap.error("--refs must be >= 1 and --n >= 2")
     out = Path(args.out or f"reports/oneshot_brackets_{args.family}")
@@ -416,13 +472,13 @@ def main(argv=None) -> int:
     for s in tqdm(styles, desc="styles"):
         results.append(brackets(s, args.refs, g, guide, source, invert_steps=args.invert_steps, methods=methods,
                                 seeds=args.seeds, generator=args.generator, z=z, work_dir=out, overrides=args.set,
-                                encoder=encoder))
+                                encoder=encoder, ceiling=args.ceiling))
     command = "python -m experiments.oneshot_brackets " + " ".join(argv if argv is not None else sys.argv[1:])
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps({"generator": args.generator, "family": args.family, "refs": args.refs, "n": args.n,
                                    "methods": {m: METHODS[m] for m in methods}, "seeds": args.seeds,
                                    "runs_per_reference": methods,
-                                   "overrides": args.set, "encoder": args.encoder,
+                                   "overrides": args.set, "encoder": args.encoder, "ceiling": args.ceiling,
                                    "held_out_seed": HELD_OUT_SEED, "seconds": round(time.time() - t0, 1),
                                    "command": command.strip(), "styles": results}, indent=1))
     print(f"wrote {write_report(results, out, command.strip())} and results.json ({time.time() - t0:.0f} s)")

@@ -40,8 +40,12 @@ BASE = "checkpoints/synthfaces_stylegan2.safetensors"
 FEWSHOT_ROWS = {"affine_plus": ("Affine+", "configs/fewshot_cat_affine_plus.yaml"),
                 "affine_light_plus": ("AffineLight+", "configs/fewshot_cat_affine_light_plus.yaml")}
 FEWSHOT_N = 500
-HYPER_CONFIGS = {"hyper_synthfaces": "configs/hyper_synthfaces.yaml",
-                 "hyper_synthfaces_analogy": "configs/hyper_synthfaces_analogy.yaml"}
+#: table -> (config, overrides) of the hypernetwork tables
+HYPER_CONFIGS = {"hyper_synthfaces": ("configs/hyper_synthfaces.yaml", []),
+                 # the analogy guide of one view per reference, as the one-shot recipe had it before its mirror view
+                 "hyper_synthfaces_analogy": ("configs/hyper_synthfaces_analogy.yaml",
+                                              ["analogy.mirror=false", "analogy.shrink=0"]),
+                 "hyper_synthfaces_analogy_mirror": ("configs/hyper_synthfaces_analogy.yaml", [])}
 HYPER_N = 128
 
 
@@ -135,12 +139,12 @@ def run_fewshot_cat(only: list[str], seed: int) -> None:
 
 
 def run_hyper(table: str, seed: int) -> None:
-    config = HYPER_CONFIGS[table]
+    config, overrides = HYPER_CONFIGS[table]
     run = RUNS / table / f"s{seed}"
-    wall = _train(config, run, seed, f"evaluation.n={HYPER_N}", f"evaluation.seed={TEST_START}")
+    wall = _train(config, run, seed, *overrides, f"evaluation.n={HYPER_N}", f"evaluation.seed={TEST_START}")
     data = _results(table)
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    row = {"seed": seed, "config": config, "wall_s": round(wall, 1), "n": HYPER_N,
+    row = {"seed": seed, "config": config, **({"overrides": overrides} if overrides else {}), "wall_s": round(wall, 1), "n": HYPER_N,
            "latent_seeds": f"{TEST_START}-{TEST_START + HYPER_N - 1}",
            "judge": saved["evaluation"]["clip"], "guides": saved["loss"]["clip"],
            "eval": json.loads((run / "eval.json").read_text())}
@@ -197,6 +201,11 @@ def _hyper_guide(r: dict) -> str:
     return ", ".join(f"`{g}`" for g in r["guides"])
 
 
+def _config(r: dict) -> str:
+    """The config of a row as it ran: the file and the overrides it was run with."""
+    return f"`{r['config']}`" + (f" with `{' '.join(r['overrides'])}`" if r.get("overrides") else "")
+
+
 def hyper_markdown(data: dict) -> str:
     table = data["table"]  # hyper_synthfaces or hyper_synthfaces_analogy: one report for both
     out = []
@@ -213,7 +222,7 @@ def hyper_markdown(data: dict) -> str:
             judge = ("The small CLIP that guided training also calls the domains here (zero-shot among photo and the "
                      "similar domains): the project had no second CLIP then, so read that column as the guide's own "
                      "view; the gap closed is the ground truth.")
-        out.append(f"Seed {r['seed']}, `{r['config']}` ({r['wall_s'] / 60:.1f} min on one CPU thread), evaluated "
+        out.append(f"Seed {r['seed']}, {_config(r)} ({r['wall_s'] / 60:.1f} min on one CPU thread), evaluated "
                    f"on the test split: {r['n']} latents of seeds {r['latent_seeds']}. " + judge + "\n\n"
                    + _table(["caption", "CLIP calls it", "gap closed"], rows))
     summary = hyper_summary(data)
@@ -238,7 +247,7 @@ def hyper_summary(data: dict) -> str:
                      f"{iv.mean:.2f} [{iv.low:.2f}, {iv.high:.2f}]",
                      ", ".join(f"{x['gap_closed']:.2f}" for x in per)])
     seeds = ", ".join(str(r["seed"]) for r in runs)
-    return (f"Seeds {seeds} of `{runs[0]['config']}`, each evaluated on the test split ({runs[0]['n']} latents of "
+    return (f"Seeds {seeds} of {_config(runs[0])}, each evaluated on the test split ({runs[0]['n']} latents of "
             f"seeds {runs[0]['latent_seeds']}): the gap closed (ground truth) as the mean over seeds with its 95 % "
             "interval (Student's, one number per seed), and how often the judge CLIP "
             f"(`{runs[0]['judge']}`, which did not guide) calls the images each domain, averaged over seeds.\n\n"
@@ -248,7 +257,10 @@ def hyper_summary(data: dict) -> str:
 MARKDOWN = {"fewshot_cat": ("10-shot cat: Affine+ and AffineLight+", fewshot_cat_markdown),
             "hyper_synthfaces": ("HyperDomainNet hypernetwork over nine SynthFaces captions", hyper_markdown),
             "hyper_synthfaces_analogy": ("HyperDomainNet hypernetwork over nine SynthFaces domains, each from one "
-                                         "reference image (analogy guide)", hyper_markdown)}
+                                         "reference image (analogy guide, one view)", hyper_markdown),
+            "hyper_synthfaces_analogy_mirror": ("HyperDomainNet hypernetwork over nine SynthFaces domains, each from "
+                                                "one reference image (analogy guide with the mirror view and the "
+                                                "pull towards the source)", hyper_markdown)}
 
 
 def write_report(table: str) -> Path:

@@ -197,3 +197,43 @@ def test_side_by_side_puts_rows_of_several_files_in_one_table(tmp_path, capsys):
     assert "| **mean** | **-0.062** | **0.375** |" in table
     with pytest.raises(ValueError, match="not side by side"):
         ob.side_by_side([(a, "m", "x"), (results("c", {"tritone": [0.1], "dither": [0.1]}, seed=5), "m", "y")])
+
+
+def test_ceiling_rows_recomputed_by_hand(tmp_path):
+    """--ceiling with colour-map-only analogies (analogy.steps=0), so that every row can be recomputed by hand: the
+    one view is the colour map of (G(E(reference)), reference), the true-source row the colour map of (true source,
+    reference), and the best strength the best point of the grid between the source and the mean of the reference's
+    and its mirror image's colour maps (each mirror view inverted on its own)."""
+    out = tmp_path / "c"
+    assert ob.main(["--family", "validation", "--styles", "tritone", "--refs", "1", "--n", "8", "--invert-steps", "2",
+                    "--encoder", "checkpoints/synthfaces_encoder.safetensors", "--ceiling", "--set",
+                    "analogy.steps=0", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["ceiling"] is True
+    errors = {k: np.asarray(v[0]) for k, v in res["styles"][0]["errors"].items()}
+    from adapt_common import synthfaces as sf
+    from adapt_common.colour_map import ColourMap
+    from gan_adapt.encoder import StyleEncoder
+    from gan_adapt.formats import load_generator
+    from gan_adapt.seeds import z_from_seeds
+    g = load_generator("checkpoints/synthfaces_stylegan2.safetensors").eval()
+    enc = StyleEncoder.from_pretrained("checkpoints/synthfaces_encoder.safetensors")
+
+    def err(images):
+        return ((images.clamp(-1, 1) - truth).abs() / 2).mean(dim=(1, 2, 3)).numpy()
+    with torch.no_grad():
+        source = g.generate(z_from_seeds(list(range(100000, 100008)), g.style_dim)).clamp(-1, 1)
+        truth = sf.apply_domain(source, "tritone").clamp(-1, 1)
+        ref = sf.fewshot_set("tritone", 1, size=64)[0][:1]
+        true_face = sf.fewshot_set("photo", 1, size=64)[0][:1]
+        views = [(g.generate(w=enc(r)).clamp(-1, 1), r) for r in (ref, ref.flip(-1))]
+        maps = [ColourMap.fit(face, r)(source).clamp(-1, 1) for face, r in views]
+        assert np.allclose(errors["ceiling_one_view"], err(maps[0]), atol=1e-5)
+        assert np.allclose(errors["ceiling_true_source"], err(ColourMap.fit(true_face, ref)(source)), atol=1e-5)
+        change = (maps[0] + maps[1]) / 2 - source
+        by_grid = min((err(source + s / 10 * change) for s in range(11)), key=lambda e: e.mean())
+        assert np.allclose(errors["ceiling_best_strength"], by_grid, atol=1e-5)
+    table = (out / "README.md").read_text()
+    assert "analogy: two views, best strength (privileged)" in table and "analogy: two views, pulled" in table
+    with pytest.raises(SystemExit):
+        ob.main(["--family", "validation", "--ceiling", "--out", str(out)])  # no encoder to invert with

@@ -91,9 +91,11 @@ def test_the_analogy_hypernetwork_table_names_its_guide_and_orders_seeds(tmp_pat
     row = {"config": "configs/hyper_synthfaces_analogy.yaml", "wall_s": 400.0, "n": 128,
            "latent_seeds": "100000-100127", "judge": "synthfaces_judge", "guides": ["synthfaces"],
            "references": ["synthfaces:sketch"], "eval": ev}
-    data = {"table": table, "rows": {"s2": {**row, "seed": 2}, "s0": {**row, "seed": 0}}}
+    data = {"table": table, "rows": {"s2": {**row, "seed": 2, "overrides": ["analogy.mirror=false"]},
+                                     "s0": {**row, "seed": 0, "overrides": ["analogy.mirror=false"]}}}
     (tmp_path / table / "results.json").write_text(json.dumps(data))
     text = tables.write_report(table).read_text()
     assert "the guide: each domain's image analogy from one reference image; the CLIP `synthfaces` only embedded" in text
+    assert "Seeds 0, 2 of `configs/hyper_synthfaces_analogy.yaml` with `analogy.mirror=false`" in text  # as it ran
     assert "Seeds 0, 2 of" in text and text.index("Seed 0,") < text.index("Seed 2,")
     assert f"python -m experiments.tables report {table}" in text
