@@ -47,6 +47,7 @@ guide's limit lies:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -154,7 +155,7 @@ def ceiling_rows(g, encoder, reference: torch.Tensor, true_source: torch.Tensor,
         return encoder.invert(g, image).image.clamp(-1, 1)
     with torch.enable_grad():  # the analogies train their residual nets
         pulled, _, _ = section.fit(invert(reference), reference, seed=seed, invert=invert, source=g)
-        one_view = type(section)(**{**vars(section), "mirror": False, "shrink": 0.0})
+        one_view = dataclasses.replace(section, mirror=False, shrink=0.0)
         privileged, _, _ = one_view.fit(true_source, reference, seed=seed)
     change = pulled.mean_analogy(source) - source
     best = min((per_latent_error((source + s * change).clamp(-1, 1), truth) for s in STRENGTH_GRID),
