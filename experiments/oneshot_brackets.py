@@ -140,16 +140,21 @@ def run_method(method: str, style: str, ref: int, seed: int, generator: str, wor
 STRENGTH_GRID = tuple(i / 10 for i in range(11))
 
 
-@torch.no_grad()
-def ceiling_rows(g, encoder, reference: torch.Tensor, true_source: torch.Tensor, source: torch.Tensor,
-                 truth: torch.Tensor, seed: int, overrides: list[str] = ()) -> dict[str, torch.Tensor]:
-    """Per-latent errors of the ``--ceiling`` rows (see the module doc) for one reference and one seed; the analogy
-    settings are ``configs/oneshot_encoder.yaml``'s with ``overrides``."""
+def ceiling_section(overrides: list[str] = ()):
+    """The analogy settings of the ``--ceiling`` rows: ``configs/oneshot_encoder.yaml``'s with ``overrides``."""
     from adapt_common.config import load_config
     from gan_adapt.training.clip_guided import OneShotConfig
     section = load_config(OneShotConfig, [METHODS["encoder_analogy"][0]], list(overrides)).analogy
     if not section.mirror:
         raise ValueError("--ceiling compares the recipe's two views: its analogy section must set mirror")
+    return section
+
+
+@torch.no_grad()
+def ceiling_rows(g, encoder, section, reference: torch.Tensor, true_source: torch.Tensor, source: torch.Tensor,
+                 truth: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """Per-latent errors of the ``--ceiling`` rows (see the module doc) for one reference and one seed, with the
+    analogy settings ``section`` (:func:`ceiling_section`)."""
 
     def invert(image):
         return encoder.invert(g, image).image.clamp(-1, 1)
@@ -187,6 +192,7 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
     strengths: dict[str, list[float]] = {}  # the analogy's strength of each run (analogy.shrink)
     if encoder is not None:
         rows["colour_map_encoder"] = []
+    section = ceiling_section(overrides) if ceiling else None  # read once for every reference and seed
     for r in range(refs):
         ref = references[r:r + 1]
         inv = invert(g, ref, clip=guide, seed=seed, steps=invert_steps)
@@ -198,8 +204,8 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
             rows[key].append(per_latent_error(cmap(source), truth))
         rows["identity"].append(identity)
         for s in range(seeds if ceiling else 0):
-            for key, errs in ceiling_rows(g, encoder, ref, true_sources[r:r + 1], source, truth, s,
-                                          overrides).items():
+            for key, errs in ceiling_rows(g, encoder, section, ref, true_sources[r:r + 1], source, truth,
+                                          s).items():
                 rows.setdefault(key, []).append(errs)
         counts = methods if isinstance(methods, dict) else {m: seeds for m in methods}
         for method, k in counts.items():

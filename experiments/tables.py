@@ -1,8 +1,8 @@
 """Result tables of single training runs, each backed by a committed results file and written by one command.
 
     python -m experiments.tables run fewshot_cat [--only unadapted,affine_plus] [--seed 0]   # train, evaluate
-    python -m experiments.tables run hyper_synthfaces | hyper_synthfaces_analogy [--seed 0]
-    python -m experiments.tables report fewshot_cat | hyper_synthfaces | hyper_synthfaces_analogy  # from results.json
+    python -m experiments.tables run hyper_synthfaces | hyper_synthfaces_analogy[_mirror] [--seed 0]
+    python -m experiments.tables report fewshot_cat | hyper_synthfaces | hyper_synthfaces_analogy[_mirror]
 
 ``run`` trains through the user's own command (``python -m gan_adapt train``, one CPU thread, the run folders under
 ``runs/tables/``), evaluates on the **test split** (latents from seed 100,000 and SynthFaces eval images from index
@@ -144,7 +144,8 @@ def run_hyper(table: str, seed: int) -> None:
     wall = _train(config, run, seed, *overrides, f"evaluation.n={HYPER_N}", f"evaluation.seed={TEST_START}")
     data = _results(table)
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    row = {"seed": seed, "config": config, **({"overrides": overrides} if overrides else {}), "wall_s": round(wall, 1), "n": HYPER_N,
+    row = {"seed": seed, "config": config, **({"overrides": overrides} if overrides else {}),
+           "wall_s": round(wall, 1), "n": HYPER_N,
            "latent_seeds": f"{TEST_START}-{TEST_START + HYPER_N - 1}",
            "judge": saved["evaluation"]["clip"], "guides": saved["loss"]["clip"],
            "eval": json.loads((run / "eval.json").read_text())}
@@ -207,7 +208,7 @@ def _config(r: dict) -> str:
 
 
 def hyper_markdown(data: dict) -> str:
-    table = data["table"]  # hyper_synthfaces or hyper_synthfaces_analogy: one report for both
+    table = data["table"]  # every hypernetwork table: one report for all
     out = []
     for r in _by_seed(data):
         rows = []
