@@ -22,8 +22,9 @@ One pair also teaches the analogy the inversion's errors: where the inverted fac
 face (another skin tone, a sharper edge), T̂ learns to "correct" it, and applies that correction to every other
 face. :class:`AnalogyEnsemble` averages analogies fitted on several views of the reference (the reference and its
 mirror image, each inverted on its own: a style-invariant encoder is not mirror-symmetric, so the two inversions
-err differently while the style is the same), and pulls the average towards the unchanged face by how much the
-views disagree (:func:`shrinkage`), a Wiener-style factor signal² / (signal² + k · disagreement²):
+err differently while the style is the same; with several reference images of the style, each image and its
+mirror), and pulls the average towards the unchanged face by how much the views disagree (:func:`shrinkage`), a
+Wiener-style factor signal² / (signal² + k · disagreement² · 2 / M) for M views:
 
     views = [ImageAnalogy.fit(invert(r), r)[0] for r in (reference, reference.flip(-1))]
     s = shrinkage(views, probe_faces, k=2.0)                   # probe_faces: a few G_A(w)
@@ -147,7 +148,7 @@ class ImageAnalogy(nn.Module):
 
 
 class AnalogyEnsemble(nn.Module):
-    """x + strength · (mean_i T̂_i(x) − x): the mean of analogies fitted on views of one reference, pulled towards
+    """x + strength · (mean_i T̂_i(x) − x): the mean of analogies fitted on views of the style, pulled towards
     the unchanged image by ``strength`` in [0, 1] (a buffer, so that a saved state restores it exactly)."""
 
     def __init__(self, members: list[ImageAnalogy], strength: float = 1.0):
@@ -179,7 +180,8 @@ def shrinkage(members: list[ImageAnalogy], probe: torch.Tensor, k: float) -> Shr
     """How far to trust the mean of ``members`` (analogies fitted on views of one reference), judged on ``probe``
     [N, 3, H, W] source faces other than the reference's: the views agree on the style and disagree on what each
     learned from its own inversion's errors, so their disagreement estimates the part of the change that is noise.
-    k = 0 trusts the mean fully (strength 1)."""
+    Strength = signal² / (signal² + k · disagreement² · 2 / M) for M members; k = 0 trusts the mean fully
+    (strength 1)."""
     if len(members) < 2 and k > 0:
         raise ValueError("the shrinkage compares analogies fitted on different views: it needs at least two")
     if k < 0:
@@ -189,6 +191,8 @@ def shrinkage(members: list[ImageAnalogy], probe: torch.Tensor, k: float) -> Shr
     signal = float((mean - probe).abs().mean() / 2)
     pairs = [(i, j) for i in range(len(members)) for j in range(i + 1, len(members))]
     disagreement = float(sum((outs[i] - outs[j]).abs().mean() for i, j in pairs) / (2 * len(pairs))) if pairs else 0.0
-    denominator = signal ** 2 + k * disagreement ** 2
+    # The mean of M views errs by about disagreement / sqrt(M / 2): the pull weakens as views are added, and two
+    # views (one reference and its mirror image) keep k's first meaning exactly.
+    denominator = signal ** 2 + k * disagreement ** 2 * 2 / len(members)
     strength = signal ** 2 / denominator if denominator > 0 else 0.0
     return Shrinkage(signal=signal, disagreement=disagreement, strength=float(strength))

@@ -43,6 +43,12 @@ guide's limit lies:
   against the ground truth (s on a grid 0, 0.1, .., 1): the most any rule for the strength could give;
 - **true source face** (privileged): the one-view analogy fitted on the reference and its true source face: the
   most a perfect inversion could give this analogy.
+
+With ``--shots K`` (K > 1) two rows more, for a user with K images of the style instead of one: the recipe's
+analogy of the reference and K − 1 further images of the style (``target.more_images``; each with its mirror view,
+all 2K views averaged), **pulled** as the recipe pulls (``analogy.shrink``, whose pull weakens as views are added)
+and **unpulled** (strength 1). Reference r's further images are the few-shot images refs + r·(K − 1) .. of the
+style, so no two references share one and the first image stays the one-shot rows' reference.
 """
 from __future__ import annotations
 
@@ -82,6 +88,7 @@ ROW_NAMES = {"colour_map_user": "colour map (user)", "colour_map_encoder": "colo
              "ceiling_one_view": "analogy: one view", "ceiling_pulled": "analogy: two views, pulled",
              "ceiling_best_strength": "analogy: two views, best strength (privileged)",
              "ceiling_true_source": "analogy: true source face (privileged)",
+             "ceiling_shots": "analogy: K references, pulled", "ceiling_shots_unpulled": "analogy: K references, unpulled",
              "oracle": "oracle"}
 
 
@@ -152,9 +159,10 @@ def ceiling_section(overrides: list[str] = ()):
 
 @torch.no_grad()
 def ceiling_rows(g, encoder, section, reference: torch.Tensor, true_source: torch.Tensor, source: torch.Tensor,
-                 truth: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+                 truth: torch.Tensor, seed: int, more: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-latent errors of the ``--ceiling`` rows (see the module doc) for one reference and one seed, with the
-    analogy settings ``section`` (:func:`ceiling_section`)."""
+    analogy settings ``section`` (:func:`ceiling_section`); with ``more`` (further images of the style, [K − 1, 3,
+    H, W]) the ``--shots`` rows too."""
 
     def invert(image):
         return encoder.invert(g, image).image.clamp(-1, 1)
@@ -165,27 +173,35 @@ def ceiling_rows(g, encoder, section, reference: torch.Tensor, true_source: torc
     change = pulled.mean_analogy(source) - source
     best = min((per_latent_error((source + s * change).clamp(-1, 1), truth) for s in STRENGTH_GRID),
                key=lambda e: float(e.mean()))
-    return {"ceiling_one_view": per_latent_error(pulled.members[0](source), truth),
+    rows = {"ceiling_one_view": per_latent_error(pulled.members[0](source), truth),
             "ceiling_pulled": per_latent_error(pulled(source), truth),
             "ceiling_best_strength": best,
             "ceiling_true_source": per_latent_error(privileged(source), truth)}
+    if more is not None and more.shape[0]:
+        with torch.enable_grad():
+            several, _, _ = section.fit(invert(reference), reference, seed=seed, invert=invert, source=g,
+                                        more_references=list(more.split(1)))
+        rows["ceiling_shots"] = per_latent_error(several(source), truth)
+        rows["ceiling_shots_unpulled"] = per_latent_error(several.mean_analogy(source), truth)
+    return rows
 
 
 def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 0, invert_steps: int = 300,
              methods: tuple[str, ...] | dict[str, int] = (), seeds: int = 1, generator: str = "", z: torch.Tensor | None = None,
-             work_dir: Path | None = None, overrides: list[str] = (), encoder=None, ceiling: bool = False) -> dict:
+             work_dir: Path | None = None, overrides: list[str] = (), encoder=None, ceiling: bool = False,
+             shots: int = 1) -> dict:
     """The brackets of one style for generator ``g``, inversion CLIP ``guide`` and ``source`` =
     :func:`held_out_source` (rendered from latents ``z``), and the one-shot ``methods`` (``seeds`` runs per
     reference, of the generator file ``generator``; a dict gives each method its own count); with a style
     ``encoder``, also the colour map fitted on the reference and the encoder's source face, and with ``ceiling``
-    the rows of :func:`ceiling_rows` (``seeds`` per reference)."""
+    the rows of :func:`ceiling_rows` (``seeds`` per reference; ``shots`` > 1: with its rows of several references)."""
     from adapt_common import synthfaces as sf
     from adapt_common.colour_map import ColourMap
     from gan_adapt.inversion import invert
     n = source.shape[0]
     truth = sf.apply_domain(source, style).clamp(-1, 1)
     identity = per_latent_error(source, truth)
-    references, _ = sf.fewshot_set(style, refs, size=g.size)
+    references, _ = sf.fewshot_set(style, refs * max(shots, 1), size=g.size)
     true_sources, _ = sf.fewshot_set("photo", refs, size=g.size)
     rows = {"identity": [], "colour_map_user": [], "colour_map_privileged": []}
     seconds: dict[str, list[float]] = {}  # wall time of each trained run
@@ -204,8 +220,9 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
             rows[key].append(per_latent_error(cmap(source), truth))
         rows["identity"].append(identity)
         for s in range(seeds if ceiling else 0):
+            more = references[refs + r * (shots - 1):refs + (r + 1) * (shots - 1)] if shots > 1 else None
             for key, errs in ceiling_rows(g, encoder, section, ref, true_sources[r:r + 1], source, truth,
-                                          s).items():
+                                          s, more).items():
                 rows.setdefault(key, []).append(errs)
         counts = methods if isinstance(methods, dict) else {m: seeds for m in methods}
         for method, k in counts.items():
@@ -270,7 +287,7 @@ def write_report(results: list[dict], out: Path, command: str) -> Path:
 
 #: What runs merged into one table must share.
 SAME_SETTINGS = ("generator", "family", "refs", "n", "methods", "seeds", "runs_per_reference", "overrides", "encoder",
-                 "held_out_seed", "ceiling")
+                 "held_out_seed", "ceiling", "shots")
 
 
 def merge(paths: list[Path]) -> dict:
@@ -398,6 +415,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ceiling", action="store_true",
                     help="add the rows that bound the analogy guide (needs --encoder; see above), --seeds per "
                          "reference")
+    ap.add_argument("--shots", type=int, default=1,
+                    help="with --ceiling: also the rows of the analogy of K reference images of the style (K > 1)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for every method's runs (e.g. training.iters=100)")
     ap.add_argument("--styles", default="", help="comma-separated subset of the family's styles (default: all)")
@@ -459,6 +478,8 @@ def main(argv=None) -> int:
         styles = [s for s in styles if s in chosen]
     if args.ceiling and not args.encoder:
         ap.error("--ceiling inverts the references with the style encoder: give --encoder")
+    if args.shots < 1 or (args.shots > 1 and not args.ceiling):
+        ap.error("--shots must be >= 1, and K > 1 adds --ceiling rows: give --ceiling")
     if args.refs < 1 or args.n < 2:
         ap.error("--refs must be >= 1 and --n >= 2")
     out = Path(args.out or f"reports/oneshot_brackets_{args.family}")
@@ -479,13 +500,14 @@ def main(argv=None) -> int:
     for s in tqdm(styles, desc="styles"):
         results.append(brackets(s, args.refs, g, guide, source, invert_steps=args.invert_steps, methods=methods,
                                 seeds=args.seeds, generator=args.generator, z=z, work_dir=out, overrides=args.set,
-                                encoder=encoder, ceiling=args.ceiling))
+                                encoder=encoder, ceiling=args.ceiling, shots=args.shots))
     command = "python -m experiments.oneshot_brackets " + " ".join(argv if argv is not None else sys.argv[1:])
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps({"generator": args.generator, "family": args.family, "refs": args.refs, "n": args.n,
                                    "methods": {m: METHODS[m] for m in methods}, "seeds": args.seeds,
                                    "runs_per_reference": methods,
                                    "overrides": args.set, "encoder": args.encoder, "ceiling": args.ceiling,
+                                   "shots": args.shots,
                                    "held_out_seed": HELD_OUT_SEED, "seconds": round(time.time() - t0, 1),
                                    "command": command.strip(), "styles": results}, indent=1))
     print(f"wrote {write_report(results, out, command.strip())} and results.json ({time.time() - t0:.0f} s)")

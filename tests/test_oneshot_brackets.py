@@ -237,3 +237,53 @@ def test_ceiling_rows_recomputed_by_hand(tmp_path):
     assert "analogy: two views, best strength (privileged)" in table and "analogy: two views, pulled" in table
     with pytest.raises(SystemExit):
         ob.main(["--family", "validation", "--ceiling", "--out", str(out)])  # no encoder to invert with
+
+
+def test_shots_rows_recomputed_by_hand(tmp_path):
+    """--shots 3 with colour-map-only analogies: the unpulled row is the mean of the colour maps of six views (the
+    reference, two further few-shot images of the style, and each one's mirror image, every view inverted by the
+    encoder on its own), and the pulled row scales that change by s² / (s² + k·d²·2/6), s and d measured on 16
+    probe faces; with two views (the one-shot rows) the same formula is the recipe's signal² / (signal² + k·d²)."""
+    out = tmp_path / "s"
+    assert ob.main(["--family", "validation", "--styles", "chalkboard", "--refs", "1", "--n", "8",
+                    "--invert-steps", "2", "--encoder", "checkpoints/synthfaces_encoder.safetensors", "--ceiling",
+                    "--shots", "3", "--set", "analogy.steps=0", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["shots"] == 3
+    errors = {k: np.asarray(v[0]) for k, v in res["styles"][0]["errors"].items()}
+    from adapt_common import synthfaces as sf
+    from adapt_common.colour_map import ColourMap
+    from gan_adapt.encoder import StyleEncoder
+    from gan_adapt.formats import load_generator
+    from gan_adapt.seeds import z_from_seeds
+    g = load_generator("checkpoints/synthfaces_stylegan2.safetensors").eval()
+    enc = StyleEncoder.from_pretrained("checkpoints/synthfaces_encoder.safetensors")
+    k = 8.0  # configs/oneshot_encoder.yaml's analogy.shrink
+
+    def err(images):
+        return ((images.clamp(-1, 1) - truth).abs() / 2).mean(dim=(1, 2, 3)).numpy()
+    with torch.no_grad():
+        source = g.generate(z_from_seeds(list(range(100000, 100008)), g.style_dim)).clamp(-1, 1)
+        truth = sf.apply_domain(source, "chalkboard").clamp(-1, 1)
+        images = sf.fewshot_set("chalkboard", 3, size=64)[0]
+        views = [v for i in range(3) for v in (images[i:i + 1], images[i:i + 1].flip(-1))]
+        maps = [ColourMap.fit(g.generate(w=enc(v)).clamp(-1, 1), v) for v in views]
+        mean = torch.stack([m(source).clamp(-1, 1) for m in maps]).mean(0)
+        assert np.allclose(errors["ceiling_shots_unpulled"], err(mean), atol=1e-5)
+        probe = g.generate(torch.randn(16, g.style_dim, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+        outs = [m(probe).clamp(-1, 1) for m in maps]
+        signal = float((torch.stack(outs).mean(0) - probe).abs().mean() / 2)
+        d = np.mean([float((outs[i] - outs[j]).abs().mean() / 2) for i in range(6) for j in range(i + 1, 6)])
+        strength = signal ** 2 / (signal ** 2 + k * d ** 2 * 2 / 6)
+        assert 0.05 < strength < 0.95, strength  # a pull that matters, so that a wrong one shows below
+        assert np.allclose(errors["ceiling_shots"], err(source + strength * (mean - source)), atol=1e-5)
+        # the one-shot row of the same reference: two views, the factor without the count
+        two = [maps[0](probe).clamp(-1, 1), maps[1](probe).clamp(-1, 1)]
+        s2 = float(((two[0] + two[1]) / 2 - probe).abs().mean() / 2)
+        d2 = float((two[0] - two[1]).abs().mean() / 2)
+        pair = (maps[0](source).clamp(-1, 1) + maps[1](source).clamp(-1, 1)) / 2
+        pulled = source + s2 ** 2 / (s2 ** 2 + k * d2 ** 2) * (pair - source)
+        assert np.allclose(errors["ceiling_pulled"], err(pulled), atol=1e-5)
+    assert "analogy: K references, unpulled" in (out / "README.md").read_text()
+    with pytest.raises(SystemExit):
+        ob.main(["--family", "validation", "--shots", "3", "--out", str(out)])  # --shots adds --ceiling rows

@@ -197,3 +197,38 @@ def test_oneshot_run_averages_the_mirror_image_and_shrinks(tmp_path, capsys):
                                    atol=2e-3, rtol=0)
     assert gan_cli.main(["train", *args[:-3], "analogy.mirror=false", f"exp.run_dir={tmp_path / 'r2'}"]) == 2
     assert "analogy.mirror=true" in capsys.readouterr().err
+
+
+def test_oneshot_run_with_more_reference_images(tmp_path, capsys):
+    """target.more_images through the CLI, with analogy.steps=0 and no mirror or pull: the target is the mean of the
+    colour maps of (G(E(image)), image) over the three images, computed here from the encoder and the colour map
+    alone; the direction file names every image and its hash is of the set; more images without the analogy, or
+    without an image target, are refused with what to do."""
+    from adapt_common.colour_map import ColourMap
+    from adapt_common.config import load_config
+    from gan_adapt import cli as gan_cli
+    from gan_adapt.directions import Direction
+    from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
+    more = "target.more_images=[synthfaces:scanlines/2,synthfaces:scanlines/3]"
+    args = ["--config", "configs/oneshot_encoder.yaml", "target.image=synthfaces:scanlines/1", "training.iters=2",
+            "analogy.steps=0", "analogy.mirror=false", "analogy.shrink=0", "evaluation.n=0", "exp.threads=1",
+            "logging.n_samples=2"]
+    assert gan_cli.main(["train", *args, more, f"exp.run_dir={tmp_path / 'run'}"]) == 0
+    meta = Direction.from_pretrained(tmp_path / "run" / "direction.safetensors").meta
+    assert meta["more_references"] == ["synthfaces:scanlines/2", "synthfaces:scanlines/3"]
+    g, enc = _g(), StyleEncoder.from_pretrained(BUNDLED_E)
+    images = sf.fewshot_set("scanlines", 4, size=g.size)[0][1:4]
+    cfg = load_config(OneShotConfig, ["configs/oneshot_encoder.yaml"], [*args[2:], more])
+    tr = ClipTrainer(cfg, quiet=True)
+    one = ClipTrainer(load_config(OneShotConfig, ["configs/oneshot_encoder.yaml"], args[2:]), quiet=True)
+    assert meta["reference_hash"] == tr.reference_hash != one.reference_hash
+    with torch.no_grad():
+        maps = [ColourMap.fit(g.generate(w=enc(images[i:i + 1])).clamp(-1, 1), images[i:i + 1]) for i in range(3)]
+        others = g.generate(torch.randn(4, g.style_dim, generator=torch.Generator().manual_seed(5))).clamp(-1, 1)
+        mean = torch.stack([m(others).clamp(-1, 1) for m in maps]).mean(0)
+        torch.testing.assert_close(tr.analogy(others), mean, atol=1e-4, rtol=0)
+        assert float((one.analogy(others) - mean).abs().max()) > 1e-2  # one image alone is another target
+    capsys.readouterr()
+    assert gan_cli.main(["train", *args, more, "loss.analogy_l1=0", "loss.clip_direction=1",
+                         f"exp.run_dir={tmp_path / 'r2'}"]) == 2
+    assert "loss.analogy_l1 > 0" in capsys.readouterr().err

@@ -56,6 +56,9 @@ class TargetConfig:
     source_text: str = setting("a photo of a face", "the source prompt of the text direction")
     image: str = setting("", "one reference image: a path, or synthfaces:<domain>[/<index>] (a SynthFaces few-shot "
                              "image)")
+    more_images: list = setting([], "further reference images of the same style, as target.image: each is inverted "
+                                    "and gets its own analogy (and mirror view), and the analogies are averaged "
+                                    "(loss.analogy_l1 only; a few-shot analogy)")
     domain: str = setting("", "the target's name in reports and the result's manifest (default: the SynthFaces "
                               "domain of the image or prompt, the image's stem, or a short form of the prompt); a "
                               "SynthFaces domain name enables the ground-truth evaluation")
@@ -84,37 +87,43 @@ class AnalogySection:
     depth: int = setting(3, "conv layers of the residual net")
     degree: int = setting(3, "degree of the colour map's polynomial")
     lr: float = setting(0.002, "Adam learning rate of the residual net")
-    mirror: bool = setting(False, "also fit an analogy on the mirror image of the reference, inverted on its own, and "
-                                  "average the two: the inversions err differently, the style is the same")
-    shrink: float = setting(0.0, "k of the pull towards the unchanged face (needs mirror): the averaged analogy's "
-                                 "change is scaled by signal^2 / (signal^2 + k * disagreement^2), measured on "
-                                 "probe_faces source faces; 0: no pull", minimum=0)
+    mirror: bool = setting(False, "also fit an analogy on the mirror image of each reference, inverted on its own, "
+                                  "and average them: the inversions err differently, the style is the same")
+    shrink: float = setting(0.0, "k of the pull towards the unchanged face (needs two views or more: mirror, or "
+                                 "target.more_images): the averaged analogy's change is scaled by signal^2 / (signal^2 "
+                                 "+ k * disagreement^2 * 2 / views), measured on probe_faces source faces; 0: no "
+                                 "pull", minimum=0)
     probe_faces: int = setting(16, "source faces (training latents) on which shrink measures the views' change and "
                                    "disagreement", minimum=1)
 
-    def fit(self, source_face: torch.Tensor, reference: torch.Tensor, seed: int, invert=None, source=None):
+    def fit(self, source_face: torch.Tensor, reference: torch.Tensor, seed: int, invert=None, source=None,
+            more_references: list = ()):
         """(analogy, what the fit measured, the shrinkage or None) of this section's settings on one (source face,
         reference) pair: the one place the one-shot and the hypernetwork trainers turn the section into an
-        :class:`adapt_common.analogy.ImageAnalogy`, or with ``mirror`` an
-        :class:`adapt_common.analogy.AnalogyEnsemble` of the reference and its mirror image. ``invert`` (image ->
-        its source face, as ``source_face`` was found) inverts the mirror image; ``shrink`` is measured on faces of
-        the ``source`` generator, from training latents of their own random stream (seed ``seed``), so that the
-        training's stream of latents stays as it was."""
+        :class:`adapt_common.analogy.ImageAnalogy`, or with ``mirror`` or ``more_references`` (further images of
+        the style, [1, 3, H, W] each) an :class:`adapt_common.analogy.AnalogyEnsemble` of every reference and, with
+        ``mirror``, its mirror image. ``invert`` (image -> its source face, as ``source_face`` was found) inverts
+        the other views; ``shrink`` is measured on faces of the ``source`` generator, from training latents of their
+        own random stream (seed ``seed``), so that the training's stream of latents stays as it was. The fit
+        measured is the first pair's."""
         from adapt_common.analogy import AnalogyEnsemble, ImageAnalogy, shrinkage
 
         def one(face, ref):
             return ImageAnalogy.fit(face, ref, steps=self.steps, lr=self.lr, degree=self.degree, width=self.width,
                                     depth=self.depth, seed=seed)
-        if self.shrink > 0 and not self.mirror:
-            raise ValueError("analogy.shrink compares the analogies of the reference and its mirror image: set "
-                             "analogy.mirror=true (or analogy.shrink=0)")
+        if self.shrink > 0 and not self.mirror and not more_references:
+            raise ValueError("analogy.shrink compares the analogies of several views of the style: set "
+                             "analogy.mirror=true or give more reference images (or analogy.shrink=0)")
         analogy, fit = one(source_face, reference)
-        if not self.mirror:
+        if not self.mirror and not more_references:
             return analogy, fit, None
         if invert is None:
-            raise ValueError("analogy.mirror needs the trainer's inversion to find the mirror image's source face")
-        mirrored = reference.flip(-1)
-        members = [analogy, one(invert(mirrored).clamp(-1, 1), mirrored)[0]]
+            raise ValueError("analogy.mirror and further references need the trainer's inversion to find each "
+                             "view's source face")
+        views = [reference.flip(-1)] if self.mirror else []
+        for ref in more_references:
+            views += [ref, ref.flip(-1)] if self.mirror else [ref]
+        members = [analogy, *(one(invert(view).clamp(-1, 1), view)[0] for view in views)]
         shrunk = None
         if self.shrink > 0:
             gen = torch.Generator().manual_seed(seed)
@@ -252,6 +261,9 @@ class ClipTrainer(LoopTrainer):
         tg, tr = cfg.target, cfg.training
         if bool(tg.text) == bool(tg.image):
             raise ValueError("set exactly one of target.text (text-guided) and target.image (one reference image)")
+        if tg.more_images and (not tg.image or cfg.loss.analogy_l1 <= 0):
+            raise ValueError("target.more_images are further images for the image analogy: they need target.image "
+                             "and loss.analogy_l1 > 0 (or leave target.more_images empty)")
         if tr.batch < 2 and cfg.loss.indomain > 0:
             raise ValueError("loss.indomain needs training.batch >= 2")
         set_threads(cfg.exp.threads, "exp.threads")
@@ -263,11 +275,16 @@ class ClipTrainer(LoopTrainer):
         self.param = Parameterization(tr.parameterization, self.source, block=tr.block, rank=tr.rank,
                                       seed=cfg.exp.seed)
         self.guide = ClipGuide(list(cfg.loss.clip), self.device, fast=optimised, cls_only_last=self.fast_math)
-        self.reference, self.reference_hash = None, None
+        self.reference, self.reference_hash, self.more_references = None, None, []
         if tg.text:
             self.directions = self.guide.text_direction(tg.source_text, tg.text, list(tg.templates))
         else:
             self.reference, self.reference_hash = reference_image(tg.image, self.source.size)
+            more = [reference_image(spec, self.source.size) for spec in tg.more_images]
+            self.more_references = [img for img, _ in more]
+            if more:  # one hash for the whole set, in order
+                self.reference_hash = hashlib.sha256(" ".join([self.reference_hash, *(h for _, h in more)])
+                                                     .encode()).hexdigest()[:16]
             gen = torch.Generator().manual_seed(cfg.exp.seed + 1)
 
             def sample(k):
@@ -319,7 +336,8 @@ class ClipTrainer(LoopTrainer):
             if lc.analogy_l1 > 0:
                 self.analogy, self.analogy_fit, self.analogy_shrinkage = cfg.analogy.fit(
                     self.inverted, self.reference.to(self.device), seed=cfg.exp.seed,
-                    invert=lambda image: invert_reference(image).image, source=self.source)
+                    invert=lambda image: invert_reference(image).image, source=self.source,
+                    more_references=[r.to(self.device) for r in self.more_references])
         self.lr, betas = self.optimiser_settings()
         self.opt = torch.optim.Adam(self.param.trainable_parameters(), lr=self.lr, betas=betas)
         self.step, self.elapsed = 0, 0.0
@@ -518,6 +536,8 @@ class ClipTrainer(LoopTrainer):
             meta.update(prompt=tg.text, source_prompt=tg.source_text)
         else:
             meta.update(reference=tg.image, reference_hash=self.reference_hash)
+            if tg.more_images:
+                meta.update(more_references=list(tg.more_images))
         return meta
 
     def export(self, metrics: dict | None = None) -> Path:
@@ -603,7 +623,9 @@ class ClipTrainer(LoopTrainer):
                       f"{fit.holdout_identity:.4f}); {self.analogy_grid(self.run_dir / 'analogy.png').name}")
             if self.analogy_shrinkage is not None:
                 sh = self.analogy_shrinkage
-                self._log(f"analogy of the reference and its mirror image: change {sh.signal:.4f}, disagreement "
+                views = "the reference and its mirror image" if not cfg.target.more_images else \
+                    f"{len(self.analogy.members)} views of {1 + len(cfg.target.more_images)} reference images"
+                self._log(f"analogy of {views}: change {sh.signal:.4f}, disagreement "
                           f"{sh.disagreement:.4f}, strength {sh.strength:.3f}")
         self.loop(cfg.training.iters, resume, hooks)
         if self.stopped:
