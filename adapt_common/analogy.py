@@ -191,8 +191,9 @@ def shrinkage(members: list[ImageAnalogy], probe: torch.Tensor, k: float) -> Shr
     signal = float((mean - probe).abs().mean() / 2)
     pairs = [(i, j) for i in range(len(members)) for j in range(i + 1, len(members))]
     disagreement = float(sum((outs[i] - outs[j]).abs().mean() for i, j in pairs) / (2 * len(pairs))) if pairs else 0.0
-    # The mean of M views errs by about disagreement / sqrt(M / 2): the pull weakens as views are added, and two
-    # views (one reference and its mirror image) keep k's first meaning exactly.
+    # The mean of M views errs by about disagreement / sqrt(2 M) (disagreement ~ sqrt(2) x one view's error): the
+    # pull weakens as views are added, and two views (one reference and its mirror image) keep k's first meaning
+    # exactly.
     denominator = signal ** 2 + k * disagreement ** 2 * 2 / len(members)
     strength = signal ** 2 / denominator if denominator > 0 else 0.0
     return Shrinkage(signal=signal, disagreement=disagreement, strength=float(strength))

@@ -88,7 +88,8 @@ ROW_NAMES = {"colour_map_user": "colour map (user)", "colour_map_encoder": "colo
              "ceiling_one_view": "analogy: one view", "ceiling_pulled": "analogy: two views, pulled",
              "ceiling_best_strength": "analogy: two views, best strength (privileged)",
              "ceiling_true_source": "analogy: true source face (privileged)",
-             "ceiling_shots": "analogy: K references, pulled", "ceiling_shots_unpulled": "analogy: K references, unpulled",
+             "ceiling_shots": "analogy: K references, pulled",
+             "ceiling_shots_unpulled": "analogy: K references, unpulled",
              "oracle": "oracle"}
 
 

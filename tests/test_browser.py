@@ -25,8 +25,8 @@ from gan_adapt.parameterizations import Parameterization  # noqa: E402
 
 # A page counts as open when the app has drawn itself: the Mix grid (the first tab, rendered by the page's load
 # event) has its image. Waiting for "networkidle" instead timed out now and then in full CI runs on 2 cores (goto and
-# reload past 120 s), since idle network also waits on Gradio's own event streams. Under that load one more try is
-# allowed before the test fails.
+# reload past 120 s; why the network stayed busy was not found), and the drawn page is what the tests need. Under
+# that load one more try is allowed before the test fails.
 NAVIGATION_MS = 120_000
 READY = "#out img"
 
