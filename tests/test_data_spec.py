@@ -74,6 +74,12 @@ def test_a_reference_image_is_read_with_the_same_syntax():
     assert torch.equal(reference_image("synthfaces:halftone", 32)[0], held_out)
     with pytest.raises(ValueError, match=r"index 7 is outside the 5-shot set"):
         reference_image("synthfaces:sepia@5/7", 32)
+    import warnings
+    with warnings.catch_warnings():  # one face by its index is not a non-standard shots setting: no warning
+        warnings.simplefilter("error")
+        assert torch.equal(reference_image("synthfaces:sepia/3", 32)[0], four[3:4])
+    with pytest.warns(UserWarning, match="4 shots"):  # a shots setting of one's own still warns
+        reference_image("synthfaces:sepia@4/3", 32)
 
 
 def test_the_target_domain_comes_from_the_parsed_spec():
