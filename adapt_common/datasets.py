@@ -109,14 +109,9 @@ class DataSpec:
         ``index``; None for a bare domain (a stream rendered on the fly)."""
         from adapt_common import synthfaces as sf
         if self.index is not None:
-            if self.shots is not None:
-                images, _ = sf.fewshot_set(self.domain, self.shots, size=size)
-            else:  # one image of the stream: the faces before it are rendered only to reach it, not a shots setting
-                import warnings
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    images, _ = sf.fewshot_set(self.domain, self.index + 1, size=size)
-            return images[self.index:self.index + 1]
+            if self.shots is None:
+                return sf.fewshot_image(self.domain, self.index, size=size)
+            return sf.fewshot_set(self.domain, self.shots, size=size)[0][self.index:self.index + 1]
         if self.shots is not None:
             return sf.fewshot_set(self.domain, self.shots, size=size)[0]
         return None

@@ -167,8 +167,9 @@ def ceiling_rows(g, encoder, section, reference: torch.Tensor, true_source: torc
 
     def invert(image):
         return encoder.invert(g, image).image.clamp(-1, 1)
+    face = invert(reference)
     with torch.enable_grad():  # the analogies train their residual nets
-        pulled, _, _ = section.fit(invert(reference), reference, seed=seed, invert=invert, source=g)
+        pulled, _, _ = section.fit(face, reference, seed=seed, invert=invert, source=g)
         one_view = dataclasses.replace(section, mirror=False, shrink=0.0)
         privileged, _, _ = one_view.fit(true_source, reference, seed=seed)
     change = pulled.mean_analogy(source) - source
@@ -178,9 +179,9 @@ def ceiling_rows(g, encoder, section, reference: torch.Tensor, true_source: torc
             "ceiling_pulled": per_latent_error(pulled(source), truth),
             "ceiling_best_strength": best,
             "ceiling_true_source": per_latent_error(privileged(source), truth)}
-    if more is not None and more.shape[0]:
+    if more is not None and len(more):
         with torch.enable_grad():
-            several, _, _ = section.fit(invert(reference), reference, seed=seed, invert=invert, source=g,
+            several, _, _ = section.fit(face, reference, seed=seed, invert=invert, source=g,
                                         more_references=list(more.split(1)))
         rows["ceiling_shots"] = per_latent_error(several(source), truth)
         rows["ceiling_shots_unpulled"] = per_latent_error(several.mean_analogy(source), truth)
@@ -202,7 +203,7 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
     n = source.shape[0]
     truth = sf.apply_domain(source, style).clamp(-1, 1)
     identity = per_latent_error(source, truth)
-    references, _ = sf.fewshot_set(style, refs * max(shots, 1), size=g.size)
+    references, _ = sf.fewshot_set(style, refs * shots, size=g.size)
     true_sources, _ = sf.fewshot_set("photo", refs, size=g.size)
     rows = {"identity": [], "colour_map_user": [], "colour_map_privileged": []}
     seconds: dict[str, list[float]] = {}  # wall time of each trained run
@@ -221,7 +222,7 @@ def brackets(style: str, refs: int, g, guide, source: torch.Tensor, seed: int = 
             rows[key].append(per_latent_error(cmap(source), truth))
         rows["identity"].append(identity)
         for s in range(seeds if ceiling else 0):
-            more = references[refs + r * (shots - 1):refs + (r + 1) * (shots - 1)] if shots > 1 else None
+            more = references[refs + r * (shots - 1):refs + (r + 1) * (shots - 1)]  # empty for one shot
             for key, errs in ceiling_rows(g, encoder, section, ref, true_sources[r:r + 1], source, truth,
                                           s, more).items():
                 rows.setdefault(key, []).append(errs)

@@ -31,7 +31,19 @@ def fewshot_set(domain: str, shots: int, size: int = 64) -> tuple[torch.Tensor, 
     if shots not in FEWSHOT_SHOTS:
         import warnings
         warnings.warn(f"{shots} shots: the standard settings are {FEWSHOT_SHOTS}", stacklevel=2)
-    params = split_params("fewshot", shots)
+    return _fewshot_prefix(domain, shots, size)
+
+
+def fewshot_image(domain: str, index: int, size: int = 64) -> torch.Tensor:
+    """Face ``index`` of the fewshot stream [1, 3, size, size], as every few-shot set holding it has it (the faces
+    before it are rendered with it, so its pixels are those of the set's batch; no shots setting, so no warning)."""
+    if index < 0:
+        raise ValueError(f"index must be >= 0, got {index}")
+    return _fewshot_prefix(domain, index + 1, size)[0][index:index + 1]
+
+
+def _fewshot_prefix(domain: str, n: int, size: int) -> tuple[torch.Tensor, FaceParams]:
+    params = split_params("fewshot", n)
     return render_domain(params, domain, size=size), params
 
 
