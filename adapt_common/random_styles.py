@@ -165,3 +165,23 @@ def random_styles(images: torch.Tensor, generator: torch.Generator | None = None
             u = random_style(u, gen, max_ops)
         out.append(u * 2 - 1)
     return torch.cat(out).to(images.device, images.dtype)
+
+
+def paired_random_styles(first: torch.Tensor, second: torch.Tensor, generator: torch.Generator,
+                         p_identity: float = 0.1, max_ops: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """``first[i]`` and ``second[i]`` (two faces, [N, 3, H, W] each in [-1, 1]) in one and the same random style,
+    a draw of its own for each i (with probability ``p_identity``, both unchanged): the examples of an analogy."""
+    if first.shape != second.shape:
+        raise ValueError(f"paired styles need two batches of one shape, got {tuple(first.shape)} and "
+                         f"{tuple(second.shape)}")
+    outs: tuple[list, list] = ([], [])
+    for pair in zip(first.detach().cpu().float(), second.detach().cpu().float()):
+        keep = torch.rand((), generator=generator) < p_identity
+        state = generator.get_state()
+        for out, x in zip(outs, pair):
+            u = ((x[None] + 1) / 2).clamp(0, 1)
+            if not keep:
+                generator.set_state(state)  # the second face gets the first one's draw
+                u = random_style(u, generator, max_ops)
+            out.append(u * 2 - 1)
+    return tuple(torch.cat(o).to(first.device, first.dtype) for o in outs)

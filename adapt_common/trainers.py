@@ -98,6 +98,15 @@ TRAINERS: dict[str, TrainerSpec] = {s.name: s for s in (
         "gan_adapt.training.encoder:EncoderTrainer",
         (Export("encoder", "export", "the encoder (target.invert_encoder of one-shot runs)"),)),
     TrainerSpec(
+        "analogy_net", GAN,
+        "a learned image analogy: from one (source face, styled image) pair, the same style on any face; trained on "
+        "random procedural styles (the one-shot guide's analogy.net)",
+        "gan_adapt.training.analogy_net:AnalogyNetTrainConfig", "gan_adapt.training.analogy_net:train",
+        "analogy_net.safetensors (use it with analogy.net of one-shot runs), samples/, log.csv, checkpoint.pt, "
+        "eval.json with evaluation.n > 0",
+        "gan_adapt.training.analogy_net:AnalogyNetTrainer",
+        (Export("analogy_net", "export", "the analogy net (analogy.net of one-shot runs)"),)),
+    TrainerSpec(
         "ddpm", DIFFUSION,
         "unconditional diffusion: pretraining, and few-shot adaptation (full or SVDiff) with DomainStudio's losses",
         "diffusion_adapt.ddpm_trainer:DiffTrainConfig", "diffusion_adapt.ddpm_trainer:train",

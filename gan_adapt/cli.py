@@ -394,17 +394,22 @@ def cmd_export(args) -> int:
     wanted = {option: getattr(args, option) for option in _export_options() if getattr(args, option)}
     if not wanted:
         raise ValueError(f"nothing to export: a {spec.name} run exports with "
-                         + ", ".join(f"--{e.option} FILE" for e in spec.exports))
+                         + ", ".join(f"--{_flag(e.option)} FILE" for e in spec.exports))
     refused = [option for option in wanted if spec.export(option) is None]
     if refused:
-        raise ValueError(f"a {spec.name} run has no --{refused[0]} export; it exports with "
-                         + ", ".join(f"--{e.option} ({e.help})" for e in spec.exports))
+        raise ValueError(f"a {spec.name} run has no --{_flag(refused[0])} export; it exports with "
+                         + ", ".join(f"--{_flag(e.option)} ({e.help})" for e in spec.exports))
     trainer = load_run(spec, run)
     for option, path in wanted.items():
         export = spec.export(option)
         getattr(trainer, export.method)(path)
         print(f"wrote {path}: the {spec.name} run's {option} at step {trainer.step}")
     return 0
+
+
+def _flag(option: str) -> str:
+    """An export option's command-line spelling (``analogy_net`` -> ``analogy-net``)."""
+    return option.replace("_", "-")
 
 
 def _export_options() -> dict[str, tuple[str, list[str]]]:
@@ -528,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write files of a training run (any trainer) from its latest checkpoint")
     x.add_argument("run_dir", help="the run's exp.run_dir (holds config.yaml and checkpoint.pt)")
     for option, (helps, kinds) in _export_options().items():
-        x.add_argument(f"--{option}", metavar="FILE", help=f"{helps} ({', '.join(kinds)} runs)")
+        x.add_argument(f"--{_flag(option)}", dest=option, metavar="FILE", help=f"{helps} ({', '.join(kinds)} runs)")
     x.set_defaults(func=cmd_export)
 
     n = sub.add_parser("init", help="write a randomly initialised generator (to test pipelines at any scale)")

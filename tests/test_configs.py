@@ -18,7 +18,8 @@ from gan_adapt.cli import trainer_kind
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PREFIX_TRAINER = {"clip_": "clip_model", "pretrain_": "adversarial", "fewshot_": "adversarial", "oneshot_": "clip",
-                  "hyper_": "hyper", "ddpm_": "ddpm", "encoder_": "encoder"}
+                  "hyper_": "hyper", "ddpm_": "ddpm", "encoder_": "encoder",
+                  "analogy_net_": "analogy_net"}
 SPECS = list(TRAINERS.values())
 
 

@@ -42,7 +42,7 @@ def test_train_help_lists_every_trainer_and_every_key_with_its_meaning(command, 
     out = _help(gan_cli.main if command == GAN else diffusion_cli.main, capsys)
     flat = " ".join(out.split())  # the meanings are wrapped over lines
     specs = trainers_of(command)
-    assert {s.name for s in specs} == ({"adversarial", "clip", "hyper", "encoder"} if command == GAN
+    assert {s.name for s in specs} == ({"adversarial", "clip", "hyper", "encoder", "analogy_net"} if command == GAN
                                        else {"ddpm", "t2i"})
     for spec in specs:
         assert re.search(rf"^{spec.name}: ", out, re.M), f"{spec.name} is not listed"
@@ -75,7 +75,7 @@ def _train(args) -> None:
 
 
 def _export(run, capsys, **files) -> None:
-    args = [f"--{k}={v}" for k, v in files.items()]
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in files.items()]
     assert gan_cli.main(["export", str(run), *args]) == 0, capsys.readouterr().err
 
 
@@ -156,6 +156,19 @@ def test_export_encoder(tmp_path, base, capsys):
     assert exported.config.input_size == 32  # the tiny generator's size
     assert gan_cli.main(["export", str(run), "--direction", str(tmp_path / "d.safetensors")]) == 2
     assert "--encoder" in capsys.readouterr().err
+
+
+def test_export_analogy_net(tmp_path, base, capsys):
+    from adapt_common.analogy_net import AnalogyNet
+    run = tmp_path / "run"
+    _train(["exp.trainer=analogy_net", f"base={base}", f"exp.run_dir={run}", "encoder=''", "data.invert=false",
+            "data.bank=16", "training.batch=4", "training.iters=2", "net.width=4", "net.style_dim=8", *FAST])
+    _export(run, capsys, analogy_net=tmp_path / "a.safetensors")
+    exported = AnalogyNet.from_pretrained(tmp_path / "a.safetensors")
+    _same_tensors(exported.state_dict(), AnalogyNet.from_pretrained(run / "analogy_net.safetensors").state_dict())
+    assert exported.config.size == 32  # the tiny generator's size
+    assert gan_cli.main(["export", str(run), "--encoder", str(tmp_path / "e.safetensors")]) == 2
+    assert "--analogy-net" in capsys.readouterr().err
 
 
 def test_every_gan_trainer_has_an_export_test():

@@ -95,6 +95,17 @@ class AnalogySection:
                                  "pull", minimum=0)
     probe_faces: int = setting(16, "source faces (training latents) on which shrink measures the views' change and "
                                    "disagreement", minimum=1)
+    net: str = setting("", "a learned analogy file (exp.trainer: analogy_net, trained on random procedural styles) "
+                           "that gives each view's analogy from its (source face, reference) pair in one pass, "
+                           "instead of a fit on the pair alone (steps, width, depth, degree and lr then do not "
+                           "apply)")
+
+    def describe(self, fit) -> str:
+        """What :meth:`fit` measured (its second value), for a log line."""
+        if fit is None:
+            return f"learned ({self.net})"
+        return (f"residual net trained {fit.steps} steps (chosen on the pair's right half: L1 {fit.holdout_best:.4f}, "
+                f"colour map alone {fit.holdout_colour_map:.4f}, unchanged {fit.holdout_identity:.4f})")
 
     def fit(self, source_face: torch.Tensor, reference: torch.Tensor, seed: int, invert=None, source=None,
             more_references: list = ()):
@@ -105,10 +116,16 @@ class AnalogySection:
         ``mirror``, its mirror image. ``invert`` (image -> its source face, as ``source_face`` was found) inverts
         the other views; ``shrink`` is measured on faces of the ``source`` generator, from training latents of their
         own random stream (seed ``seed``), so that the training's stream of latents stays as it was. The fit
-        measured is the first pair's."""
+        measured is the first pair's (None with ``net``: a learned analogy is not fitted)."""
         from adapt_common.analogy import AnalogyEnsemble, ImageAnalogy, shrinkage
+        learned = None
+        if self.net:
+            from adapt_common.analogy_net import AnalogyNet
+            learned = AnalogyNet.from_pretrained(self.net).to(source_face.device)
 
         def one(face, ref):
+            if learned is not None:
+                return learned.bind(face, ref), None
             return ImageAnalogy.fit(face, ref, steps=self.steps, lr=self.lr, degree=self.degree, width=self.width,
                                     depth=self.depth, seed=seed)
         if self.shrink > 0 and not self.mirror and not more_references:
@@ -617,10 +634,8 @@ class ClipTrainer(LoopTrainer):
         self._log(f"{self.param.describe()} of {cfg.base}; target: {target}; "
                   f"CLIP: {', '.join(self.guide.names)}")
         if self.analogy is not None:
-            fit = self.analogy_fit
-            self._log(f"analogy: residual net trained {fit.steps} steps (chosen on the pair's right half: L1 "
-                      f"{fit.holdout_best:.4f}, colour map alone {fit.holdout_colour_map:.4f}, unchanged "
-                      f"{fit.holdout_identity:.4f}); {self.analogy_grid(self.run_dir / 'analogy.png').name}")
+            self._log(f"analogy: {cfg.analogy.describe(self.analogy_fit)}; "
+                      f"{self.analogy_grid(self.run_dir / 'analogy.png').name}")
             if self.analogy_shrinkage is not None:
                 sh = self.analogy_shrinkage
                 views = "the reference and its mirror image" if not cfg.target.more_images else \

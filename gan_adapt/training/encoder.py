@@ -32,6 +32,22 @@ from ..encoder import StyleEncoder
 from .clip_guided import DEFAULT_SOURCE
 
 
+@torch.no_grad()
+def generated_faces(g, n: int, seed: int, resize=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """n latents w [n, D] of ``g`` from ``seed`` and their images [n, 3, H, W] in [-1, 1] (stored noise; ``resize``
+    applied to each batch), both on the CPU: the training banks of the encoder and the analogy net."""
+    gen = torch.Generator().manual_seed(seed)
+    device = next(g.parameters()).device
+    ws, xs = [], []
+    for i in range(0, n, 64):
+        z = torch.randn(min(64, n - i), g.style_dim, generator=gen).to(device)
+        w = g.get_latent(z)
+        x = g.generate(w=w).clamp(-1, 1)
+        ws.append(w.cpu())
+        xs.append((resize(x) if resize is not None else x).cpu())
+    return torch.cat(ws), torch.cat(xs)
+
+
 @dataclass
 class EncoderData:
     bank: int = setting(8192, "generated (latent, image) pairs drawn once from exp.seed and restyled every step")
@@ -108,17 +124,9 @@ class EncoderTrainer(LoopTrainer):
         self.sample_styled = random_styles(self.sample_x, torch.Generator().manual_seed(cfg.logging.sample_seed),
                                            p_identity=0.0, max_ops=cfg.data.max_ops)
 
-    @torch.no_grad()
     def draw(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """n latents w [n, D] and their images at the encoder's input size [n, 3, s, s] (stored noise)."""
-        gen = torch.Generator().manual_seed(seed)
-        ws, xs = [], []
-        for i in range(0, n, 64):
-            z = torch.randn(min(64, n - i), self.g.style_dim, generator=gen).to(self.device)
-            w = self.g.get_latent(z)
-            ws.append(w.cpu())
-            xs.append(self.encoder.to_input(self.g.generate(w=w).clamp(-1, 1)).cpu())
-        return torch.cat(ws), torch.cat(xs)
+        return generated_faces(self.g, n, seed, self.encoder.to_input)
 
     @property
     def bank(self) -> tuple[torch.Tensor, torch.Tensor]:

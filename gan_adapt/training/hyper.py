@@ -211,8 +211,7 @@ class HyperTrainer(LoopTrainer):
             analogy, fit, shrunk = cfg.analogy.fit(inv.image.clamp(-1, 1), ref, seed=cfg.exp.seed,
                                                    invert=lambda image: encoder.invert(self.source, image).image,
                                                    source=self.source)
-            self._log(f"analogy for {spec}: residual net {fit.steps} steps (held-out L1 {fit.holdout_best:.4f}, colour "
-                      f"map {fit.holdout_colour_map:.4f}, identity {fit.holdout_identity:.4f})" +
+            self._log(f"analogy for {spec}: {cfg.analogy.describe(fit)}" +
                       (f"; with its mirror image: strength {shrunk.strength:.3f}" if shrunk else ""))
             out.append(analogy.eval().requires_grad_(False))
         return out
