@@ -74,7 +74,8 @@ def test_each_runs_analogy_strength_is_recorded(tmp_path):
     out = tmp_path / "s"
     assert ob.main(["--family", "validation", "--styles", "scanlines", "--refs", "2", "--n", "8", "--invert-steps", "2",
                     "--encoder", "checkpoints/synthfaces_encoder.safetensors", "--methods", "encoder_analogy",
-                    "--set", "training.iters=2", "analogy.steps=0", "analogy.mirror=true", "analogy.shrink=2",
+                    "--set", "training.iters=2", "analogy.steps=0", "analogy.net=''",
+                    "analogy.mirror=true", "analogy.shrink=2",
                     "--out", str(out)]) == 0
     strengths = json.loads((out / "results.json").read_text())["styles"][0]["analogy_strength"]["encoder_analogy"]
     assert len(strengths) == 2 and all(0 < s < 1 for s in strengths) and strengths[0] != strengths[1], strengths
@@ -207,7 +208,7 @@ def test_ceiling_rows_recomputed_by_hand(tmp_path):
     out = tmp_path / "c"
     assert ob.main(["--family", "validation", "--styles", "tritone", "--refs", "1", "--n", "8", "--invert-steps", "2",
                     "--encoder", "checkpoints/synthfaces_encoder.safetensors", "--ceiling", "--set",
-                    "analogy.steps=0", "--out", str(out)]) == 0
+                    "analogy.steps=0", "analogy.net=''", "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["ceiling"] is True
     errors = {k: np.asarray(v[0]) for k, v in res["styles"][0]["errors"].items()}
@@ -247,7 +248,7 @@ def test_shots_rows_recomputed_by_hand(tmp_path):
     out = tmp_path / "s"
     assert ob.main(["--family", "validation", "--styles", "chalkboard", "--refs", "1", "--n", "8",
                     "--invert-steps", "2", "--encoder", "checkpoints/synthfaces_encoder.safetensors", "--ceiling",
-                    "--shots", "3", "--set", "analogy.steps=0", "--out", str(out)]) == 0
+                    "--shots", "3", "--set", "analogy.steps=0", "analogy.net=''", "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["shots"] == 3
     errors = {k: np.asarray(v[0]) for k, v in res["styles"][0]["errors"].items()}

@@ -138,7 +138,8 @@ def test_oneshot_run_inverts_the_reference_with_the_encoder(tmp_path, capsys):
     from gan_adapt import cli as gan_cli
     from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
     args = ["--config", "configs/oneshot_encoder.yaml", f"exp.run_dir={tmp_path / 'run'}",
-            "target.image=synthfaces:chalkboard/1", "training.iters=2", "analogy.steps=0", "analogy.mirror=false",
+            "target.image=synthfaces:chalkboard/1", "training.iters=2", "analogy.steps=0", "analogy.net=''",
+            "analogy.mirror=false",
             "analogy.shrink=0", "evaluation.n=0",
             "exp.threads=1", "logging.n_samples=2"]
     assert gan_cli.main(["train", *args]) == 0
@@ -171,7 +172,8 @@ def test_oneshot_run_averages_the_mirror_image_and_shrinks(tmp_path, capsys):
     from gan_adapt import cli as gan_cli
     from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
     args = ["--config", "configs/oneshot_encoder.yaml", f"exp.run_dir={tmp_path / 'run'}",
-            "target.image=synthfaces:scanlines/1", "training.iters=2", "analogy.steps=0", "analogy.mirror=true",
+            "target.image=synthfaces:scanlines/1", "training.iters=2", "analogy.steps=0", "analogy.net=''",
+            "analogy.mirror=true",
             "analogy.shrink=2", "evaluation.n=0", "exp.threads=1", "logging.n_samples=2", "exp.seed=3"]
     assert gan_cli.main(["train", *args]) == 0
     assert "strength" in capsys.readouterr().out
@@ -211,7 +213,8 @@ def test_oneshot_run_with_more_reference_images(tmp_path, capsys):
     from gan_adapt.training.clip_guided import ClipTrainer, OneShotConfig
     more = "target.more_images=[synthfaces:scanlines/2,synthfaces:scanlines/3]"
     args = ["--config", "configs/oneshot_encoder.yaml", "target.image=synthfaces:scanlines/1", "training.iters=2",
-            "analogy.steps=0", "analogy.mirror=false", "analogy.shrink=0", "evaluation.n=0", "exp.threads=1",
+            "analogy.steps=0", "analogy.net=''",
+            "analogy.mirror=false", "analogy.shrink=0", "evaluation.n=0", "exp.threads=1",
             "logging.n_samples=2"]
     assert gan_cli.main(["train", *args, more, f"exp.run_dir={tmp_path / 'run'}"]) == 0
     meta = Direction.from_pretrained(tmp_path / "run" / "direction.safetensors").meta
