@@ -27,8 +27,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # The main job: one-shot adaptation of the bundled SynthFaces StyleGAN2 to "sketch" from one reference image with a
-# StyleSpace direction, guided by the bundled style encoder and an image analogy of the reference (about a minute on
-# 2 CPU cores, the end-of-run report included), then images with the direction.
+# StyleSpace direction, guided by the bundled style encoder and the learned image analogy of the reference (a minute
+# or two on 2 CPU cores, the end-of-run report included), then images with the direction.
 DEMO := runs/demo
 BUNDLED_G := checkpoints/synthfaces_stylegan2.safetensors
 demo: $(STAMP)

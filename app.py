@@ -536,7 +536,7 @@ def adapt_config(ckpt: str, image: str | None, prompt: str, parameterization: st
                  clip: str):
     """The one-shot config of an Adapt-tab run: the tab's choices and the parameterization's own learning rate and
     betas (gan_adapt.parameterizations.SPECS), no end-of-run report, on configs/oneshot_encoder.yaml for an image on
-    the bundled generator (the style encoder and an image analogy guide it: the validation styles' best guide) and
+    the bundled generator (the style encoder and the learned image analogy guide it: the validation styles' best) and
     configs/oneshot_sketch_image.yaml otherwise (CLIP-guided: a prompt, or a generator without an encoder). The CLI
     trains the same with ``python -m gan_adapt train --config <that file>`` and these keys as overrides."""
     from adapt_common.config import load_config
@@ -992,7 +992,8 @@ def adapt_help() -> str:
     return ("**Adapt** trains a new domain from one reference image or a text prompt: only a small set of values "
             "trains while the generator stays frozen, and the result is a direction file for the library. A prompt "
             "is CLIP-guided; an image on the bundled generator is guided by the bundled style encoder (it finds the "
-            "reference's unstyled face) and an image analogy of that pair, trained on pixels. What trains:\n" + kinds + "\n\nThe bar counts training steps; 20 iterations took 16 s on "
+            "reference's unstyled face) and a learned image analogy of that pair (a net trained beforehand on random "
+            "procedural styles), trained on pixels. What trains:\n" + kinds + "\n\nThe bar counts training steps; 20 iterations took 16 s on "
             "one loaded CPU core, loading CLIP included. Cancel keeps a checkpoint in the run folder.")
 
 
