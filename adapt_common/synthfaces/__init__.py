@@ -17,7 +17,8 @@ from .latents import params_from_z, render_from_z
 from .params import (PARAM_NAMES, PARAM_SPEC, FaceParams, ParamSpec, bucket_smile, describe_params, params_from_uniform,
                      sample_params)
 from .render import RENDERERS, render, render_background
-from .styles import FAMILIES, HELDOUT_STYLES, STYLE_FAMILY, STYLE_KIND, STYLE_KINDS, family_of, styles_of_family
+from .styles import (FAMILIES, HELDOUT_STYLES, STYLE_FAMILY, STYLE_KIND, STYLE_KINDS, expand_families, family_of,
+                     styles_of_family)
 
 __all__ = [
     "ATTRIBUTE_VALUES", "DOMAINS", "Domain", "FEWSHOT_SHOTS", "FaceParams", "KINDS", "PARAM_NAMES", "PARAM_SPEC",
@@ -25,5 +26,5 @@ __all__ = [
     "captions", "describe_params", "params_from_z", "render_from_z", "domain_prompt", "domains_of_kind", "eval_set", "export_folder",
     "face_seeds", "fewshot_image", "fewshot_set", "get_domain", "preview_grid", "render", "render_background", "render_domain",
     "sample_params", "split_params", "FAMILIES", "HELDOUT_STYLES", "STYLE_FAMILY", "STYLE_KIND", "STYLE_KINDS",
-    "family_of", "styles_of_family",
+    "expand_families", "family_of", "styles_of_family",
 ]

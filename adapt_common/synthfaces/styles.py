@@ -285,6 +285,12 @@ def styles_of_family(family: str) -> list[str]:
     return [n for n, f in STYLE_FAMILY.items() if f == family]
 
 
+def expand_families(names) -> list[str]:
+    """Style names with each family name among them (train, validation, test) replaced by its styles, in order:
+    what a config's list of report styles means."""
+    return [style for name in names for style in (styles_of_family(name) if name in FAMILIES else [name])]
+
+
 def family_of(name: str) -> str:
     """The family of a style name (train for the similar domains)."""
     from .domains import DOMAINS

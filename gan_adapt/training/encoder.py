@@ -200,9 +200,7 @@ class EncoderTrainer(LoopTrainer):
         SynthFaces faces from ``evaluation.offset``; "photo" is the unstyled faces, "average face" G(w_avg)."""
         from adapt_common import synthfaces as sf
         ev = self.cfg.evaluation
-        styles = []
-        for s in ev.styles:
-            styles += sf.styles_of_family(s) if s in sf.FAMILIES else [s]
+        styles = sf.expand_families(ev.styles)
         self.encoder.eval()
         truth, _ = sf.eval_set("photo", n, size=self.g.size, offset=ev.offset)
 
